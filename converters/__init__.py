@@ -1,0 +1,1 @@
+"""Model converters: Caffe <-> PyTorch (``converters.caffe``) and PyTorch -> ONNX (``converters.onnx``)."""

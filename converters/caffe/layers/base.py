@@ -1,0 +1,90 @@
+"""The layer registry: one converter per Caffe layer type (STYLE.md: registries keyed by names).
+
+A converter is a function ``build(layer: LayerParameter, bottoms: list[Tensor]) -> nn.Module``.
+``bottoms`` are tensors on the ``meta`` device with the bottom blobs' shapes, so a converter can read
+channel counts and spatial sizes without any data; the net builder runs the returned module on them
+to infer the top shapes. The module's ``forward`` takes the bottom tensors as positional arguments and
+returns one tensor, or a tuple of tensors for layers with several tops.
+
+Modules that own Caffe blobs derive from :class:`CaffeBlobs`: it maps between Caffe's blob layout
+(order and shapes exactly as in a ``.caffemodel``) and the module's parameters/buffers, which is all
+that reading and writing ``.caffemodel`` files needs.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from converters.errors import ConversionError, UnsupportedLayerError
+
+Builder = Callable[..., nn.Module]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register(*layer_types: str) -> Callable[[Builder], Builder]:
+    """Register ``fn`` as the converter for each (current-format) Caffe type name."""
+
+    def deco(fn: Builder) -> Builder:
+        for t in layer_types:
+            if t in _REGISTRY:
+                raise RuntimeError(f"layer type {t!r} registered twice")
+            _REGISTRY[t] = fn
+        return fn
+
+    return deco
+
+
+def supported_types() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def builder_for(layer_type: str) -> Builder:
+    _load_all()
+    try:
+        return _REGISTRY[layer_type]
+    except KeyError:
+        raise UnsupportedLayerError(
+            f"unsupported layer type {layer_type!r}; supported: {', '.join(supported_types())}"
+        ) from None
+
+
+def check_supported(types: list[tuple[str, str]]) -> None:
+    """Raise one error naming every (layer name, type) pair that has no converter."""
+    _load_all()
+    missing = [(name, t) for name, t in types if t not in _REGISTRY]
+    if missing:
+        listed = ", ".join(f"{name} ({t})" for name, t in missing)
+        kinds = sorted({t for _, t in missing})
+        raise UnsupportedLayerError(
+            f"unsupported layer type{'s' if len(kinds) > 1 else ''} {', '.join(kinds)} in: {listed}; "
+            f"supported: {', '.join(sorted(_REGISTRY))}"
+        )
+
+
+class CaffeBlobs:
+    """Mixin for modules that hold Caffe blobs (weights, biases, BatchNorm statistics...)."""
+
+    def caffe_blob_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the layer's blobs, in Caffe order and layout."""
+        return [tuple(b.shape) for b in self.get_caffe_blobs()]
+
+    def get_caffe_blobs(self) -> list[torch.Tensor]:
+        """The blobs in Caffe's order and layout (detached; may share storage with parameters)."""
+        raise NotImplementedError
+
+    def set_caffe_blobs(self, blobs: list[torch.Tensor]) -> None:
+        """Copy blobs (already checked against ``caffe_blob_shapes``) into parameters/buffers."""
+        raise NotImplementedError
+
+
+def layer_error(layer, message: str) -> ConversionError:
+    """A ConversionError that names the layer: ``layer 'conv1' (Convolution): <message>``."""
+    return ConversionError(f"layer {layer.name!r} ({layer.type}): {message}")
+
+
+def _load_all() -> None:
+    # Importing the package registers every converter module exactly once.
+    import converters.caffe.layers  # noqa: F401

@@ -1,0 +1,32 @@
+"""compress: Caffe-compatible model compression (ADMM, RVSM, RGSM pruning; sparse ONNX export)."""
+from __future__ import annotations
+
+from setuptools import find_packages, setup
+
+setup(
+    name="compress",
+    version="0.1.0",
+    description="Caffe-compatible CNN compression: Caffe import, ADMM/RVSM/RGSM pruning, sparse ONNX",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["compress*", "converters*", "zoo*"]),
+    package_data={"zoo": ["*.prototxt", "*.caffemodel", "presets/*.json", "presets/*.yaml"],
+                  "converters.caffe.proto": ["*.proto"]},
+    install_requires=[
+        # The upper bound makes a fresh install take the local CPU wheel instead of the newest
+        # CUDA build; any torch a user already has in this range (CUDA builds included) is kept.
+        "torch>=2.2,<2.14",
+        "onnx>=1.15",
+        "onnxruntime>=1.17",
+        "protobuf>=7.34",  # fast repeated-float access via np.array(field); see README
+        "numpy>=1.24",
+        "click>=8.1",
+        "PyYAML>=6",  # --targets FILE.yaml
+    ],
+    extras_require={
+        "test": ["pytest>=7", "opencv-python-headless>=4.5,<5", "ruff"],
+        "plot": ["matplotlib"],
+    },
+    entry_points={"console_scripts": ["compress=compress.cli:main"]},
+)
