@@ -1,0 +1,1 @@
+"""Caffe's protobuf schema (BVLC field numbers), compiled into caffe_pb2 by regen.sh."""
