@@ -1,0 +1,140 @@
+"""Pooling (MAX, AVE) with Caffe's exact output size, window clipping and AVE divisor.
+
+Caffe: ``out = ceil((H + 2p - k) / s) + 1``, decremented when ``p > 0`` and the last window would start
+at or past ``H + p``. A MAX window takes the maximum over its part inside the input; an AVE window sums
+its part inside the input and divides by its size clipped to the padded input ``[-p, H + p)``.
+PyTorch's ``ceil_mode=True, count_include_pad=True`` pooling computes the same whenever its own output
+size agrees and ``p <= k / 2``, so that fast path is used then; otherwise (``p > k / 2``, or ``p = 0`` with
+``stride > kernel`` where PyTorch drops a last window Caffe keeps) the input is padded explicitly.
+A window lying wholly outside the input (possible only in the second case) gives what Caffe gives:
+``-FLT_MAX`` for MAX, and for AVE ``0 / size`` (NaN when that size is 0).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from converters.caffe.layers.base import layer_error, register
+from converters.caffe.layers.common import opt, spatial_pair
+
+FLT_MAX = torch.finfo(torch.float32).max
+_METHODS = {0: "MAX", 1: "AVE", 2: "STOCHASTIC"}
+
+
+def caffe_pool_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    """Caffe's pooled size along one axis (``PoolingLayer::Reshape``)."""
+    out = math.ceil((size + 2 * pad - kernel) / stride) + 1
+    if pad > 0 and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def torch_pool_size(size: int, kernel: int, stride: int, pad: int) -> int:
+    """PyTorch's ``ceil_mode=True`` pooled size (the decrement is applied even when ``pad == 0``)."""
+    out = -(-(size + 2 * pad - kernel) // stride) + 1
+    if (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+class CaffePooling(nn.Module):
+    def __init__(self, method: str, kernel: tuple[int, int], stride: tuple[int, int],
+                 pad: tuple[int, int], global_pooling: bool = False) -> None:
+        super().__init__()
+        self.method = method
+        self.kernel_size = kernel
+        self.stride = stride
+        self.padding = pad
+        self.global_pooling = global_pooling
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        if self.global_pooling:
+            return 1, 1
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return caffe_pool_size(h, kh, sh, ph), caffe_pool_size(w, kw, sw, pw)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.global_pooling:
+            if self.method == "MAX":
+                return x.amax(dim=(2, 3), keepdim=True)
+            return x.mean(dim=(2, 3), keepdim=True)
+        h, w = x.shape[-2:]
+        out = self.output_size(h, w)
+        if self._native(h, w, out):
+            if self.method == "MAX":
+                return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, ceil_mode=True)
+            return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, ceil_mode=True,
+                                count_include_pad=True)
+        return self._explicit(x, h, w, out)
+
+    def _native(self, h: int, w: int, out: tuple[int, int]) -> bool:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return (2 * ph <= kh and 2 * pw <= kw
+                and out == (torch_pool_size(h, kh, sh, ph), torch_pool_size(w, kw, sw, pw)))
+
+    def _explicit(self, x: torch.Tensor, h: int, w: int, out: tuple[int, int]) -> torch.Tensor:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (oh, ow) = out
+        # Pad so that every window lies inside: left by p, right up to the end of the last window.
+        right_h = max(0, (oh - 1) * sh + kh - ph - h)
+        right_w = max(0, (ow - 1) * sw + kw - pw - w)
+        if self.method == "MAX":
+            xp = F.pad(x, (pw, right_w, ph, right_h), value=-FLT_MAX)
+            return F.max_pool2d(xp, (kh, kw), (sh, sw))[..., :oh, :ow]
+        xp = F.pad(x, (pw, right_w, ph, right_h))
+        total = F.avg_pool2d(xp, (kh, kw), (sh, sw), divisor_override=1)[..., :oh, :ow]
+        return total / _ave_divisor(h, w, out, self.kernel_size, self.stride, self.padding, x)
+
+    def extra_repr(self) -> str:
+        if self.global_pooling:
+            return f"{self.method}, global_pooling=True"
+        return f"{self.method}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+def _ave_divisor(h, w, out, kernel, stride, pad, like: torch.Tensor) -> torch.Tensor:
+    """Caffe's AVE divisor per output cell: the window clipped to ``[-p, size + p)``, not to the input."""
+    def lengths(size, n, k, s, p):
+        return torch.tensor([min(i * s - p + k, size + p) - (i * s - p) for i in range(n)], dtype=like.dtype,
+                            device=like.device)
+
+    lh = lengths(h, out[0], kernel[0], stride[0], pad[0])
+    lw = lengths(w, out[1], kernel[1], stride[1], pad[1])
+    return lh[:, None] * lw[None, :]
+
+
+@register("Pooling")
+def build(layer, bottoms: list[torch.Tensor]) -> nn.Module:
+    p = layer.pooling_param
+    if len(bottoms) != 1 or bottoms[0].dim() != 4:
+        raise layer_error(layer, f"expected one 4-D (N, C, H, W) bottom, found shapes "
+                                 f"{[tuple(b.shape) for b in bottoms]}")
+    method = _METHODS.get(int(p.pool), str(p.pool))
+    if method not in ("MAX", "AVE"):
+        raise layer_error(layer, f"pool: {method} is not supported (only MAX and AVE; STOCHASTIC pooling "
+                                 f"is random at training and has no deterministic PyTorch equivalent)")
+    h, w = (int(s) for s in bottoms[0].shape[2:])
+    if p.global_pooling:
+        if p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w"):
+            raise layer_error(layer, "with global_pooling the kernel size must not be set")
+        kernel = (h, w)
+    else:
+        kernel = spatial_pair(layer, [p.kernel_size] if p.HasField("kernel_size") else [],
+                              opt(p, "kernel_h"), opt(p, "kernel_w"), 0, "kernel")
+        if min(kernel) <= 0:
+            raise layer_error(layer, f"kernel size must be set and positive, found {kernel}")
+    pad = (p.pad_h, p.pad_w) if p.HasField("pad_h") or p.HasField("pad_w") else (p.pad, p.pad)
+    if p.HasField("stride_h") or p.HasField("stride_w"):
+        stride = (p.stride_h, p.stride_w)
+    else:
+        stride = (p.stride, p.stride)
+    if min(stride) <= 0:
+        raise layer_error(layer, f"stride must be positive, found {stride}")
+    if p.global_pooling and (pad != (0, 0) or stride != (1, 1)):
+        raise layer_error(layer, f"with global_pooling, pad must be 0 and stride 1 (found pad {pad}, "
+                                 f"stride {stride})")
+    if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
+        raise layer_error(layer, f"pad {pad} must be smaller than the kernel {kernel} (Caffe's rule)")
+    return CaffePooling(method, kernel, stride, pad, global_pooling=bool(p.global_pooling))
