@@ -82,7 +82,8 @@ class _Scanner:
         net = caffe_pb2.NetParameter()
         rest: list[bytes] = []
         blobs: dict[str, list[np.ndarray]] = {}
-        for index, (field, wire, key_off, off, end) in enumerate(self._fields(0, self.size)):
+        top = self._fields(0, self.size, (_NET_LAYER, _NET_V1_LAYERS), declared=False)
+        for index, (field, wire, key_off, off, end) in enumerate(top):
             if field in (_NET_LAYER, _NET_V1_LAYERS):
                 v1 = field == _NET_V1_LAYERS
                 self._expect(wire, _LEN, "layers (V1)" if v1 else "layer", key_off)
@@ -108,7 +109,7 @@ class _Scanner:
         self.where = f"layer #{index}"
         chunks: list[bytes] = []
         blobs: list[np.ndarray] = []
-        for field, wire, key_off, off, field_end in self._fields(start, end):
+        for field, wire, key_off, off, field_end in self._fields(start, end, (blobs_field,)):
             if field == blobs_field:
                 self._expect(wire, _LEN, "blobs", key_off)
                 self.where = f"layer {name or '#' + str(index)!r} blob {len(blobs)}"
@@ -170,10 +171,18 @@ class _Scanner:
 
     # -- wire format ---------------------------------------------------------------------------
 
-    def _fields(self, start: int, end: int):
-        """Yield (field, wire type, key offset, payload offset, payload end) of a message."""
+    def _fields(self, start: int, end: int, descend: tuple[int, ...] = (), declared: bool = True):
+        """Yield (field, wire type, key offset, payload offset, payload end) of a message.
+
+        Length-delimited fields numbered in ``descend`` are yielded even when they run past the end
+        of the file: the caller scans into them and reports the truncation at the innermost place.
+        ``declared``: ``end`` is a length the file declares (false for the top level, the file's end).
+        """
         pos = start
         while pos < end:
+            if pos >= self.size:
+                raise _WireError("truncated", f"needs {end - start} bytes at offset {start}, "
+                                 f"file ends after {self.size} bytes")
             key_off = pos
             key, pos = self._varint_at(pos, end)
             field, wire = key >> 3, key & 7
@@ -191,17 +200,17 @@ class _Scanner:
                 kind = _WIRE_NAMES.get(wire, "invalid")
                 raise _WireError("corrupt", f"unsupported wire type {wire} ({kind}) for field {field} "
                                  f"at offset {key_off}")
-            self._check(off, field_end - off, end)
+            self._check(off, field_end - off, end if declared else None, wire == _LEN and field in descend)
             yield field, wire, key_off, off, field_end
             pos = field_end
 
-    def _check(self, off: int, n: int, end: int) -> None:
-        if off + n > self.size:
-            raise _WireError("truncated", f"needs {n} bytes at offset {off}, "
-                             f"file ends after {self.size} bytes")
-        if off + n > end:
+    def _check(self, off: int, n: int, end: int | None, may_be_cut: bool) -> None:
+        if end is not None and off + n > end:
             raise _WireError("corrupt", f"a field of {n} bytes at offset {off} runs past the end of its "
                              f"message at offset {end}")
+        if off + n > self.size and not may_be_cut:
+            raise _WireError("truncated", f"needs {n} bytes at offset {off}, "
+                             f"file ends after {self.size} bytes")
 
     def _varint_at(self, pos: int, end: int) -> tuple[int, int]:
         self.f.seek(pos)

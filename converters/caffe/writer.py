@@ -74,7 +74,10 @@ def _write_layer(f: BinaryIO, layer, arrays: Sequence | None) -> None:
     low.CopyFrom(layer)
     high.CopyFrom(layer)
     for field, _ in layer.ListFields():
-        (high if field.number <= _BLOBS_FIELD else low).ClearField(field.name)
+        if field.number <= _BLOBS_FIELD:
+            high.ClearField(field.name)
+        if field.number >= _BLOBS_FIELD:
+            low.ClearField(field.name)
     low_bytes, high_bytes = low.SerializeToString(), high.SerializeToString()
     blobs = [_Blob.of(layer.name, i, a) for i, a in enumerate(arrays)]
     total = len(low_bytes) + sum(b.field_size for b in blobs) + len(high_bytes)
