@@ -1,0 +1,118 @@
+"""Tiny Caffe nets for tests, and a writer of random-weight caffemodels for them.
+
+    from tests.nets import TINY, write_net
+    prototxt, caffemodel = write_net(tmp_path, TINY, seed=0)
+    net = converters.caffe.load(prototxt, caffemodel)
+
+``write_net`` writes the prototxt text as given (current or V1 format, train_val or deploy) and a
+caffemodel with deterministic random weights written by ``converters.caffe.save``, so the pair can
+be read by OpenCV's ``readNetFromCaffe`` as well as by ``converters.caffe.load``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# conv -> relu (in place) -> max pool -> InnerProduct -> softmax. Input 1x2x8x8.
+TINY = """
+name: "tiny"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 8 dim: 8 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "pool1" top: "ip1" inner_product_param { num_output: 5 } }
+layer { name: "prob" type: "Softmax" bottom: "ip1" top: "prob" }
+"""
+
+# The same net as a V1 definition with the legacy `input` + `input_dim` declaration.
+TINY_V1 = """
+name: "tiny_v1"
+input: "data"
+input_dim: 1 input_dim: 2 input_dim: 8 input_dim: 8
+layers { name: "conv1" type: CONVOLUTION bottom: "data" top: "conv1"
+         convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layers { name: "relu1" type: RELU bottom: "conv1" top: "conv1" }
+layers { name: "pool1" type: POOLING bottom: "conv1" top: "pool1"
+         pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layers { name: "ip1" type: INNER_PRODUCT bottom: "pool1" top: "ip1" inner_product_param { num_output: 5 } }
+layers { name: "prob" type: SOFTMAX bottom: "ip1" top: "prob" }
+"""
+
+# A train_val net: phase-dependent data layers, a label, loss and accuracy layers.
+TINY_TRAIN_VAL = """
+name: "tiny_train_val"
+layer { name: "mnist" type: "Data" top: "data" top: "label" include { phase: TRAIN }
+        transform_param { scale: 0.00390625 crop_size: 8 }
+        data_param { source: "train_lmdb" batch_size: 64 } }
+layer { name: "mnist" type: "Data" top: "data" top: "label" include { phase: TEST }
+        transform_param { scale: 0.00390625 crop_size: 8 } data_param { source: "test_lmdb" batch_size: 4 } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "conv1" top: "ip1" inner_product_param { num_output: 5 } }
+layer { name: "accuracy" type: "Accuracy" bottom: "ip1" bottom: "label" top: "accuracy"
+        include { phase: TEST } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" top: "loss" }
+"""
+
+# Two inputs, a Split, an Eltwise and two outputs (forward returns a dict).
+TWO_HEADS = """
+name: "two_heads"
+input: "a"
+input_shape { dim: 1 dim: 3 dim: 4 dim: 4 }
+input: "b"
+input_shape { dim: 1 dim: 3 dim: 4 dim: 4 }
+layer { name: "split" type: "Split" bottom: "a" top: "a1" top: "a2" }
+layer { name: "sum" type: "Eltwise" bottom: "a1" bottom: "b" top: "sum" eltwise_param { operation: SUM } }
+layer { name: "conv" type: "Convolution" bottom: "a2" top: "conv"
+        convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "ip" type: "InnerProduct" bottom: "sum" top: "ip" inner_product_param { num_output: 3 } }
+"""
+
+
+def random_blobs(net, seed: int = 0) -> dict[str, list[np.ndarray]]:
+    """Deterministic random blobs (Caffe layout) for every layer of ``net`` that has blobs.
+
+    Weights are uniform in +-1/sqrt(fan in) so activations stay O(1) through a few layers;
+    BatchNorm gets a positive variance and a scale factor of 1, so every blob is valid.
+    """
+    from converters.caffe.layers.base import CaffeBlobs
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for node in net.nodes:
+        module = net.layer(node.name)
+        if not isinstance(module, CaffeBlobs):
+            continue
+        blobs = []
+        for i, shape in enumerate(module.caffe_blob_shapes()):
+            if node.type == "BatchNorm":
+                value = [rng.normal(size=shape), rng.uniform(0.5, 1.5, size=shape), np.ones(shape)][i]
+            else:
+                fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+                value = rng.uniform(-1, 1, size=shape) / np.sqrt(fan_in)
+            blobs.append(np.asarray(value, dtype=np.float32))
+        out[node.name] = blobs
+    return out
+
+
+def write_net(tmp_path, prototxt_text: str, seed: int = 0, name: str = "net",
+              input_shapes: dict | None = None) -> tuple[Path, Path]:
+    """Write ``<name>.prototxt`` (the text as given) and ``<name>.caffemodel`` with random weights.
+
+    ``input_shapes`` completes inputs the text leaves open (a train_val Data layer's channels).
+    """
+    from converters import caffe
+
+    tmp_path = Path(tmp_path)
+    prototxt = tmp_path / f"{name}.prototxt"
+    caffemodel = tmp_path / f"{name}.caffemodel"
+    prototxt.write_text(prototxt_text)
+    net = caffe.load(prototxt, input_shapes=input_shapes)
+    for layer, blobs in random_blobs(net, seed).items():
+        net.layer(layer).set_caffe_blobs([torch.from_numpy(b) for b in blobs])
+    caffe.save(net, caffemodel)
+    return prototxt, caffemodel
