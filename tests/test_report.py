@@ -295,3 +295,80 @@ def test_plot_draws_kept_percent_per_layer(monkeypatch, tmp_path):
     assert heights == pytest.approx([20, 8, 0.9, 7])
     assert calls["yscale"] == "log"
     assert (tmp_path / "kept.png").read_bytes() == b"\x89PNG fake"
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    """MODEL specs resolve to hand-made nets: "dense" (unpruned LeNet), "other" (another ip2 shape),
+    anything else the paper's pruned LeNet (model loading itself is tested with modelfile)."""
+    def load_model(spec, prototxt=None):
+        if spec == "dense":
+            return types.SimpleNamespace(net=lenet(), meta={}, path=None)
+        if spec == "other":
+            net = lenet()
+            net.ip2 = InnerProduct(500, 12)
+            return types.SimpleNamespace(net=net, meta={}, path=None)
+        return types.SimpleNamespace(net=lenet(PAPER), meta=META, path=str(spec))
+
+    fake = types.ModuleType("compress.modelfile")
+    fake.load_model = load_model
+    monkeypatch.setitem(sys.modules, "compress.modelfile", fake)
+
+
+def test_cli_markdown_per_layer(fake_models, capsys):
+    from compress.cli import main
+
+    assert main(["report", "lenet_admm.pt", "--per-layer"]) == 0
+    out = capsys.readouterr().out
+    assert "| ip1 | 400K | 3.6K | 0.9% |" in out and "Compression: 71.2x" in out
+    assert main(["report", "dense"]) == 0  # unpruned: 0% pruned, no error, Total row only
+    out = capsys.readouterr().out
+    assert "conv1" not in out and "Compression: 1.0x" in out
+
+
+def test_cli_writes_csv_and_json_files(fake_models, tmp_path, capsys):
+    from compress.cli import main
+
+    out = tmp_path / "r.csv"
+    assert main(["report", "m.pt", "--per-layer", "--format", "csv", "-o", str(out)]) == 0
+    assert out.read_text().splitlines()[-1].startswith("Total,,430500,6050,")
+    assert main(["report", "m.pt", "--per-layer", "--format", "json", "--baseline", "dense"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["baseline"] == "dense" and d["total"]["baseline_nonzero"] == 430500
+
+
+def test_cli_errors_are_one_line(fake_models, tmp_path, capsys):
+    from compress.cli import main
+
+    assert main(["report", "m.pt", "--baseline", "other"]) == 1
+    err = capsys.readouterr().err
+    assert err == "Error: baseline layer 'ip2' has weight shape (12, 500), the model has (10, 500)\n"
+    assert main(["report", "m.pt", "-o", str(tmp_path / "missing" / "r.md")]) == 1
+    assert "output directory does not exist" in capsys.readouterr().err
+
+
+def test_cli_without_model_picks_the_newest_prune_output(fake_models, tmp_path, monkeypatch, capsys):
+    from compress.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--per-layer"]) == 1
+    assert "no pruned model file" in capsys.readouterr().err
+    _write_model(tmp_path / "a.pt", {"method": "admm"}, 1_000_000)
+    _write_model(tmp_path / "b.pt", {"method": "admm"}, 2_000_000)
+    assert main(["report", "--per-layer"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "Reporting the newest pruned model here: b.pt\n"
+    assert "| **Total** | **430.5K** | **6.05K** |" in captured.out
+
+
+def test_cli_plot_without_matplotlib_writes_nothing(fake_models, tmp_path, monkeypatch, capsys):
+    from compress.cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    out = tmp_path / "r.md"
+    assert main(["report", "m.pt", "--plot", str(tmp_path / "k.png"), "-o", str(out)]) == 1
+    assert "pip install 'compress[plot]'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
