@@ -1,0 +1,49 @@
+"""Training checkpoints: one ``torch.save`` of plain data (tensors, numbers, strings, dicts), written
+atomically after every epoch and read back with ``weights_only=True``.
+
+Contents: ``model`` (state dict), ``optimizer``, ``scaler`` (AMP), ``method`` (Z/U/u/rho...),
+``masks`` (None during the method phase), ``epoch`` (epochs completed), ``step`` (optimizer steps so
+far), ``rng`` (torch CPU/CUDA generator states), ``history`` and ``info`` (what run this is, to
+refuse resuming a different one).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from compress.errors import CompressError
+from converters.atomic import atomic_open
+
+FORMAT = "compress-checkpoint"
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    with atomic_open(path, "wb") as f:
+        torch.save({"format": FORMAT, "version": 1, **payload}, f)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise CompressError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle/zip errors of many kinds
+        raise CompressError(f"cannot read checkpoint {path}: {' '.join(str(e).split())[:200]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CompressError(f"{path} is not a compress training checkpoint")
+    return ckpt
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

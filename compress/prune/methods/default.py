@@ -1,0 +1,12 @@
+"""``default``: plain SGD fine-tuning (how the zoo LeNet is trained). With targets, the weights are
+then magnitude-pruned to them and retrained with the masks frozen, like ``magnitude``."""
+from __future__ import annotations
+
+from compress.prune.methods import register
+from compress.prune.methods.base import Method
+
+
+@register
+class Default(Method):
+    name = "default"
+    defaults = {"epochs": 1}

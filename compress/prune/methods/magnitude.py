@@ -1,0 +1,14 @@
+"""``magnitude``: the classic baseline of Han et al. 2015 ("Learning both weights and connections for
+efficient neural networks"): prune each layer to its target by weight magnitude at once, then retrain
+with the masks frozen (``--retrain-epochs``). No method phase of its own (``--epochs`` defaults to 0)."""
+from __future__ import annotations
+
+from compress.prune.methods import register
+from compress.prune.methods.base import Method
+
+
+@register
+class Magnitude(Method):
+    name = "magnitude"
+    defaults = {"epochs": 0}
+    default_pcen = 80.0

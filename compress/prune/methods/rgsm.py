@@ -1,0 +1,63 @@
+"""``rgsm``: relaxed group-wise splitting for channel pruning (Yang, Lyu, Zhang, Qi, Xin, AI4I 2019,
+"Channel Pruning for Deep Neural Networks via a Relaxed Group-wise Splitting Method").
+
+    w <- w - eta grad( f(w) + lamb2 sum_g ||w_g|| ) - eta beta1 (w - u)
+    u_g <- w_g 1{ ||w_g|| > sqrt(2 lamb1 / beta1) }        (group l0; ``--penalty l1``: group soft
+                                                            threshold at lamb1 / beta1)
+
+A group is an input channel ``W[:, c]`` (``--group in``, the paper's choice) or an output filter
+``W[o]`` (``--group out``). The group-lasso term is part of the loss (autograd; ``eps`` inside the norm
+keeps its gradient finite at zero). Channel sparsity = fraction of groups of ``u`` that are zero.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from compress.errors import CompressError
+from compress.prune import ops
+from compress.prune.methods import register
+from compress.prune.methods.base import SplittingMethod
+from compress.prune.targets import PrunableLayer
+
+EPS = 1e-8
+
+
+@register
+class RGSM(SplittingMethod):
+    name = "rgsm"
+    defaults = {"epochs": 10, "beta1": 1.0, "lamb1": 1e-2, "lamb2": 1e-5, "penalty": "l0"}
+    default_sparsity = "channel"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.hp["penalty"] not in ("l0", "l1"):
+            raise CompressError(f"rgsm: --penalty must be l0 or l1 (group hard/soft), "
+                                f"got {self.hp['penalty']!r}")
+        if not float(self.hp["beta1"]) > 0 or float(self.hp["lamb1"]) < 0 or float(self.hp["lamb2"]) < 0:
+            raise CompressError("rgsm: need beta1 > 0, lamb1 >= 0, lamb2 >= 0")
+
+    def hyperparameters(self) -> dict:
+        return {**self.hp, "group": self.group}
+
+    def pull(self) -> float:
+        return float(self.hp["beta1"])
+
+    def prox(self, layer: PrunableLayer, w: torch.Tensor) -> torch.Tensor:
+        dim, g = layer.group_args(self.group)
+        beta1, lamb1 = float(self.hp["beta1"]), float(self.hp["lamb1"])
+        if self.hp["penalty"] == "l0":
+            return ops.group_hard_threshold(w, math.sqrt(2 * lamb1 / beta1), dim, g)
+        return ops.group_soft_threshold(w, lamb1 / beta1, dim, g)
+
+    def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
+        lamb2 = float(self.hp["lamb2"])
+        if lamb2 == 0:
+            return None
+        total = 0.0
+        for layer in self.layers.values():
+            dim, g = layer.group_args(self.group)
+            total = total + ops.group_norms(layer.weight, dim, g, eps=EPS).sum()
+        return lamb2 * total
