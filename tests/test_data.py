@@ -169,6 +169,9 @@ def test_idx_dir_loads_with_caffe_scale(tmp_path, gz):
     assert sorted(torch.cat([b[1] for b in batches]).tolist()) == sorted(y.tolist())
     first = [b[0] for b in d.test]
     torch.testing.assert_close(torch.cat(first), torch.from_numpy(xt).unsqueeze(1).float() / 256)
+    # the recorded preprocess (as stored in a model file's meta) reproduces the same inputs
+    again = get_data(str(tmp_path / "d"), (1, 1, 5, 4), preprocess=d.meta["preprocess"])
+    assert torch.equal(again.test.dataset.x, d.test.dataset.x)
 
 
 def test_idx_dir_errors(tmp_path):

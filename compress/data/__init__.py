@@ -2,6 +2,7 @@
 
 ``spec`` is a registered name (``mnist``, ``synthetic``) or a directory whose layout a registered probe
 recognizes (MNIST idx files, an image folder); see :mod:`compress.data.base` for the registry.
+A name wins over a directory of the same name (pass ``./mnist`` for the directory).
 """
 from __future__ import annotations
 
