@@ -1,0 +1,70 @@
+"""Models shipped with the tool: net definitions (prototxt), trained weights where they ship, presets.
+
+An entry names its deploy prototxt, its weights file (``zoo/<name>.caffemodel``, optional: only the
+LeNet trained by this tool ships), the Caffe preprocessing its weights expect (the model file's
+``meta["preprocess"]``), and the pruning presets in ``zoo/presets/<name>.json``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ZOO_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    description: str
+    preprocess: dict = field(default_factory=dict)
+
+    @property
+    def prototxt(self) -> Path:
+        return ZOO_DIR / f"{self.name}.prototxt"
+
+    @property
+    def weights(self) -> Path:
+        """Trained weights; check :attr:`has_weights` (they do not ship for every net)."""
+        return ZOO_DIR / f"{self.name}.caffemodel"
+
+    @property
+    def has_weights(self) -> bool:
+        return self.weights.is_file()
+
+    @property
+    def presets_file(self) -> Path:
+        return ZOO_DIR / "presets" / f"{self.name}.json"
+
+    def presets(self) -> list[str]:
+        """Names of the pruning presets shipped for this net (empty when there are none)."""
+        if not self.presets_file.is_file():
+            return []
+        try:
+            return sorted(json.loads(self.presets_file.read_text(encoding="utf-8")))
+        except (ValueError, TypeError):
+            return []
+
+
+ZOO: dict[str, ZooEntry] = {
+    e.name: e
+    for e in (
+        ZooEntry("lenet", "Caffe's MNIST LeNet (conv 20/50 5x5, ip 500/10); input 1x1x28x28 scaled by 1/256",
+                 {"scale": 0.00390625, "mean": None, "channel_order": "gray"}),
+        ZooEntry("alexnet", "BVLC AlexNet deploy (ImageNet, 1000 classes); input 10x3x227x227 BGR 0-255 "
+                            "minus mean",
+                 {"scale": 1.0, "mean": [104.0, 117.0, 123.0], "channel_order": "BGR", "resize": 256}),
+    )
+}
+
+
+def names() -> list[str]:
+    return list(ZOO)
+
+
+def get(name: str) -> ZooEntry:
+    """The entry called ``name``; an unknown name is a ValueError listing the zoo."""
+    try:
+        return ZOO[name]
+    except KeyError:
+        raise ValueError(f"no zoo model named {name!r}; the zoo has: {', '.join(ZOO)}") from None
