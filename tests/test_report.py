@@ -68,6 +68,8 @@ def test_format_count_like_the_paper(n, text):
 @pytest.mark.parametrize("fraction, text", [
     (0.2, "20%"), (0.009, "0.9%"), (0.08, "8%"), (0.07, "7%"), (1.0, "100%"), (0.0, "0%"),
     (6050 / 430500, "1.41%"), (0.0476, "4.76%"), (0.028, "2.8%"), (0.81, "81%"),
+    (2 / 60954656, "<0.01%"), (1 - 2 / 60954656, ">99.9%"), (0.9999, ">99.9%"),
+    (0.999, "99.9%"),
 ])
 def test_format_percent(fraction, text):
     assert format_percent(fraction) == text

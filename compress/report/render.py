@@ -71,8 +71,13 @@ def format_count(n: int) -> str:
 
 
 def format_percent(fraction: float) -> str:
-    """0.2 -> "20%", 0.009 -> "0.9%", 0.08 -> "8%" (3 significant digits, trimmed)."""
-    return f"{_short(Decimal(repr(fraction * 100)))}%"
+    """0.2 -> "20%", 0.009 -> "0.9%", 0.08 -> "8%" (3 significant digits, trimmed); never rounds a
+    nonzero share to 0% or a partial one to 100% (``<0.01%``, ``>99.9%``)."""
+    p = fraction * 100
+    if 0 < p < 0.01:
+        return "<0.01%"
+    s = _short(Decimal(repr(p)))
+    return ">99.9%" if s == "100" and p < 100 else f"{s}%"
 
 
 def format_ratio(ratio: float) -> str:

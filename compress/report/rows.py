@@ -139,9 +139,8 @@ def prunable_layers(net: nn.Module) -> list[tuple[str, str, nn.Module]]:
             if name and isinstance(m, PRUNABLE)]
 
 
-def _grouped(module: nn.Module) -> torch.Tensor:
-    """The weight as ``(groups, out per group, in per group, kernel elements)``."""
-    w = module.weight.detach()
+def _grouped(module: nn.Module, w: torch.Tensor) -> torch.Tensor:
+    """``w`` (the weight or its nonzero mask) as ``(groups, out per group, in per group, kernel)``."""
     if isinstance(module, nn.Linear):
         return w.reshape(1, w.shape[0], w.shape[1], 1)
     g = module.groups
@@ -201,13 +200,14 @@ def layer_rows(net: nn.Module, baseline: nn.Module | None = None, *,
     for name, type_, module in layers:
         w = module.weight.detach()
         nz = w != 0
-        v = _grouped(module) != 0
+        v = _grouped(module, nz)
         g, out_g, in_g, k = v.shape
-        out_alive = v.any(dim=3).any(dim=2)  # (g, out per group)
-        in_alive = v.any(dim=3).any(dim=1)  # (g, in per group)
+        pairs = v.any(dim=3) if k > 1 else v.squeeze(3)  # (g, out per group, in per group)
+        out_alive = pairs.any(dim=2)
+        in_alive = pairs.any(dim=1)
         structured = int((out_alive.sum(1) * in_alive.sum(1)).sum()) * k
         pos = positions[name] if positions is not None else None
-        nonzero = int(nz.sum())
+        nonzero = int(torch.count_nonzero(w))
         rows.append(LayerRow(
             name=name, type=type_, shape=tuple(w.shape), weights=w.numel(), nonzero=nonzero,
             filters=g * out_g, filters_kept=int(out_alive.sum()),
@@ -237,7 +237,7 @@ def _baseline_weights(layers: list[tuple[str, str, nn.Module]], baseline: nn.Mod
         a, b = tuple(module.weight.shape), tuple(theirs[name].weight.shape)
         if a != b:
             raise CompressError(f"baseline layer {name!r} has weight shape {b}, the model has {a}")
-        out[name] = int((theirs[name].weight.detach() != 0).sum())
+        out[name] = int(torch.count_nonzero(theirs[name].weight.detach()))
     return out
 
 
