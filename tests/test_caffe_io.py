@@ -449,3 +449,14 @@ def test_mean_with_blob_shape_and_bad_count(tmp_path):
     (tmp_path / "m.binaryproto").write_bytes(blob.SerializeToString())
     with pytest.raises(ConversionError, match=r"shape \(3, 1, 2\) needs 6 values, found 7"):
         read_mean(tmp_path / "m.binaryproto")
+
+
+def test_diffs_of_a_snapshot_are_skipped(tmp_path):
+    net = caffe_pb2.NetParameter()
+    blob = net.layer.add(name="ip", type="InnerProduct").blobs.add()
+    blob.shape.dim.extend([2])
+    blob.data.extend([1, 2])
+    blob.diff.extend([5, 6, 7])
+    blob.double_diff.extend([8])
+    (tmp_path / "s.caffemodel").write_bytes(net.SerializeToString())
+    assert read_caffemodel(tmp_path / "s.caffemodel").blobs["ip"][0].tolist() == [1, 2]
