@@ -83,10 +83,11 @@ class _Scanner:
         rest: list[bytes] = []
         blobs: dict[str, list[np.ndarray]] = {}
         top = self._fields(0, self.size, (_NET_LAYER, _NET_V1_LAYERS), declared=False)
-        for index, (field, wire, key_off, off, end) in enumerate(top):
+        for field, wire, key_off, off, end in top:
             if field in (_NET_LAYER, _NET_V1_LAYERS):
                 v1 = field == _NET_V1_LAYERS
                 self._expect(wire, _LEN, "layers (V1)" if v1 else "layer", key_off)
+                index = len(net.layers) + len(net.layer)  # the layer's position, for messages
                 msg = net.layers.add() if v1 else net.layer.add()
                 name, layer_blobs = self._layer(msg, off, end, v1, index)
                 if layer_blobs:
