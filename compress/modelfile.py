@@ -38,8 +38,12 @@ class Model:
     path: str | None = None
 
 
-def load_model(spec: str | os.PathLike, prototxt: str | os.PathLike | None = None) -> Model:
-    """Load a model file, a ``.caffemodel`` (+ prototxt), a ``.prototxt``, or a zoo model by name."""
+def load_model(spec: str | os.PathLike, prototxt: str | os.PathLike | None = None, *,
+               input_shapes: dict[str, tuple[int, ...]] | None = None) -> Model:
+    """Load a model file, a ``.caffemodel`` (+ prototxt), a ``.prototxt``, or a zoo model by name.
+
+    ``input_shapes`` completes a train_val definition whose data layer leaves the shape open.
+    """
     import zoo
 
     path = Path(spec)
@@ -54,12 +58,12 @@ def load_model(spec: str | os.PathLike, prototxt: str | os.PathLike | None = Non
         raise CompressError(f"{spec} is a directory; expected a model file, a .caffemodel or a zoo name")
     suffix = path.suffix.lower()
     if suffix == ".caffemodel":
-        return _from_caffemodel(path, prototxt)
+        return _from_caffemodel(path, prototxt, input_shapes)
     if suffix == ".prototxt":
         from converters import caffe
 
         log.warning("%s: a definition without weights; weights are initialized, not trained", spec)
-        net = caffe.load(path)
+        net = caffe.load(path, input_shapes=input_shapes)
         return Model(net, _meta_from_build(net, {"source": str(path), "initialized": True}), str(path))
     if prototxt is not None:
         raise CompressError(f"--prototxt applies to a .caffemodel, but {spec} is not one "
@@ -135,13 +139,13 @@ def _from_zoo(entry) -> Model:
     return Model(net, meta, None)
 
 
-def _from_caffemodel(path: Path, prototxt) -> Model:
+def _from_caffemodel(path: Path, prototxt, input_shapes=None) -> Model:
     from converters import caffe
 
     if prototxt is None and path.with_suffix(".prototxt").is_file():
         prototxt = path.with_suffix(".prototxt")
     if prototxt is not None:
-        net = caffe.load(prototxt, path)
+        net = caffe.load(prototxt, path, input_shapes=input_shapes)
         return Model(net, _meta_from_build(net, {"source": str(path), "prototxt": str(prototxt)}), str(path))
     return _match_zoo(path)
 

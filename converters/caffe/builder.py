@@ -65,6 +65,38 @@ def build_net(net, blobs: dict | None = None, phase: str = "TEST", *,
     overrides or completes input shapes by blob name. ``memory_limit`` (bytes) defaults to the
     machine's physical memory. ``source`` names the blobs' origin in error messages.
     """
+    plan = plan_net(net, blobs, phase, input_shapes=input_shapes, memory_limit=memory_limit)
+    _materialize(plan.layers, plan.modules, blobs, source, plan.report)
+    result = CaffeNet(net.name or "net", plan.inputs, plan.nodes, plan.modules, _outputs(plan.nodes),
+                      _netdef(net, plan.input_layers, plan.inputs, plan.layers))
+    result.blob_shapes = plan.shapes
+    result.build_report = plan.report
+    return result.eval()
+
+
+@dataclass
+class NetPlan:
+    """Steps 1-4 of the build: the deploy layers, their modules on the meta device, every blob's shape."""
+
+    inputs: dict[str, tuple[int, ...]]
+    input_layers: list[tuple[str, list[str]]]
+    layers: list  # the kept LayerParameters, in order
+    modules: dict[str, nn.Module]  # on the meta device
+    nodes: list[LayerNode]
+    shapes: dict[str, tuple[int, ...]]
+    report: BuildReport
+
+    def param_count(self) -> int:
+        """Elements of all Caffe blobs (weights and biases) of the net."""
+        return sum(_numel(s) for m in self.modules.values() if isinstance(m, CaffeBlobs)
+                   for s in m.caffe_blob_shapes())
+
+
+def plan_net(net, blobs: dict | None = None, phase: str = "TEST", *,
+             input_shapes: dict[str, tuple[int, ...]] | None = None,
+             memory_limit: int | None = None) -> NetPlan:
+    """Everything :func:`build_net` knows before allocating weights (no memory used beyond the proto).
+    ``blobs`` only serves to read an input's channel count off the first convolution's weights."""
     report = BuildReport()
     layers = _filter_phase(net, phase)
     _check_unique_names(layers)
@@ -73,13 +105,7 @@ def build_net(net, blobs: dict | None = None, phase: str = "TEST", *,
     check_supported([(layer.name, layer.type) for layer in layers])
     limit = memory_limit if memory_limit is not None else physical_memory()
     modules, shapes, nodes = _infer(layers, inputs, limit, report)
-    _materialize(layers, modules, blobs, source, report)
-
-    result = CaffeNet(net.name or "net", inputs, nodes, modules, _outputs(nodes), _netdef(net, input_layers,
-                                                                                          inputs, layers))
-    result.blob_shapes = shapes
-    result.build_report = report
-    return result.eval()
+    return NetPlan(inputs, input_layers, layers, modules, nodes, shapes, report)
 
 
 def physical_memory() -> int:

@@ -1,0 +1,46 @@
+"""``compress info MODEL``: layers, top shapes and parameter counts, in Caffe's layer names."""
+from __future__ import annotations
+
+import click
+
+
+def info_rows(model: str, prototxt: str | None = None) -> tuple[object, list[tuple[str, str, str, int]]]:
+    """(Model, rows of (layer, type, top shape(s), params)); the net's inputs come first."""
+    from compress.modelfile import load_model
+    from converters.caffe import summarize
+
+    loaded = load_model(model, prototxt)
+    rows = [(name, "Input", _shape(shape), 0) for name, shape in loaded.net.inputs.items()]
+    for r in summarize(loaded.net):
+        rows.append((r.name, r.type, " ".join(_shape(s) for s in r.top_shapes), r.params))
+    return loaded, rows
+
+
+def render_table(rows: list[tuple[str, str, str, int]]) -> str:
+    header = ("layer", "type", "top shape", "params")
+    body = [(a, b, c, f"{d:,}") for a, b, c, d in rows]
+    body.append(("total", "", "", f"{sum(r[3] for r in rows):,}"))
+    widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(4)]
+    lines = []
+    for i, r in enumerate([header, *body]):
+        if i == len(body):  # a rule above the total
+            lines.append("  ".join("-" * w for w in widths))
+        lines.append("  ".join(str(v).rjust(w) if j == 3 else str(v).ljust(w)
+                               for j, (v, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _shape(shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+@click.command("info")
+@click.argument("model", metavar="MODEL")
+@click.option("--prototxt", metavar="NET.prototxt", help="Net definition for a .caffemodel MODEL.")
+def command(model: str, prototxt: str | None) -> None:
+    """Layers of MODEL (model file, .caffemodel, .prototxt or zoo name): type, top shape(s) at the
+    declared input shape, and parameter count (weights + biases), in Caffe's names."""
+    loaded, rows = info_rows(model, prototxt)
+    inputs = ", ".join(f"{k} {_shape(v)}" for k, v in loaded.net.inputs.items())
+    click.echo(f"{loaded.net.name}: inputs {inputs} -> outputs {', '.join(loaded.net.outputs)}")
+    click.echo(render_table(rows), nl=False)

@@ -1,0 +1,51 @@
+"""``compress zoo list``: the models shipped with the tool, their input, size, weights and presets."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import click
+
+
+@dataclass(frozen=True)
+class ZooRow:
+    name: str
+    description: str
+    input_shape: tuple[int, ...]
+    params: int
+    trained_weights: bool
+    presets: tuple[str, ...]
+
+
+def zoo_rows() -> list[ZooRow]:
+    """One row per zoo model; sizes come from the definitions on the meta device (no weights loaded)."""
+    import zoo
+    from converters.caffe.builder import plan_net
+    from converters.caffe.prototxt import read_net_text
+
+    rows = []
+    for entry in zoo.ZOO.values():
+        plan = plan_net(read_net_text(entry.prototxt))
+        rows.append(ZooRow(entry.name, entry.description, next(iter(plan.inputs.values())),
+                           plan.param_count(), entry.has_weights, tuple(entry.presets())))
+    return rows
+
+
+def render_rows(rows: list[ZooRow]) -> str:
+    header = ("name", "input", "params", "weights", "presets", "description")
+    body = [(r.name, "x".join(map(str, r.input_shape)), f"{r.params:,}",
+             "trained" if r.trained_weights else "none", ", ".join(r.presets) or "-", r.description)
+            for r in rows]
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    return "".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n"
+                   for row in [header, *body])
+
+
+@click.group("zoo")
+def command() -> None:
+    """Models shipped with the tool (use their names wherever a MODEL is taken)."""
+
+
+@command.command("list")
+def list_() -> None:
+    """Name, input shape, parameters, whether trained weights ship, pruning presets."""
+    click.echo(render_rows(zoo_rows()), nl=False)
