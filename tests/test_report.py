@@ -374,3 +374,24 @@ def test_cli_plot_without_matplotlib_writes_nothing(fake_models, tmp_path, monke
     assert main(["report", "m.pt", "--plot", str(tmp_path / "k.png"), "-o", str(out)]) == 1
     assert "pip install 'compress[plot]'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_real_model_file_newest_in_directory(tmp_path, monkeypatch, capsys):
+    """Without fakes: a zoo LeNet pruned to the paper's counts, saved with save_model, reported."""
+    from compress.cli import main
+    from compress.modelfile import load_model, save_model
+
+    net = load_model("lenet").net
+    with torch.no_grad():
+        for name, (f, c) in PAPER.items():
+            w = net.layer(name).weight
+            w.zero_()
+            w[:f, :c] = 0.5
+    save_model(tmp_path / "lenet_admm.pt", net, META)
+    save_model(tmp_path / "dense.pt", load_model("lenet").net, {"source": "zoo:lenet"})  # newer, not pruned
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--per-layer", "--baseline", "dense.pt"]) == 0
+    captured = capsys.readouterr()
+    assert "lenet_admm.pt" in captured.err
+    assert "| conv2 | 25K | 2K | 8% | 8/50 | 10/20 | 1.6M | 128K | 128K | 25K | 8% |" in captured.out
+    assert "Compression: 71.2x" in captured.out

@@ -183,3 +183,25 @@ def test_cli_corrupt_file_one_line(fake_models, tmp_path, capsys):
     assert main(["verify", str(path), "--against", "tiny"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("Error: ") and "not a valid ONNX model" in err and len(err.splitlines()) == 1
+
+
+def test_end_to_end_model_file_export_verify(tmp_path, capsys):
+    """The real chain: zoo LeNet, pruned by hand, saved, exported with sparse initializers, verified."""
+    from compress.modelfile import load_model, save_model
+    from converters.onnx import export_onnx
+
+    net = load_model("lenet").net
+    with torch.no_grad():
+        for name in ("conv1", "conv2", "ip1", "ip2"):
+            w = net.layer(name).weight
+            w[w.abs() < w.abs().flatten().kthvalue(int(0.9 * w.numel())).values] = 0.0
+    model, onnx_path = tmp_path / "lenet_pruned.pt", tmp_path / "lenet_pruned.onnx"
+    save_model(model, net, {"method": "magnitude"})
+    export_onnx(net, onnx_path)
+    assert main(["verify", str(onnx_path), "--against", str(model), "--data", "synthetic",
+                 "--batch-size", "4", "--repeats", "1", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["passed"] and d["max_abs_err"] < 1e-5 and d["inputs"] == {"data": [4, 1, 28, 28]}
+    # against a different (unpruned) LeNet the same file fails
+    assert main(["verify", str(onnx_path), "--against", "lenet", "--repeats", "1"]) == 1
+    assert "FAILED" in capsys.readouterr().out
