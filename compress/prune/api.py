@@ -90,7 +90,7 @@ def prune(model: str | nn.Module, *, method: str = "admm", data: str = "mnist", 
         if targets is None and not keep and pcen is None:
             pcen = cls.default_pcen
         tgt = resolve_targets(layers, targets=targets, keep=keep, pcen=pcen, sparsity=sparsity,
-                              group=group, model_name=Path(name).stem.lower())
+                              group=group, model_name=meta.get("zoo") or Path(name).stem.lower())
         m = cls(layers, tgt, group=group, **(hyper or {}))
         splits = _data(data, net, batch_size, seed, dist.enabled, data_limit)
         cfg = TrainConfig(lr=lr, momentum=momentum, weight_decay=weight_decay, retrain_epochs=retrain_epochs,
