@@ -234,3 +234,54 @@ def test_caffemodel_export_loads_in_opencv(tmp_path):
     assert np.abs(got - want).max() < 1e-5
     back = caffe.load(tmp_path / "m.prototxt", tmp_path / "m.caffemodel")
     assert torch.equal(back.layer("ip1").weight, net.layer("ip1").weight)
+
+
+def _model_file(tmp_path, net, name="m.pt"):
+    from compress.modelfile import save_model
+
+    save_model(tmp_path / name, net, {"method": "magnitude", "source": "test"})
+    return str(tmp_path / name)
+
+
+def test_cli_sparse_export_reports_size(tmp_path, capsys):
+    from compress.cli import main
+
+    net = build(LENET)
+    prune(net, {"conv2": 0.1, "ip1": 0.05})
+    out = tmp_path / "m.onnx"
+    assert main(["export", _model_file(tmp_path, net), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "dense export" in text and "conv2.weight, ip1.weight" in text
+    props = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert props["method"] == "magnitude"
+    assert main(["export", _model_file(tmp_path, net), "-o", str(tmp_path / "d.onnx"), "--dense"]) == 0
+    assert "all initializers dense" in capsys.readouterr().out
+    assert out.stat().st_size < (tmp_path / "d.onnx").stat().st_size
+
+
+def test_cli_missing_directory_is_one_line_error(tmp_path, capsys):
+    from compress.cli import main
+
+    model = _model_file(tmp_path, build(LENET))
+    assert main(["export", model, "-o", str(tmp_path / "missing" / "m.onnx")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("Error: output directory does not exist") and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_cli_thin_then_caffemodel(tmp_path, capsys):
+    from compress.cli import main
+
+    net = build(LENET)
+    zero = [0, 3, 4, 9, 11, 17]
+    with torch.no_grad():
+        net.layer("conv1").weight[zero] = 0
+        net.layer("conv1").bias[zero] = 0
+    out = tmp_path / "t.caffemodel"
+    assert main(["export", _model_file(tmp_path, net), "-o", str(out), "--to", "caffemodel", "--thin"]) == 0
+    assert "thinned conv1: 20 -> 14 filters" in capsys.readouterr().out
+    back = caffe.load(tmp_path / "t.prototxt", out)
+    assert back.layer("conv1").weight.shape[0] == 14 and back.layer("conv2").weight.shape[1] == 14
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert float((back(x) - net(x)).abs().max()) < 1e-6

@@ -4,8 +4,8 @@ COO in ONNX stores the non-zero values (4 bytes each for float32) plus INT64 ind
 1-D linearized indices, sorted, as ``onnx.checker`` requires), i.e. 12 bytes per non-zero against 4
 bytes per value dense: it only pays above ~67% zeros. Each candidate is measured exactly (serialized
 size of both encodings) and the smaller one is kept, so a sparse export is never larger than the dense
-one. Negative zeros are kept as explicit values (the bit pattern decides), so onnxruntime, which
-densifies sparse initializers at load time, computes bit-identical results.
+one. onnxruntime densifies sparse initializers at load time and computes identical results (a
+``-0.0`` left by ``w * mask`` counts as zero and comes back as ``+0.0``, an equal value).
 """
 from __future__ import annotations
 
@@ -15,10 +15,8 @@ from onnx import TensorProto, numpy_helper
 
 
 def _nonzero_linear(arr: np.ndarray) -> np.ndarray:
-    flat = np.ascontiguousarray(arr).reshape(-1)
-    if flat.dtype == np.float32:
-        return np.flatnonzero(flat.view(np.uint32))  # -0.0 is kept: bit-identical round trip
-    return np.flatnonzero(flat)
+    # -0.0 (what ``w * mask`` leaves) counts as zero and comes back as +0.0: equal values
+    return np.flatnonzero(np.ascontiguousarray(arr).reshape(-1))
 
 
 def sparse_tensor(dense: TensorProto) -> onnx.SparseTensorProto:
@@ -30,16 +28,25 @@ def sparse_tensor(dense: TensorProto) -> onnx.SparseTensorProto:
     return onnx.helper.make_sparse_tensor(values, indices, list(arr.shape))
 
 
-def sparsify(model: onnx.ModelProto) -> list[str]:
-    """Move each float32 initializer whose sparse encoding is smaller into ``sparse_initializer``.
+WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
-    Modifies ``model`` in place and returns the names of the moved initializers.
+
+def weight_names(model: onnx.ModelProto) -> set[str]:
+    """The weight inputs of Conv/ConvTranspose/Gemm/MatMul nodes: what pruning makes sparse
+    (biases stay dense: small, and all-zero only in an untrained net)."""
+    return {n.input[1] for n in model.graph.node if n.op_type in WEIGHT_OPS and len(n.input) > 1}
+
+
+def sparsify(model: onnx.ModelProto, names: set[str] | None = None) -> list[str]:
+    """Move each float32 weight (``names``, default :func:`weight_names`) whose sparse encoding is
+    smaller into ``sparse_initializer``. Modifies ``model`` in place; returns the moved names.
     """
     graph = model.graph
+    names = weight_names(model) if names is None else names
     keep: list[TensorProto] = []
     moved: list[str] = []
     for init in graph.initializer:
-        sp = _smaller_sparse(init)
+        sp = _smaller_sparse(init) if init.name in names else None
         if sp is None:
             keep.append(init)
         else:
