@@ -62,8 +62,8 @@ def load_model(spec: str | os.PathLike, prototxt: str | os.PathLike | None = Non
     if suffix == ".prototxt":
         from converters import caffe
 
-        log.warning("%s: a definition without weights; weights are initialized, not trained", spec)
         net = caffe.load(path, input_shapes=input_shapes)
+        log.warning("%s: a definition without weights; weights are initialized, not trained", spec)
         return Model(net, _meta_from_build(net, {"source": str(path), "initialized": True}), str(path))
     if prototxt is not None:
         raise CompressError(f"--prototxt applies to a .caffemodel, but {spec} is not one "
@@ -132,9 +132,9 @@ def _from_zoo(entry) -> Model:
     if entry.has_weights:
         net = caffe.load(entry.prototxt, entry.weights)
     else:
+        net = caffe.load(entry.prototxt)
         log.warning("%s: no trained weights ship with the zoo; weights are initialized (untrained)",
                     entry.name)
-        net = caffe.load(entry.prototxt)
         meta["initialized"] = True
     return Model(net, meta, None)
 
