@@ -47,8 +47,11 @@ def load_model(spec: str | os.PathLike, prototxt: str | os.PathLike | None = Non
     import zoo
 
     path = Path(spec)
+    if prototxt is not None and path.suffix.lower() != ".caffemodel":
+        raise CompressError(f"--prototxt applies to a .caffemodel, but {spec} is not one "
+                            "(model files, prototxts and zoo models carry their own definition)")
     if not path.exists():
-        if str(spec) in zoo.ZOO and prototxt is None:
+        if str(spec) in zoo.ZOO:
             return _from_zoo(zoo.get(str(spec)))
         if path.suffix.lower() in (".caffemodel", ".pt", ".prototxt") or os.sep in str(spec):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(spec))
@@ -65,9 +68,6 @@ def load_model(spec: str | os.PathLike, prototxt: str | os.PathLike | None = Non
         net = caffe.load(path, input_shapes=input_shapes)
         log.warning("%s: a definition without weights; weights are initialized, not trained", spec)
         return Model(net, _meta_from_build(net, {"source": str(path), "initialized": True}), str(path))
-    if prototxt is not None:
-        raise CompressError(f"--prototxt applies to a .caffemodel, but {spec} is not one "
-                            "(a model file carries its own definition)")
     return read_model_file(path)
 
 

@@ -1,6 +1,8 @@
 """``compress convert MODEL.caffemodel [--prototxt NET.prototxt] -o OUT``: write a model file."""
 from __future__ import annotations
 
+import logging
+
 import click
 
 
@@ -20,6 +22,23 @@ def convert_model(model: str, output: str, *, prototxt: str | None = None,
     loaded = load_model(model, prototxt, input_shapes=shapes)
     save_model(output, loaded.net, loaded.meta)
     return loaded
+
+
+class _Stderr(logging.Handler):
+    """Library warnings (dropped training layers, ignored weights) as plain lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+def show_warnings() -> None:
+    """Route the library's warnings to stderr once (click.echo finds the current stream each time)."""
+    for name in ("converters", "compress"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _Stderr) for h in logger.handlers):
+            handler = _Stderr(logging.WARNING)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            logger.addHandler(handler)
 
 
 def _first_input(net, model: str) -> str:
@@ -62,6 +81,7 @@ def command(model: str, prototxt: str | None, output: str, input_shape: tuple[in
     """
     from converters.caffe import summarize
 
+    show_warnings()
     loaded = convert_model(model, output, prototxt=prototxt, input_shape=input_shape)
     rows = summarize(loaded.net)
     params = sum(r.params for r in rows)

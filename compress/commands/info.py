@@ -40,6 +40,9 @@ def _shape(shape) -> str:
 def command(model: str, prototxt: str | None) -> None:
     """Layers of MODEL (model file, .caffemodel, .prototxt or zoo name): type, top shape(s) at the
     declared input shape, and parameter count (weights + biases), in Caffe's names."""
+    from compress.commands.convert import show_warnings
+
+    show_warnings()
     loaded, rows = info_rows(model, prototxt)
     inputs = ", ".join(f"{k} {_shape(v)}" for k, v in loaded.net.inputs.items())
     click.echo(f"{loaded.net.name}: inputs {inputs} -> outputs {', '.join(loaded.net.outputs)}")
