@@ -111,6 +111,19 @@ def test_caffe_names_kept(tmp_path):
     assert [o.name for o in m.graph.output] == ["prob"]
 
 
+def test_identical_tensors_keep_their_own_names(tmp_path):
+    net = build(LENET)
+    with torch.no_grad():  # as in an untrained Caffe net: constant biases (the exporter would merge them)
+        for name in ("conv1", "conv2", "ip1", "ip2"):
+            net.layer(name).bias.zero_()
+    m = onnx.load(export_onnx(net, tmp_path / "z.onnx").path)
+    for node in m.graph.node:
+        if node.op_type in ("Conv", "Gemm"):
+            layer = node.name.split("/")[0]
+            assert list(node.input[1:]) == [f"{layer}.weight", f"{layer}.bias"]
+    assert [i.name for i in m.graph.input] == ["data"]
+
+
 def test_lrn_is_one_native_node(tmp_path):
     net = build(ALEXNET)
     r = export_onnx(net, tmp_path / "a.onnx")

@@ -84,12 +84,17 @@ def to_onnx_model(net, *, opset: int | None = None, batch_size: int = 1,
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(_Outputs(net), tuple(inputs), buf, input_names=in_names,
                               output_names=out_names, dynamic_axes=axes, opset_version=opset,
-                              do_constant_folding=True, dynamo=False)
+                              do_constant_folding=True, dynamo=False,
+                              keep_initializers_as_inputs=True)  # no dedup: each layer keeps its names
     except (RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
         raise ConversionError(f"{net.name}: ONNX export failed: {_first_line(e)}") from None
     finally:
         net.train(was_training)
     model = onnx.load_from_string(buf.getvalue())
+    inits = {i.name for i in model.graph.initializer}
+    kept_inputs = [i for i in model.graph.input if i.name not in inits]  # only the Caffe input blobs
+    del model.graph.input[:]
+    model.graph.input.extend(kept_inputs)
     _caffe_names(model, net)
     model.producer_name = "compress"
     model.producer_version = _version()
