@@ -1,0 +1,118 @@
+"""Training speed of each pruning method against plain SGD (``default``), side by side in one run.
+
+    python bench/prune_speed.py [--steps 150] [--rounds 3] [--data mnist|synthetic] [--device cpu]
+
+LeNet (zoo) on MNIST (synthetic if the MNIST file is missing): each method trains ``--steps``
+minibatches of its method phase (no evaluation, no ADMM projection inside the timed window:
+"between projections"), rotating through the methods ``--rounds`` times so that load from other
+processes hits all of them alike; the median time per step is compared with ``default``'s.
+Goals: ADMM <= 1.10x, RVSM/RGSM <= 1.25x. Also timed: the masked retrain step, and one ADMM
+projection (Z/U update) over all full-size AlexNet layers with random weights (kthvalue), element
+and channel mode. Absolute times across runs mean little on a shared machine; ratios do.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def _lenet_and_data(data: str, batch: int, device: str):
+    from compress.data import get_data
+    from compress.modelfile import load_model
+
+    net = load_model("lenet").net
+    try:
+        splits = get_data(data, (1, 1, 28, 28), batch_size=batch, seed=0, num_classes=10)
+    except Exception as e:  # noqa: BLE001  (MNIST missing: fall back, say so)
+        print(f"({data} unavailable: {e}; using synthetic data)")
+        splits = get_data("synthetic", (1, 1, 28, 28), batch_size=batch, seed=0, num_classes=10)
+    return net, splits
+
+
+def time_method(name: str, net, train_data, steps: int, device: str, retrain: bool = False) -> float:
+    """Seconds per step of ``steps`` steps of the method phase (or of the masked retrain)."""
+    import copy
+
+    from compress.prune.methods import method_class
+    from compress.prune.targets import prunable_layers, resolve_targets
+    from compress.prune.trainer import TrainConfig, train
+
+    net = copy.deepcopy(net)
+    layers = prunable_layers(net)
+    targets = resolve_targets(layers, targets="admm-71x", model_name="lenet")
+    if name == "rgsm":
+        targets = None
+    m = method_class(name)(layers, targets, epochs=1, admm_iters=1, epochs_per_iter=1)
+    cfg = TrainConfig(max_steps=steps, retrain_epochs=1 if retrain else 0)
+    if retrain:  # time the retrain epoch only: magnitude has no method phase
+        m = method_class("magnitude")(layers, targets)
+    res = train(net, m, train_data, None, cfg, device)
+    entry = res.history[-1]
+    return entry["seconds"] / steps
+
+
+def time_alexnet_projection() -> dict[str, float]:
+    from compress.modelfile import load_model
+    from compress.prune.methods import method_class
+    from compress.prune.targets import Targets, prunable_layers, resolve_targets
+
+    net = load_model("alexnet").net
+    layers = prunable_layers(net)
+    out = {}
+    for sparsity in ("elem", "channel"):
+        t = resolve_targets(layers, targets="admm-21x", model_name="alexnet")
+        t = Targets(t.keep, sparsity, "in")
+        m = method_class("admm")(layers, t)
+        start = time.perf_counter()
+        m.init(net)
+        out[f"admm init ({sparsity})"] = time.perf_counter() - start
+        start = time.perf_counter()
+        m.end_iteration(net, 0)
+        out[f"admm Z/U update ({sparsity})"] = time.perf_counter() - start
+        del m
+    out["weights"] = sum(layer.weight.numel() for layer in layers.values())
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--data", default="mnist")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-alexnet", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    net, splits = _lenet_and_data(args.data, args.batch_size, args.device)
+    kinds = [("default", False), ("admm", False), ("rvsm", False), ("rgsm", False), ("retrain", True)]
+    times: dict[str, list[float]] = {k: [] for k, _ in kinds}
+    time_method("default", net, splits.train, 10, args.device)  # warm-up
+    for _ in range(args.rounds):
+        for k, retrain in kinds:
+            times[k].append(time_method("default" if retrain else k, net, splits.train, args.steps,
+                                        args.device, retrain))
+    base = statistics.median(times["default"])
+    goal = {"admm": 1.10, "rvsm": 1.25, "rgsm": 1.25}
+    print(f"LeNet, {splits.name}, batch {args.batch_size}, {args.steps} steps x {args.rounds} rounds, "
+          f"device {args.device}, {args.threads} thread(s)")
+    print(f"{'method':<10} {'ms/step':>8} {'img/s':>8} {'vs default':>10} {'goal':>6}")
+    for k, _ in kinds:
+        med = statistics.median(times[k])
+        g = goal.get(k)
+        verdict = "" if g is None else ("ok" if med / base <= g else "MISSED")
+        print(f"{k:<10} {med * 1e3:>8.2f} {args.batch_size / med:>8.0f} {med / base:>9.3f}x "
+              f"{'' if g is None else f'<={g:.2f}':>6} {verdict}")
+    if not args.skip_alexnet:
+        res = time_alexnet_projection()
+        print(f"AlexNet ({res.pop('weights') / 1e6:.1f}M prunable weights, admm-21x), one projection:")
+        for k, v in res.items():
+            print(f"  {k:<28} {v:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
