@@ -54,6 +54,33 @@ def time_method(name: str, net, train_data, steps: int, device: str, retrain: bo
     return entry["seconds"] / steps
 
 
+def time_hooks(net, steps: int = 200) -> dict[str, float]:
+    """Milliseconds per step spent in each method's own hooks (extra loss + before/after step),
+    measured alone: the low-noise part of the comparison above."""
+    from compress.prune.methods import method_class
+    from compress.prune.targets import prunable_layers, resolve_targets
+
+    layers = prunable_layers(net)
+    targets = resolve_targets(layers, targets="admm-71x", model_name="lenet")
+    out = {}
+    for name in ("admm", "rvsm", "rgsm"):
+        m = method_class(name)(layers, targets if name == "admm" else None)
+        m.init(net)
+        start = time.perf_counter()
+        for _ in range(steps):
+            net.zero_grad()
+            extra = m.extra_loss(net)
+            if extra is not None:
+                extra.backward()
+            for layer in layers.values():
+                if layer.weight.grad is None:
+                    layer.weight.grad = torch.zeros_like(layer.weight)
+            m.before_step(net)
+            m.after_step(net)
+        out[name] = (time.perf_counter() - start) / steps * 1e3
+    return out
+
+
 def time_alexnet_projection() -> dict[str, float]:
     from compress.modelfile import load_model
     from compress.prune.methods import method_class
@@ -107,6 +134,9 @@ def main() -> None:
         verdict = "" if g is None else ("ok" if med / base <= g else "MISSED")
         print(f"{k:<10} {med * 1e3:>8.2f} {args.batch_size / med:>8.0f} {med / base:>9.3f}x "
               f"{'' if g is None else f'<={g:.2f}':>6} {verdict}")
+    hooks = time_hooks(net)
+    print("hooks alone (ms/step, % of a default step): " + ", ".join(
+        f"{k} {v:.2f} ({v / (base * 1e3):.1%})" for k, v in hooks.items()))
     if not args.skip_alexnet:
         res = time_alexnet_projection()
         print(f"AlexNet ({res.pop('weights') / 1e6:.1f}M prunable weights, admm-21x), one projection:")
