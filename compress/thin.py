@@ -20,8 +20,9 @@ neighbours within its window (true when the removed channels sit at the ends of 
 a zero channel removed from the middle would pull a farther channel into its neighbours' windows and
 change their normalization). Otherwise P is left as it is, with the reason recorded.
 
-Grouped convolutions (as producer or consumer) are thinned only when every group loses the same
-number of channels; otherwise the layer is refused with its name. Concat, Eltwise, net outputs and
+Grouped convolutions (as producer or consumer) must lose the same number of channels from every
+group: the largest such subset of the removable channels goes (the rest are kept and reported); if
+that subset is empty the producer is refused, naming the grouped layer. Concat, Eltwise, net outputs and
 other consumers stop thinning of the producer (recorded as a reason). Modules, Caffe blobs and
 ``net.netdef`` (``num_output``) are updated together, so the thinned net saves, exports and reloads.
 The thinned net is checked against the original on a seeded random input (relative error <= 1e-5).
@@ -29,6 +30,7 @@ The thinned net is checked against the original on a seeded random input (relati
 from __future__ import annotations
 
 import copy
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -85,6 +87,8 @@ def thin(net: nn.Module, *, strict: bool = False, check: bool = True) -> ThinRes
             skipped.pop(node.name, None)
             before = _channels_out(module)
             _apply(out, i, plan, inputs, folded)
+            if plan.note:
+                skipped[node.name] = plan.note
             removed[node.name] = (removed.get(node.name, (before,))[0], _channels_out(module))
             changed = True
     if strict and skipped:
@@ -106,7 +110,8 @@ class _Refusal(CompressError):
 class _Plan:
     remove: list[int]
     uses: list[_Use]
-    maps: dict[tuple, torch.Tensor]  # blob version -> (C, K) fixed maps of zero filters (float64)
+    maps: dict[tuple, torch.Tensor]  # blob version -> per-channel fixed maps of zero filters (float64)
+    note: str | None = None  # why some removable channels stay (groups kept equal)
 
 
 def _is_producer(m: nn.Module) -> bool:
@@ -148,15 +153,13 @@ def _plan(net, p: int, shapes: dict[int, tuple[int, ...]]) -> _Plan | None:
         raise _Refusal(_why_not(net, node, zero_w, ignored, uses))
     if len(remove) == n_out:
         raise _Refusal(f"all {n_out} filters are removable; a layer needs at least one")
-    _check_groups(node.name, getattr(prod, "groups", 1), n_out, remove, "filters")
-    for u in uses:
-        cons = net.nodes[u.index]
-        m = getattr(net, cons.attr)
-        if isinstance(m, nn.Conv2d):
-            _check_groups(cons.name, m.groups, n_out, remove, "input channels")
+    groups = [(node.name, getattr(prod, "groups", 1), "filters")]
+    groups += [(net.nodes[u.index].name, getattr(net, net.nodes[u.index].attr).groups, "input channels")
+               for u in uses if isinstance(getattr(net, net.nodes[u.index].attr), nn.Conv2d)]
+    remove, note = _balance(remove, n_out, [g for g in groups if g[1] > 1])
     for lrn_index in {i for u in uses for i in u.lrns}:
         _check_lrn_neighbours(net.nodes[lrn_index], getattr(net, net.nodes[lrn_index].attr), n_out, remove)
-    return _Plan(remove, uses, maps)
+    return _Plan(remove, uses, maps, note)
 
 
 def _why_not(net, node, zero_w, ignored, uses) -> str:
@@ -294,13 +297,13 @@ def _consumer_ignores(net, u: _Use, n: int) -> torch.Tensor:
 
 def _contribution(m: nn.Module, c: int, amap: torch.Tensor, n: int) -> torch.Tensor:
     """What channel ``c``'s fixed map adds to the consumer's output, (out, positions) float64."""
-    w = m.weight.detach().double()
+    w = m.weight.detach()
     if isinstance(m, nn.Linear):
         k = amap[0].numel()
-        return (w[:, c * k:(c + 1) * k] @ amap[c].reshape(-1)).reshape(-1, 1)
+        return (w[:, c * k:(c + 1) * k].double() @ amap[c].reshape(-1)).reshape(-1, 1)
     per, rows = n // m.groups, w.shape[0] // m.groups
     j, local = divmod(c, per)
-    y = F.conv2d(amap[c][None, None], w[j * rows:(j + 1) * rows, local:local + 1],
+    y = F.conv2d(amap[c][None, None], w[j * rows:(j + 1) * rows, local:local + 1].double(),
                  stride=m.stride, padding=m.padding, dilation=m.dilation)
     full = torch.zeros(w.shape[0], y.shape[2] * y.shape[3], dtype=torch.float64)
     full[j * rows:(j + 1) * rows] = y[0].reshape(rows, -1)
@@ -324,16 +327,34 @@ def _foldable(net, u: _Use, amap: torch.Tensor, zero_w: torch.Tensor) -> torch.T
     return ok
 
 
-def _check_groups(name: str, groups: int, n: int, remove: list[int], what: str) -> None:
-    if groups <= 1:
-        return
-    per = n // groups
-    counts = [sum(1 for c in remove if c // per == j) for j in range(groups)]
-    if len(set(counts)) != 1:
-        raise _Refusal(f"grouped layer {name} (group {groups}) would lose {counts} {what} per group; "
+def _balance(remove: list[int], n: int, groups: list[tuple[str, int, str]]) -> tuple[list[int], str | None]:
+    """The largest subset of ``remove`` that takes the same number of channels from every group of
+    every grouped layer involved: equal counts in each cell of the finest common partition (lcm)."""
+    if not groups:
+        return remove, None
+    cells = math.lcm(*(g for _, g, _ in groups))
+    if n % cells:
+        raise _Refusal(f"{n} channels do not split into {cells} equal groups")
+    per = n // cells
+    by_cell = [[c for c in remove if c // per == k] for k in range(cells)]
+    m = min(len(b) for b in by_cell)
+    unequal = [(name, g, what) for name, g, what in groups
+               if len({sum(1 for c in remove if c // (n // g) == j) for j in range(g)}) > 1]
+    if m == 0:
+        name, g, what = unequal[0]
+        counts = [sum(1 for c in remove if c // (n // g) == j) for j in range(g)]
+        raise _Refusal(f"grouped layer {name} (group {g}) would lose {counts} {what} per group; "
                        f"groups must stay equal")
-    if counts[0] == per:
+    if m == per:
+        name, _, what = groups[0]
         raise _Refusal(f"grouped layer {name} would lose all {what} of every group")
+    chosen = sorted(c for b in by_cell for c in b[:m])
+    note = None
+    if len(chosen) < len(remove):
+        names = ", ".join(sorted({name for name, _, _ in unequal}))
+        note = (f"kept {len(remove) - len(chosen)} removable channels so that the groups of {names} "
+                f"stay equal")
+    return chosen, note
 
 
 def _check_lrn_neighbours(node, m, n: int, remove: list[int]) -> None:

@@ -150,6 +150,18 @@ def test_grouped_conv_refused_when_groups_unbalanced():
     assert_same(net, r.net)
 
 
+def test_grouped_conv_takes_the_balanced_subset():
+    text = HEAD + conv("conv1", "data", 8) + relu("relu1", "conv1") + conv("conv2", "conv1", 4, group=2) \
+        + ip("ip", "conv2", 2)
+    net = build(text)
+    zero_filters(net, "conv1", [0, 1, 5])  # two in the first group, one in the second: one from each goes
+    r = thin(net)
+    assert r.removed == {"conv1": (8, 6)}
+    assert torch.equal(r.net.layer("conv1").weight, net.layer("conv1").weight[[1, 2, 3, 4, 6, 7]])
+    assert "conv2" in r.skipped["conv1"]  # the one kept removable filter is explained
+    assert_same(net, r.net)
+
+
 def test_grouped_producer_needs_equal_groups():
     text = HEAD + conv("conv1", "data", 8) + relu("relu1", "conv1") + conv("conv2", "conv1", 8, group=2) \
         + relu("relu2", "conv2") + conv("conv3", "conv2", 4) + ip("ip", "conv3", 2)
