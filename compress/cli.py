@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     from compress.errors import USER_ERRORS
 
     try:
-        cli.main(args=argv, prog_name="compress", standalone_mode=False)
+        # With standalone_mode=False click returns ctx.exit()'s code (or the command's return value).
+        rv = cli.main(args=argv, prog_name="compress", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 130
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         return 130
-    return 0
+    return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
 
 
 def _one_line(e: BaseException) -> str:
