@@ -27,6 +27,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "opencv-python-headless>=4.5,<5", "ruff"],
         "plot": ["matplotlib"],
+        "images": ["Pillow"],  # image-folder datasets (cv2 is used instead when installed)
     },
     entry_points={"console_scripts": ["compress=compress.cli:main"]},
 )
