@@ -10,7 +10,8 @@ from compress import cli
 
 
 def test_help_lists_every_command_without_importing_torch():
-    code = "import sys; from compress.cli import main; rc = main(['--help']); print('torch' in sys.modules, rc)"
+    code = ("import sys; from compress.cli import main; rc = main(['--help']); "
+            "print('torch' in sys.modules, rc)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     for name in cli.COMMANDS:
         assert name in out
