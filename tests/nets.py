@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 # conv -> relu (in place) -> max pool -> InnerProduct -> softmax. Input 1x2x8x8.
 TINY = """
@@ -116,3 +117,15 @@ def write_net(tmp_path, prototxt_text: str, seed: int = 0, name: str = "net",
         net.layer(layer).set_caffe_blobs([torch.from_numpy(b) for b in blobs])
     caffe.save(net, caffemodel)
     return prototxt, caffemodel
+
+
+class Tiny(nn.Module):
+    """A plain PyTorch CNN (conv 1->4 3x3, fc 64->3) for pruning tests: any nn.Module can be pruned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv1(x)).flatten(1))

@@ -6,18 +6,9 @@ import socket
 
 import torch
 import torch.multiprocessing as mp
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-
-class Tiny(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3)
-        self.fc = nn.Linear(4 * 4 * 4, 3)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv1(x)).flatten(1))
+from tests.nets import Tiny
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:

@@ -14,16 +14,7 @@ from compress.prune import ops
 from compress.prune.methods import available, method_class
 from compress.prune.targets import Targets, parse_keep, prunable_layers, resolve_targets
 from compress.prune.trainer import TrainConfig, train
-
-
-class Tiny(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3)
-        self.fc = nn.Linear(4 * 4 * 4, 3)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv1(x)).flatten(1))
+from tests.nets import Tiny
 
 
 def batches(n=4, bs=8, seed=1):

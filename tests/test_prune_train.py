@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from compress.errors import DivergenceError
@@ -12,16 +11,7 @@ from compress.prune.checkpoint import load_checkpoint
 from compress.prune.methods import method_class
 from compress.prune.targets import Targets, prunable_layers
 from compress.prune.trainer import Logits, TrainConfig, train
-
-
-class Tiny(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3)
-        self.fc = nn.Linear(4 * 4 * 4, 3)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv1(x)).flatten(1))
+from tests.nets import Tiny
 
 
 def loader(n=48, bs=8, seed=1):
