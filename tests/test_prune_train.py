@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from compress.errors import DivergenceError
+from compress.errors import CompressError, DivergenceError
 from compress.prune.checkpoint import load_checkpoint
 from compress.prune.methods import method_class
 from compress.prune.targets import Targets, prunable_layers
@@ -29,15 +29,22 @@ def make(name, seed=0, **hp):
     return net, method_class(name)(prunable_layers(net), targets, **hp)
 
 
-def test_masked_retrain_keeps_zeros_exactly_through_momentum_and_weight_decay():
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_masked_retrain_keeps_zeros_exactly_through_momentum_and_weight_decay(optimizer):
     net, m = make("magnitude")
-    cfg = TrainConfig(lr=0.5, momentum=0.99, weight_decay=0.1, retrain_epochs=3, lr_schedule="constant")
+    cfg = TrainConfig(lr=0.5, momentum=0.99, weight_decay=0.1, retrain_epochs=3, lr_schedule="constant",
+                      optimizer=optimizer)
     res = train(net, m, loader(), loader(seed=2), cfg)
     for name, mask in res.masks.items():
         w = prunable_layers(net)[name].weight
         assert not w[~mask].any()  # exactly zero, not merely small
         assert int((w != 0).sum()) == int(mask.sum())
     assert int(res.masks["conv1"].sum()) == 18 and int(res.masks["fc"].sum()) == 38  # round(.2 * 192)
+
+
+def test_unknown_optimizer_is_a_clear_error():
+    with pytest.raises(CompressError, match="optimizer must be one of sgd, adam, got 'lbfgs'"):
+        TrainConfig(optimizer="lbfgs")
 
 
 class Interrupt(Exception):

@@ -40,7 +40,9 @@ METHODS = ("admm", "rvsm", "rgsm", "default", "magnitude")
 @click.option("--retrain-lr", type=float, help="Retrain learning rate [--lr].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
 @click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True)
-@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True,
+              help="W-step optimizer (SGD with momentum as Caffe's solver; Adam as the ADMM authors' LeNet).")
+@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -54,8 +56,8 @@ METHODS = ("admm", "rvsm", "rgsm", "default", "magnitude")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(model, method, prototxt, data, output, targets, keep, pcen, sparsity, group, rho, rho_growth,
             admm_iters, epochs_per_iter, epochs, beta, lamb, penalty, tl1_a, beta1, lamb1, lamb2,
-            retrain_epochs, retrain_lr, lr, lr_schedule, momentum, weight_decay, batch_size, seed, device,
-            amp, max_steps, limit, resume, log, quiet):
+            retrain_epochs, retrain_lr, lr, lr_schedule, optimizer, momentum, weight_decay, batch_size, seed,
+            device, amp, max_steps, limit, resume, log, quiet):
     """Fine-tune MODEL under a pruning METHOD, hard-prune it to its targets, retrain with masks.
 
     MODEL is a zoo name (lenet, alexnet), a model file, or a .caffemodel.
@@ -79,7 +81,8 @@ def command(model, method, prototxt, data, output, targets, keep, pcen, sparsity
                    keep=keep, pcen=pcen, sparsity=sparsity, group=group, hyper=hyper, lr=lr,
                    momentum=momentum,
                    weight_decay=weight_decay, batch_size=batch_size, retrain_epochs=retrain_epochs,
-                   retrain_lr=retrain_lr, lr_schedule=lr_schedule, seed=seed, device=device, amp=amp,
+                   retrain_lr=retrain_lr, lr_schedule=lr_schedule, optimizer=optimizer, seed=seed,
+                   device=device, amp=amp,
                    max_steps=max_steps, resume=resume, log=log, progress=not quiet, data_limit=limit)
     click.echo(render(result))
 

@@ -34,6 +34,14 @@ from compress.prune.distributed import DistContext
 from compress.prune.methods.base import Method
 from compress.prune.targets import prunable_layers
 
+# The W-step optimizer. SGD with momentum is Caffe's solver (the ADMM authors' AlexNet runs); Adam is
+# what the authors' TensorFlow LeNet used. Weight decay is L2 added to the gradient in both.
+OPTIMIZERS = {
+    "sgd": lambda params, lr, cfg: torch.optim.SGD(params, lr=lr, momentum=cfg.momentum,
+                                                   weight_decay=cfg.weight_decay),
+    "adam": lambda params, lr, cfg: torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay),
+}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -43,6 +51,7 @@ class TrainConfig:
     retrain_epochs: int = 0
     retrain_lr: float | None = None  # default: lr
     lr_schedule: str = "cosine"  # or "constant"
+    optimizer: str = "sgd"  # a key of OPTIMIZERS
     seed: int = 0
     max_steps: int | None = None  # per epoch (smoke runs); also caps evaluation batches
     amp: bool = False
@@ -52,6 +61,8 @@ class TrainConfig:
     info: dict[str, Any] = field(default_factory=dict)  # stored in checkpoints, checked on resume
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise CompressError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise CompressError(f"lr schedule must be cosine or constant, got {self.lr_schedule!r}")
         if not self.lr > 0 or self.retrain_epochs < 0 or (self.max_steps is not None and self.max_steps < 1):
@@ -177,8 +188,7 @@ class _Trainer:
 
     # --- set-up ------------------------------------------------------------------------------
     def _optimizer(self, lr: float) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.net.parameters(), lr=lr, momentum=self.cfg.momentum,
-                               weight_decay=self.cfg.weight_decay)
+        return OPTIMIZERS[self.cfg.optimizer](self.net.parameters(), lr, self.cfg)
 
     def _enter_retrain(self) -> None:
         self.masks = self.method.finalize_masks(self.net, self.method.targets)
