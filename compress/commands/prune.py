@@ -84,7 +84,8 @@ def command(model, method, prototxt, data, output, targets, keep, pcen, sparsity
                    retrain_lr=retrain_lr, lr_schedule=lr_schedule, optimizer=optimizer, seed=seed,
                    device=device, amp=amp,
                    max_steps=max_steps, resume=resume, log=log, progress=not quiet, data_limit=limit)
-    click.echo(render(result))
+    if result.is_main:
+        click.echo(render(result))
 
 
 def render(result) -> str:

@@ -32,6 +32,7 @@ class PruneResult:
     accuracy_before: float | None
     accuracy_after: float | None
     layers: dict[str, dict] = field(default_factory=dict)  # {layer: {"numel", "nonzero", "target"}}
+    is_main: bool = True  # False on the other ranks of a torchrun job (they neither write nor print)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -124,7 +125,8 @@ def prune(model: str | nn.Module, *, method: str = "admm", data: str = "mnist", 
 
             save_model(output, net, new_meta)
         dist.barrier()
-        return PruneResult(output, new_meta, result.history, before, result.accuracy, layer_stats)
+        return PruneResult(output, new_meta, result.history, before, result.accuracy, layer_stats,
+                           is_main=dist.is_main)
     finally:
         dist.close()
 
