@@ -22,10 +22,10 @@ METHODS = ("admm", "rvsm", "rgsm", "default", "magnitude")
 @click.option("--group", type=click.Choice(["in", "out"]), default="in", show_default=True,
               help="Channel group: input channel W[:, c] or output filter W[o].")
 # admm
-@click.option("--rho", type=float, help="ADMM penalty per layer [1e-2].")
-@click.option("--rho-growth", type=float, help="rho multiplier per ADMM iteration [1.3].")
-@click.option("--admm-iters", type=int, help="ADMM iterations [8].")
-@click.option("--epochs-per-iter", type=int, help="Epochs per ADMM iteration [2].")
+@click.option("--rho", type=float, help="ADMM penalty per layer [1e-3].")
+@click.option("--rho-growth", type=float, help="rho multiplier per ADMM iteration [1.5].")
+@click.option("--admm-iters", type=int, help="ADMM iterations [10].")
+@click.option("--epochs-per-iter", type=int, help="Epochs per ADMM iteration [1].")
 # rvsm / rgsm / default
 @click.option("--epochs", type=int, help="Method-phase epochs for default/rvsm/rgsm [1/10/10].")
 @click.option("--beta", type=float, help="RVSM relaxation [1e-2].")
