@@ -17,6 +17,7 @@ class ExportSummary:
     thinned: dict[str, tuple[int, int]]  # layer -> (filters before, after)
     refused: dict[str, str]  # layer -> why its zero channels were kept
     notes: tuple[str, ...] = ()
+    dense_requested: bool = False  # --dense
 
 
 def export_model(spec: str, output: str, *, to: str = "onnx", dense: bool = False, thin: bool = False,
@@ -55,7 +56,8 @@ def export_model(spec: str, output: str, *, to: str = "onnx", dense: bool = Fals
     from converters.onnx.export import export_onnx
 
     r = export_onnx(net, output, sparse=not dense, meta=meta, opset=opset)
-    return ExportSummary({r.path: r.bytes}, r.dense_bytes, r.sparse_tensors, thinned, refused, r.notes)
+    return ExportSummary({r.path: r.bytes}, r.dense_bytes, r.sparse_tensors, thinned, refused, r.notes,
+                         dense_requested=dense)
 
 
 def _size(n: int) -> str:
@@ -80,7 +82,8 @@ def render(s: ExportSummary) -> str:
         if s.sparse_tensors:
             lines.append(f"sparse initializers ({len(s.sparse_tensors)}): {', '.join(s.sparse_tensors)}")
         else:
-            lines.append("all initializers dense (sparse storage would not be smaller)")
+            why = "--dense" if s.dense_requested else "sparse storage would not be smaller"
+            lines.append(f"all initializers dense ({why})")
     lines.extend(f"note: {n}" for n in s.notes)
     return "\n".join(lines) + "\n"
 
