@@ -62,7 +62,8 @@ def test_alexnet_full_size_hits_the_21x_preset(tmp_path, sparsity):
     else:
         net = load_model(out).net
         for name, ratio in ALEXNET_21X.items():
-            w = net.layer(name).weight
-            groups = w.shape[1]
-            kept_groups = int((w.transpose(0, 1).reshape(groups, -1).abs().sum(1) != 0).sum())
-            assert kept_groups == round(ratio * groups), name
+            layer = net.layer(name)
+            g = getattr(layer, "groups", 1)  # a grouped conv's input channels are (group, column) pairs
+            w = layer.weight.reshape(g, layer.weight.shape[0] // g, layer.weight.shape[1], -1)
+            per_channel = w.abs().sum(dim=(1, 3)).flatten()  # one entry per real input channel
+            assert int((per_channel != 0).sum()) == round(ratio * per_channel.numel()), name
