@@ -125,13 +125,14 @@ def _export_layers(net) -> Iterator[list[str]]:
             module = getattr(net, node.attr)
             if node.type != "LRN" and not isinstance(module, nn.LocalResponseNorm):
                 continue
-            replacement = lrn.export_module(module)
-            if replacement is None:
+            p = lrn.lrn_params(module)
+            if p is None:
                 continue
-            if isinstance(replacement, lrn.WithinChannelLRN):
+            if not p.across_channels:  # the module's own forward is ONNX primitives already
                 notes.append(f"{node.name}: WITHIN_CHANNEL LRN has no ONNX operator; exported as primitives")
+                continue
             saved[node.attr] = module
-            setattr(net, node.attr, replacement)
+            setattr(net, node.attr, lrn.NativeLRN(p))
         yield notes
     finally:
         for attr, module in saved.items():

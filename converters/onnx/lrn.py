@@ -6,8 +6,9 @@ window ``[c - floor((size-1)/2), c + ceil((size-1)/2)]``, i.e. Caffe's ``pre_pad
 only allows odd sizes, where both conventions and PyTorch's agree). So the layer is replaced, for the
 duration of the export, by a module whose autograd function carries an ONNX ``symbolic``.
 
-WITHIN_CHANNEL LRN has no ONNX operator: it is exported as primitives (x^2, AveragePool with
-``count_include_pad``, Pow, Mul), the same decomposition Caffe itself uses internally.
+WITHIN_CHANNEL LRN has no ONNX operator: the Caffe layer module itself is exported, as the primitives
+its forward uses (x^2, AveragePool with ``count_include_pad``, Pow, Mul), the same decomposition Caffe
+uses internally.
 """
 from __future__ import annotations
 
@@ -64,30 +65,3 @@ class NativeLRN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _LRNFunction.apply(x, self.p.size, self.p.alpha, self.p.beta, self.p.k)
-
-
-class WithinChannelLRN(nn.Module):
-    """WITHIN_CHANNEL LRN from primitives: ``x * (1 + alpha * avgpool_size(x^2))^-beta``.
-
-    Average pooling with pad ``(size-1)/2`` and stride 1 divides by ``size^2`` everywhere (the window
-    never leaves the padded input), i.e. Caffe's ``alpha / size^2 * sum``; ``k`` is ignored, as in Caffe.
-    """
-
-    def __init__(self, p: LRNParams) -> None:
-        super().__init__()
-        if p.size % 2 != 1:
-            raise ValueError(f"LRN local_size must be odd (as in Caffe), got {p.size}")
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad = (self.p.size - 1) // 2
-        avg = F.avg_pool2d(x * x, self.p.size, stride=1, padding=pad, count_include_pad=True)
-        return x * torch.pow(1.0 + self.p.alpha * avg, -self.p.beta)
-
-
-def export_module(module: nn.Module) -> nn.Module | None:
-    """The module to export in place of an LRN layer, or None when ``module`` is not an LRN."""
-    p = lrn_params(module)
-    if p is None:
-        return None
-    return NativeLRN(p) if p.across_channels else WithinChannelLRN(p)
