@@ -26,57 +26,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-ALEXNET_DEPLOY = """name: "AlexNet"
-layer { name: "data" type: "Input" top: "data" input_param { shape: { dim: 1 dim: 3 dim: 227 dim: 227 } } }
-layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
-        convolution_param { num_output: 96 kernel_size: 11 stride: 4 } }
-layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
-layer { name: "norm1" type: "LRN" bottom: "conv1" top: "norm1"
-        lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 } }
-layer { name: "pool1" type: "Pooling" bottom: "norm1" top: "pool1"
-        pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
-layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2"
-        convolution_param { num_output: 256 pad: 2 kernel_size: 5 group: 2 } }
-layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
-layer { name: "norm2" type: "LRN" bottom: "conv2" top: "norm2"
-        lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 } }
-layer { name: "pool2" type: "Pooling" bottom: "norm2" top: "pool2"
-        pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
-layer { name: "conv3" type: "Convolution" bottom: "pool2" top: "conv3"
-        convolution_param { num_output: 384 pad: 1 kernel_size: 3 } }
-layer { name: "relu3" type: "ReLU" bottom: "conv3" top: "conv3" }
-layer { name: "conv4" type: "Convolution" bottom: "conv3" top: "conv4"
-        convolution_param { num_output: 384 pad: 1 kernel_size: 3 group: 2 } }
-layer { name: "relu4" type: "ReLU" bottom: "conv4" top: "conv4" }
-layer { name: "conv5" type: "Convolution" bottom: "conv4" top: "conv5"
-        convolution_param { num_output: 256 pad: 1 kernel_size: 3 group: 2 } }
-layer { name: "relu5" type: "ReLU" bottom: "conv5" top: "conv5" }
-layer { name: "pool5" type: "Pooling" bottom: "conv5" top: "pool5"
-        pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
-layer { name: "fc6" type: "InnerProduct" bottom: "pool5" top: "fc6" inner_product_param { num_output: 4096 } }
-layer { name: "relu6" type: "ReLU" bottom: "fc6" top: "fc6" }
-layer { name: "drop6" type: "Dropout" bottom: "fc6" top: "fc6" dropout_param { dropout_ratio: 0.5 } }
-layer { name: "fc7" type: "InnerProduct" bottom: "fc6" top: "fc7" inner_product_param { num_output: 4096 } }
-layer { name: "relu7" type: "ReLU" bottom: "fc7" top: "fc7" }
-layer { name: "drop7" type: "Dropout" bottom: "fc7" top: "fc7" dropout_param { dropout_ratio: 0.5 } }
-layer { name: "fc8" type: "InnerProduct" bottom: "fc7" top: "fc8" inner_product_param { num_output: 1000 } }
-layer { name: "prob" type: "Softmax" bottom: "fc8" top: "prob" }
-"""
+# bvlc_alexnet's deploy definition, as the zoo ships it.
+ALEXNET_PROTOTXT = Path(__file__).resolve().parents[1] / "zoo" / "alexnet.prototxt"
 
-# bvlc_alexnet's blob shapes (Caffe layout).
-ALEXNET_BLOBS = {
-    "conv1": [(96, 3, 11, 11), (96,)],
-    "conv2": [(256, 48, 5, 5), (256,)],
-    "conv3": [(384, 256, 3, 3), (384,)],
-    "conv4": [(384, 192, 3, 3), (384,)],
-    "conv5": [(256, 192, 3, 3), (256,)],
-    "fc6": [(4096, 9216), (4096,)],
-    "fc7": [(4096, 4096), (4096,)],
-    "fc8": [(1000, 4096), (1000,)],
-}
+
+def _blob_shapes(net) -> dict[str, list[tuple[int, ...]]]:
+    """Every layer's Caffe blob shapes, from the builder's meta-device plan (nothing allocated)."""
+    from converters.caffe.builder import plan_net
+    from converters.caffe.layers.base import CaffeBlobs
+
+    plan = plan_net(net)
+    return {name: m.caffe_blob_shapes() for name, m in plan.modules.items() if isinstance(m, CaffeBlobs)}
+
 
 METHODS = ("raw", "reader", "naive", "opencv", "load")
 
@@ -144,24 +109,23 @@ def _maxrss() -> int:
 
 # -- the parent: write the model, run the children, print the table ----------------------------
 
-def _write_model(directory: str, repeat: int) -> tuple[str, str, float]:
-    from converters.caffe.prototxt import parse_net_text
+def _write_model(directory: str, repeat: int) -> tuple[str, str, float, int]:
+    from converters.caffe.prototxt import read_net_text
     from converters.caffe.writer import write_caffemodel
 
-    prototxt = os.path.join(directory, "alexnet.prototxt")
-    with open(prototxt, "w") as f:
-        f.write(ALEXNET_DEPLOY)
+    prototxt = str(ALEXNET_PROTOTXT)
+    net = read_net_text(prototxt)
     rng = np.random.default_rng(0)
     blobs = {name: [rng.standard_normal(shape, dtype=np.float32) * 0.01 for shape in shapes]
-             for name, shapes in ALEXNET_BLOBS.items()}
-    net = parse_net_text(ALEXNET_DEPLOY)
+             for name, shapes in _blob_shapes(net).items()}
+    floats = sum(b.size for layer in blobs.values() for b in layer)
     model = os.path.join(directory, "alexnet.caffemodel")
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         write_caffemodel(model, net, blobs)
         times.append(time.perf_counter() - t0)
-    return prototxt, model, min(times)
+    return prototxt, model, min(times), floats
 
 
 def _run_child(method: str, prototxt: str, model: str) -> dict:
@@ -184,9 +148,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     methods = [m for m in args.methods.split(",") if m]
     with tempfile.TemporaryDirectory(prefix="caffe_load_") as tmp:
-        prototxt, model, write_s = _write_model(tmp, args.repeat)
+        prototxt, model, write_s, floats = _write_model(tmp, args.repeat)
         size = os.path.getsize(model)
-        floats = sum(int(np.prod(s)) for shapes in ALEXNET_BLOBS.values() for s in shapes)
         with open(model, "rb") as f:  # into the page cache, so every method reads the same way
             while f.read(1 << 24):
                 pass
