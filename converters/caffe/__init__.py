@@ -11,9 +11,22 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from converters.caffe.layers.base import supported_types
-from converters.caffe.net import CaffeNet
+if TYPE_CHECKING:
+    from converters.caffe.net import CaffeNet
+
+
+def __getattr__(name: str):
+    # torch is imported only when a net is built or inspected, so that the file-level modules
+    # (reader, writer, prototxt) can be used without it.
+    if name == "CaffeNet":
+        from converters.caffe.net import CaffeNet
+        return CaffeNet
+    if name == "supported_types":
+        from converters.caffe.layers.base import supported_types
+        return supported_types
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["CaffeNet", "LayerSummary", "load", "save", "summarize", "supported_types"]
 
