@@ -25,7 +25,7 @@ setup(
         "PyYAML>=6",  # --targets FILE.yaml
     ],
     extras_require={
-        "test": ["pytest>=7", "opencv-python-headless>=4.5,<5", "ruff"],
+        "test": ["pytest>=7", "opencv-python-headless>=4.5,<5", "ruff", "Pillow"],  # both image decoders
         "plot": ["matplotlib"],
         "images": ["Pillow"],  # image-folder datasets (cv2 is used instead when installed)
     },
