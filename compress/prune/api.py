@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
+from compress.prune.distill import Distill
 from compress.prune.distributed import init_distributed
 from compress.prune.methods import method_class
 from compress.prune.targets import prunable_layers, resolve_targets
@@ -61,14 +62,16 @@ def prune(model: str | nn.Module, *, method: str = "admm", data: str = "mnist", 
           hyper: dict[str, Any] | None = None, lr: float = 0.01, momentum: float = 0.9,
           weight_decay: float = 5e-4, batch_size: int = 64, retrain_epochs: int = 0,
           retrain_lr: float | None = None, lr_schedule: str = "cosine", optimizer: str = "sgd",
-          seed: int = 0,
+          distill: float = 0.0, distill_temperature: float = 4.0, seed: int = 0,
           device: str = "auto", amp: bool = False, max_steps: int | None = None,
           resume: str | None = None, log: str | None = None, checkpoint: str | None = None,
           progress: bool = False, data_limit: int | None = None) -> PruneResult:
     """Prune ``model`` (zoo name, model file, ``.caffemodel``, or an ``nn.Module``) with ``method``.
 
     ``hyper`` holds the method's hyperparameters (``rho``, ``beta``, ``lamb1``...; see each method's
-    ``defaults``). ``checkpoint`` defaults to ``<output>.ckpt`` and ``log`` to ``<output>.log.jsonl``.
+    ``defaults``). ``distill`` > 0 adds soft targets from the model as loaded (knowledge distillation,
+    weight ``distill``, temperature ``distill_temperature``). ``checkpoint`` defaults to
+    ``<output>.ckpt`` and ``log`` to ``<output>.log.jsonl``.
     """
     from converters.atomic import check_output_path
 
@@ -79,6 +82,7 @@ def prune(model: str | nn.Module, *, method: str = "admm", data: str = "mnist", 
     if resume is not None and not os.path.isfile(resume):
         raise CompressError(f"checkpoint not found: {resume}")
     cls = method_class(method)
+    kd = Distill(distill, distill_temperature)
     dev = resolve_device(device)
     dist = init_distributed(dev)
     try:
@@ -97,8 +101,7 @@ def prune(model: str | nn.Module, *, method: str = "admm", data: str = "mnist", 
         splits = _data(data, net, batch_size, seed, dist.enabled, data_limit)
         cfg = TrainConfig(lr=lr, momentum=momentum, weight_decay=weight_decay, retrain_epochs=retrain_epochs,
                           retrain_lr=retrain_lr, lr_schedule=lr_schedule, optimizer=optimizer, seed=seed,
-                          max_steps=max_steps,
-                          amp=amp, checkpoint=checkpoint,
+                          max_steps=max_steps, amp=amp, distill=kd, checkpoint=checkpoint,
                           log=log, progress=progress, info={"model": name, "data": data})
         net.to(dev)
         before = evaluate(Logits(net), splits.test, dev, amp, max_steps, dist)
@@ -113,6 +116,7 @@ def prune(model: str | nn.Module, *, method: str = "admm", data: str = "mnist", 
                                         "weight_decay": weight_decay, "batch_size": batch_size,
                                         "retrain_epochs": retrain_epochs, "retrain_lr": retrain_lr,
                                         "lr_schedule": lr_schedule, "optimizer": optimizer,
+                                        "distill": distill, "distill_temperature": distill_temperature,
                                         "seed": seed, "amp": amp,
                                         "max_steps": max_steps, "world_size": dist.world_size},
                     "targets": tgt.as_dict() if tgt else None, "sparsity": sparsity, "group": group,

@@ -3,8 +3,8 @@ atomically after every epoch and read back with ``weights_only=True``.
 
 Contents: ``model`` (state dict), ``optimizer``, ``scaler`` (AMP), ``method`` (Z/U/u/rho...),
 ``masks`` (None during the method phase), ``epoch`` (epochs completed), ``step`` (optimizer steps so
-far), ``rng`` (torch CPU/CUDA generator states), ``history`` and ``info`` (what run this is, to
-refuse resuming a different one).
+far), ``rng`` (torch CPU/CUDA generator states), ``teacher`` (the distillation teacher's state
+dict, or None), ``history`` and ``info`` (what run this is, to refuse resuming a different one).
 """
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ The learning rate follows a cosine from its base value within each cycle (an ADM
 whole phase otherwise), computed from the step counters alone, so a resumed run sets the same values.
 Every epoch re-seeds torch from ``(seed, epoch)`` (data order, dropout), and ends with an atomic
 checkpoint: resuming from it reproduces the uninterrupted run bit for bit on CPU.
+With ``cfg.distill`` the task loss of both phases takes soft targets from a frozen copy of the model as
+it was given (``compress.prune.distill``).
 """
 from __future__ import annotations
 
@@ -24,12 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DistributedSampler
 
 from compress.errors import CompressError, DivergenceError
 from compress.prune.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from compress.prune.distill import Distill, distillation_loss, frozen_copy
 from compress.prune.distributed import DistContext
 from compress.prune.methods.base import Method
 from compress.prune.targets import prunable_layers
@@ -55,6 +57,7 @@ class TrainConfig:
     seed: int = 0
     max_steps: int | None = None  # per epoch (smoke runs); also caps evaluation batches
     amp: bool = False
+    distill: Distill = field(default_factory=Distill)  # soft targets from the model as loaded
     checkpoint: str | None = None
     log: str | None = None
     progress: bool = False
@@ -164,6 +167,9 @@ class _Trainer:
     def __init__(self, net, method, train_data, test_data, cfg, device, dist, resume) -> None:
         self.net, self.method, self.cfg, self.device, self.dist = net.to(device), method, cfg, device, dist
         self.logits = Logits(self.net)
+        # the teacher is the model as given, before any step; a checkpoint carries it, so a resumed
+        # run distills from the same teacher whatever model it was started from
+        self.teacher = frozen_copy(self.logits) if cfg.distill.enabled else None
         self.model = dist.wrap(self.logits, device)
         self.train_data = dist.shard(train_data, cfg.seed)
         self.test_data = test_data
@@ -200,7 +206,12 @@ class _Trainer:
         if ckpt["info"].get("method") != self.method.name:
             raise CompressError(f"checkpoint {path} is from method {ckpt['info'].get('method')!r}, "
                                 f"not {self.method.name!r}")
+        if (ckpt.get("teacher") is None) != (self.teacher is None):
+            raise CompressError(f"checkpoint {path} was written {'without' if self.teacher else 'with'} "
+                                f"--distill; resume with the same setting")
         self.net.load_state_dict(ckpt["model"])
+        if self.teacher is not None:
+            self.teacher.load_state_dict(ckpt["teacher"])
         self.method.load_state_dict(ckpt["method"])
         if ckpt["masks"] is not None:
             self.masks = {n: m.to(self.device) for n, m in ckpt["masks"].items()}
@@ -274,7 +285,9 @@ class _Trainer:
             group["lr"] = lr
         with autocast(self.device, self.cfg.amp):
             logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), y)
+            with torch.no_grad():
+                teacher = None if self.teacher is None else self.teacher(x).float()
+        loss = distillation_loss(logits.float(), teacher, y, self.cfg.distill)
         extra = None if retrain else self.method.extra_loss(self.net)
         total = loss if extra is None else loss + extra
         value = float(total.detach())
@@ -339,6 +352,7 @@ class _Trainer:
                 "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "method": self.method.state_dict(), "masks": self.masks, "epoch": self.epoch,
+                "teacher": self.teacher.state_dict() if self.teacher is not None else None,
                 "step": self.step, "rng": rng_state(), "history": self.history,
                 "info": {"method": self.method.name, **self.cfg.info}})
         self.dist.barrier()
