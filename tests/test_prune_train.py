@@ -42,6 +42,16 @@ def test_masked_retrain_keeps_zeros_exactly_through_momentum_and_weight_decay(op
     assert int(res.masks["conv1"].sum()) == 18 and int(res.masks["fc"].sum()) == 38  # round(.2 * 192)
 
 
+@pytest.mark.parametrize("retrain_wd,expected", [(None, 5e-4), (0.0, 0.0), (1e-3, 1e-3)])
+def test_retrain_weight_decay_defaults_to_the_method_phase_one(tmp_path, retrain_wd, expected):
+    ckpt = tmp_path / "run.ckpt"
+    net, m = make("magnitude")
+    train(net, m, loader(), None, TrainConfig(weight_decay=5e-4, retrain_weight_decay=retrain_wd,
+                                              retrain_epochs=1, checkpoint=str(ckpt)))
+    groups = load_checkpoint(ckpt)["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [expected]
+
+
 def test_unknown_optimizer_is_a_clear_error():
     with pytest.raises(CompressError, match="optimizer must be one of sgd, adam, got 'lbfgs'"):
         TrainConfig(optimizer="lbfgs")

@@ -38,6 +38,8 @@ METHODS = ("admm", "rvsm", "rgsm", "default", "magnitude")
 # training
 @click.option("--retrain-epochs", type=int, default=None, help="Masked retrain epochs [admm/magnitude: 10].")
 @click.option("--retrain-lr", type=float, help="Retrain learning rate [--lr].")
+@click.option("--retrain-weight-decay", type=click.FloatRange(min=0),
+              help="Retrain weight decay [--weight-decay].")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
 @click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True)
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True,
@@ -47,7 +49,7 @@ METHODS = ("admm", "rvsm", "rgsm", "default", "magnitude")
 @click.option("--distill-temperature", type=click.FloatRange(min=0, min_open=True), default=4.0,
               show_default=True, metavar="T", help="Softmax temperature of --distill.")
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -60,8 +62,9 @@ METHODS = ("admm", "rvsm", "rgsm", "default", "magnitude")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(model, method, prototxt, data, output, targets, keep, pcen, sparsity, group, rho, rho_growth,
             admm_iters, epochs_per_iter, epochs, beta, lamb, penalty, tl1_a, beta1, lamb1, lamb2,
-            retrain_epochs, retrain_lr, lr, lr_schedule, optimizer, distill, distill_temperature, momentum,
-            weight_decay, batch_size, seed, device, amp, max_steps, limit, resume, log, quiet):
+            retrain_epochs, retrain_lr, retrain_weight_decay, lr, lr_schedule, optimizer, distill,
+            distill_temperature, momentum, weight_decay, batch_size, seed, device, amp, max_steps, limit,
+            resume, log, quiet):
     """Fine-tune MODEL under a pruning METHOD, hard-prune it to its targets, retrain with masks.
 
     MODEL is a zoo name (lenet, alexnet), a model file, or a .caffemodel.
@@ -85,7 +88,8 @@ def command(model, method, prototxt, data, output, targets, keep, pcen, sparsity
                    keep=keep, pcen=pcen, sparsity=sparsity, group=group, hyper=hyper, lr=lr,
                    momentum=momentum,
                    weight_decay=weight_decay, batch_size=batch_size, retrain_epochs=retrain_epochs,
-                   retrain_lr=retrain_lr, lr_schedule=lr_schedule, optimizer=optimizer, distill=distill,
+                   retrain_lr=retrain_lr, retrain_weight_decay=retrain_weight_decay, lr_schedule=lr_schedule,
+                   optimizer=optimizer, distill=distill,
                    distill_temperature=distill_temperature, seed=seed,
                    device=device, amp=amp,
                    max_steps=max_steps, resume=resume, log=log, progress=not quiet, data_limit=limit)

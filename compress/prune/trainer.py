@@ -39,9 +39,8 @@ from compress.prune.targets import prunable_layers
 # The W-step optimizer. SGD with momentum is Caffe's solver (the ADMM authors' AlexNet runs); Adam is
 # what the authors' TensorFlow LeNet used. Weight decay is L2 added to the gradient in both.
 OPTIMIZERS = {
-    "sgd": lambda params, lr, cfg: torch.optim.SGD(params, lr=lr, momentum=cfg.momentum,
-                                                   weight_decay=cfg.weight_decay),
-    "adam": lambda params, lr, cfg: torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay),
+    "sgd": lambda params, lr, wd, cfg: torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=wd),
+    "adam": lambda params, lr, wd, cfg: torch.optim.Adam(params, lr=lr, weight_decay=wd),
 }
 
 
@@ -52,6 +51,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     retrain_epochs: int = 0
     retrain_lr: float | None = None  # default: lr
+    retrain_weight_decay: float | None = None  # default: weight_decay
     lr_schedule: str = "cosine"  # or "constant"
     optimizer: str = "sgd"  # a key of OPTIMIZERS
     seed: int = 0
@@ -68,6 +68,8 @@ class TrainConfig:
             raise CompressError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise CompressError(f"lr schedule must be cosine or constant, got {self.lr_schedule!r}")
+        if self.weight_decay < 0 or (self.retrain_weight_decay or 0) < 0:
+            raise CompressError("weight decay must be >= 0")
         if not self.lr > 0 or self.retrain_epochs < 0 or (self.max_steps is not None and self.max_steps < 1):
             raise CompressError("need lr > 0, retrain epochs >= 0 and max steps >= 1")
 
@@ -193,13 +195,17 @@ class _Trainer:
             method.init(self.net)
 
     # --- set-up ------------------------------------------------------------------------------
-    def _optimizer(self, lr: float) -> torch.optim.Optimizer:
-        return OPTIMIZERS[self.cfg.optimizer](self.net.parameters(), lr, self.cfg)
+    def _optimizer(self, lr: float, weight_decay: float | None = None) -> torch.optim.Optimizer:
+        wd = self.cfg.weight_decay if weight_decay is None else weight_decay
+        return OPTIMIZERS[self.cfg.optimizer](self.net.parameters(), lr, wd, self.cfg)
+
+    def _retrain_optimizer(self) -> torch.optim.Optimizer:
+        return self._optimizer(self.cfg.retrain_lr or self.cfg.lr, self.cfg.retrain_weight_decay)
 
     def _enter_retrain(self) -> None:
         self.masks = self.method.finalize_masks(self.net, self.method.targets)
         self.masks = {n: m.to(self.device) for n, m in (self.masks or {}).items()}
-        self.opt = self._optimizer(self.cfg.retrain_lr or self.cfg.lr)
+        self.opt = self._retrain_optimizer()
 
     def _resume(self, path: str) -> None:
         ckpt = load_checkpoint(path)
@@ -215,7 +221,7 @@ class _Trainer:
         self.method.load_state_dict(ckpt["method"])
         if ckpt["masks"] is not None:
             self.masks = {n: m.to(self.device) for n, m in ckpt["masks"].items()}
-            self.opt = self._optimizer(self.cfg.retrain_lr or self.cfg.lr)
+            self.opt = self._retrain_optimizer()
         self.opt.load_state_dict(ckpt["optimizer"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
