@@ -2,7 +2,7 @@
 paper's per-layer ratios (``admm-71x``: conv1 20%, conv2 8%, ip1 0.9%, ip2 7%; the paper: 99.2% top-1
 at 71.2x), then accuracy, weights kept and wall time of each full run.
 
-    python bench/lenet_methods.py [--jobs 2] [--only admm,magnitude] [--out bench_out] [--smoke]
+    python bench/lenet_methods.py [--jobs 2] [--threads 1] [--only admm,magnitude] [--out bench_out] [--smoke]
 
 Each run is one ``compress prune lenet --data mnist ...`` process (the command is printed, so any row
 can be rerun alone); ``--jobs N`` runs N at once with ``torch`` threads split between them (the
@@ -88,6 +88,7 @@ def render(rows: list[dict], jobs: int, threads: int) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=1, help="runs at once (threads are split between them)")
+    p.add_argument("--threads", type=int, help="torch threads per run [cores / jobs]")
     p.add_argument("--only", help="comma-separated subset of: " + ", ".join(RUNS))
     p.add_argument("--out", default="bench_out", help="folder for the pruned models and their logs")
     p.add_argument("--smoke", action="store_true", help="a few steps per run: checks the harness only")
@@ -99,7 +100,7 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = max(1, min(a.jobs, len(names)))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = a.threads or max(1, (os.cpu_count() or 1) // jobs)
     for n in names:
         print(f"{n}: compress prune lenet --data mnist {' '.join(RUNS[n])}", flush=True)
     with ThreadPoolExecutor(jobs) as pool:
