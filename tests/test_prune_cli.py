@@ -73,16 +73,18 @@ def test_missing_model_file_and_resume(tmp_path, capsys):
     assert code == 1 and "output directory does not exist" in err
 
 
-def test_distill_is_recorded_and_validated(tmp_path, capsys):
+def test_distill_and_augment_are_recorded_and_validated(tmp_path, capsys):
     from compress.modelfile import load_model
 
     out = tmp_path / "kd.pt"
     code, _, err = run(capsys, "prune", "lenet", "--method", "magnitude", "--targets", "admm-71x",
                        "--retrain-epochs", "1", "--distill", "0.5", "--distill-temperature", "2",
-                       "-o", str(out), *SMOKE)
+                       "--augment", "shift", "-o", str(out), *SMOKE)
     assert code == 0, err
     hp = load_model(str(out)).meta["hyperparameters"]
-    assert hp["distill"] == 0.5 and hp["distill_temperature"] == 2.0
+    assert hp["distill"] == 0.5 and hp["distill_temperature"] == 2.0 and hp["augment"] == ["shift"]
     code, _, err = run(capsys, "prune", "lenet", "--distill", "1.5", "-o", str(tmp_path / "x.pt"), *SMOKE)
     assert code == 2 and "Invalid value for '--distill'" in err and "Traceback" not in err
     assert not (tmp_path / "x.pt").exists()
+    code, _, err = run(capsys, "prune", "lenet", "--augment", "rotate", "-o", str(tmp_path / "x.pt"), *SMOKE)
+    assert code == 2 and "Invalid value for '--augment'" in err and not (tmp_path / "x.pt").exists()

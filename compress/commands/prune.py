@@ -48,6 +48,9 @@ METHODS = ("admm", "rvsm", "rgsm", "default", "magnitude")
               help="Knowledge distillation from the model as loaded: loss = (1-ALPHA) CE + ALPHA T^2 KL.")
 @click.option("--distill-temperature", type=click.FloatRange(min=0, min_open=True), default=4.0,
               show_default=True, metavar="T", help="Softmax temperature of --distill.")
+@click.option("--augment", multiple=True, type=click.Choice(["shift", "mirror"]),
+              help="Augment training batches (repeatable): shift = random +-2 px translation, "
+                   "mirror = random left-right flip (Caffe's mirror: true).")
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
@@ -63,8 +66,8 @@ METHODS = ("admm", "rvsm", "rgsm", "default", "magnitude")
 def command(model, method, prototxt, data, output, targets, keep, pcen, sparsity, group, rho, rho_growth,
             admm_iters, epochs_per_iter, epochs, beta, lamb, penalty, tl1_a, beta1, lamb1, lamb2,
             retrain_epochs, retrain_lr, retrain_weight_decay, lr, lr_schedule, optimizer, distill,
-            distill_temperature, momentum, weight_decay, batch_size, seed, device, amp, max_steps, limit,
-            resume, log, quiet):
+            distill_temperature, augment, momentum, weight_decay, batch_size, seed, device, amp, max_steps,
+            limit, resume, log, quiet):
     """Fine-tune MODEL under a pruning METHOD, hard-prune it to its targets, retrain with masks.
 
     MODEL is a zoo name (lenet, alexnet), a model file, or a .caffemodel.
@@ -89,7 +92,7 @@ def command(model, method, prototxt, data, output, targets, keep, pcen, sparsity
                    momentum=momentum,
                    weight_decay=weight_decay, batch_size=batch_size, retrain_epochs=retrain_epochs,
                    retrain_lr=retrain_lr, retrain_weight_decay=retrain_weight_decay, lr_schedule=lr_schedule,
-                   optimizer=optimizer, distill=distill,
+                   optimizer=optimizer, distill=distill, augment=augment,
                    distill_temperature=distill_temperature, seed=seed,
                    device=device, amp=amp,
                    max_steps=max_steps, resume=resume, log=log, progress=not quiet, data_limit=limit)

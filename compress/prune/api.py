@@ -63,7 +63,8 @@ def prune(model: str | nn.Module, *, method: str = "admm", data: str = "mnist", 
           weight_decay: float = 5e-4, batch_size: int = 64, retrain_epochs: int = 0,
           retrain_lr: float | None = None, retrain_weight_decay: float | None = None,
           lr_schedule: str = "cosine", optimizer: str = "sgd",
-          distill: float = 0.0, distill_temperature: float = 4.0, seed: int = 0,
+          distill: float = 0.0, distill_temperature: float = 4.0, augment: tuple[str, ...] = (),
+          seed: int = 0,
           device: str = "auto", amp: bool = False, max_steps: int | None = None,
           resume: str | None = None, log: str | None = None, checkpoint: str | None = None,
           progress: bool = False, data_limit: int | None = None) -> PruneResult:
@@ -71,7 +72,8 @@ def prune(model: str | nn.Module, *, method: str = "admm", data: str = "mnist", 
 
     ``hyper`` holds the method's hyperparameters (``rho``, ``beta``, ``lamb1``...; see each method's
     ``defaults``). ``distill`` > 0 adds soft targets from the model as loaded (knowledge distillation,
-    weight ``distill``, temperature ``distill_temperature``). ``checkpoint`` defaults to
+    weight ``distill``, temperature ``distill_temperature``); ``augment`` names training-batch
+    augmentations (``shift``, ``mirror``: ``compress.data.augment``). ``checkpoint`` defaults to
     ``<output>.ckpt`` and ``log`` to ``<output>.log.jsonl``.
     """
     from converters.atomic import check_output_path
@@ -103,7 +105,8 @@ def prune(model: str | nn.Module, *, method: str = "admm", data: str = "mnist", 
         cfg = TrainConfig(lr=lr, momentum=momentum, weight_decay=weight_decay, retrain_epochs=retrain_epochs,
                           retrain_lr=retrain_lr, retrain_weight_decay=retrain_weight_decay,
                           lr_schedule=lr_schedule, optimizer=optimizer, seed=seed,
-                          max_steps=max_steps, amp=amp, distill=kd, checkpoint=checkpoint,
+                          max_steps=max_steps, amp=amp, distill=kd, augment=tuple(augment),
+                          checkpoint=checkpoint,
                           log=log, progress=progress, info={"model": name, "data": data})
         net.to(dev)
         before = evaluate(Logits(net), splits.test, dev, amp, max_steps, dist)
@@ -120,6 +123,7 @@ def prune(model: str | nn.Module, *, method: str = "admm", data: str = "mnist", 
                                         "retrain_weight_decay": retrain_weight_decay,
                                         "lr_schedule": lr_schedule, "optimizer": optimizer,
                                         "distill": distill, "distill_temperature": distill_temperature,
+                                        "augment": list(augment),
                                         "seed": seed, "amp": amp,
                                         "max_steps": max_steps, "world_size": dist.world_size},
                     "targets": tgt.as_dict() if tgt else None, "sparsity": sparsity, "group": group,

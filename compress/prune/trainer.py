@@ -12,7 +12,8 @@ whole phase otherwise), computed from the step counters alone, so a resumed run 
 Every epoch re-seeds torch from ``(seed, epoch)`` (data order, dropout), and ends with an atomic
 checkpoint: resuming from it reproduces the uninterrupted run bit for bit on CPU.
 With ``cfg.distill`` the task loss of both phases takes soft targets from a frozen copy of the model as
-it was given (``compress.prune.distill``).
+it was given (``compress.prune.distill``); ``cfg.augment`` names augmentations of the training batches
+(``compress.data.augment``).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from compress.data.augment import augmenter
 from compress.errors import CompressError, DivergenceError
 from compress.prune.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from compress.prune.distill import Distill, distillation_loss, frozen_copy
@@ -58,6 +60,7 @@ class TrainConfig:
     max_steps: int | None = None  # per epoch (smoke runs); also caps evaluation batches
     amp: bool = False
     distill: Distill = field(default_factory=Distill)  # soft targets from the model as loaded
+    augment: tuple[str, ...] = ()  # names in compress.data.augment, applied to training batches
     checkpoint: str | None = None
     log: str | None = None
     progress: bool = False
@@ -68,6 +71,7 @@ class TrainConfig:
             raise CompressError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise CompressError(f"lr schedule must be cosine or constant, got {self.lr_schedule!r}")
+        augmenter(self.augment)  # validates the names
         if self.weight_decay < 0 or (self.retrain_weight_decay or 0) < 0:
             raise CompressError("weight decay must be >= 0")
         if not self.lr > 0 or self.retrain_epochs < 0 or (self.max_steps is not None and self.max_steps < 1):
@@ -172,6 +176,7 @@ class _Trainer:
         # the teacher is the model as given, before any step; a checkpoint carries it, so a resumed
         # run distills from the same teacher whatever model it was started from
         self.teacher = frozen_copy(self.logits) if cfg.distill.enabled else None
+        self.augment = augmenter(cfg.augment)
         self.model = dist.wrap(self.logits, device)
         self.train_data = dist.shard(train_data, cfg.seed)
         self.test_data = test_data
@@ -287,6 +292,8 @@ class _Trainer:
 
     def _step(self, x, y, retrain: bool, lr: float, i: int) -> tuple[float, int]:
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.augment is not None:
+            x = self.augment(x)
         for group in self.opt.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.cfg.amp):
