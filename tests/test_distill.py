@@ -11,7 +11,7 @@ from compress.errors import CompressError
 from compress.prune.checkpoint import load_checkpoint
 from compress.prune.distill import Distill, distillation_loss, frozen_copy
 from compress.prune.trainer import Logits, TrainConfig, train
-from tests.test_prune_train import Interrupt, StopAfter, loader, make
+from tests.test_prune_train import assert_resume_is_exact, loader, make
 
 
 def test_loss_matches_hand_computed_values():
@@ -74,20 +74,8 @@ def test_distillation_changes_the_steps_and_leaves_the_teacher_as_given(tmp_path
 
 
 def test_resume_with_distillation_is_bit_exact_and_refuses_a_mismatched_setting(tmp_path):
-    cfg = TrainConfig(lr=0.05, retrain_epochs=2, seed=3, distill=Distill(0.5, 2.0))
-    net_a, m_a = make("admm")
-    train(net_a, m_a, loader(), loader(seed=2), cfg)
-
-    ckpt = str(tmp_path / "run.ckpt")
-    cfg_b = TrainConfig(lr=0.05, retrain_epochs=2, seed=3, distill=Distill(0.5, 2.0), checkpoint=ckpt)
-    net_b, m_b = make("admm")
-    with pytest.raises(Interrupt):
-        train(net_b, m_b, StopAfter(loader(), 2), loader(seed=2), cfg_b)
-    net_c, m_c = make("admm", seed=99)  # another start: the teacher too must come from the checkpoint
-    train(net_c, m_c, loader(), loader(seed=2), cfg_b, resume=ckpt)
-    for (k, a), (_, c) in zip(net_a.state_dict().items(), net_c.state_dict().items(), strict=True):
-        assert torch.equal(a, c), k
-
-    net_d, m_d = make("admm")
+    # the resumed net starts from another init: the teacher too must come from the checkpoint
+    ckpt = assert_resume_is_exact(tmp_path, "admm", 2, distill=Distill(0.5, 2.0))
+    net, m = make("admm")
     with pytest.raises(CompressError, match="was written with --distill; resume with the same setting"):
-        train(net_d, m_d, loader(), None, TrainConfig(lr=0.05, retrain_epochs=2, seed=3), resume=ckpt)
+        train(net, m, loader(), None, TrainConfig(lr=0.05, retrain_epochs=2, seed=3), resume=ckpt)

@@ -78,14 +78,16 @@ class StopAfter:
         return iter(self.inner)
 
 
-@pytest.mark.parametrize("name,stop", [("admm", 1), ("admm", 2), ("admm", 3), ("rvsm", 2), ("rgsm", 3)])
-def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, name, stop):
-    cfg = TrainConfig(lr=0.05, retrain_epochs=2, seed=3)
+def assert_resume_is_exact(tmp_path, name: str, stop: int, **options) -> str:
+    """Train ``name`` uninterrupted, then killed at the start of epoch ``stop`` and resumed from its
+    checkpoint into a differently initialized net: the final weights must be identical. Returns the
+    checkpoint path."""
+    cfg = TrainConfig(lr=0.05, retrain_epochs=2, seed=3, **options)
     net_a, m_a = make(name)
     train(net_a, m_a, loader(), loader(seed=2), cfg)
 
     ckpt = str(tmp_path / "run.ckpt")
-    cfg_b = TrainConfig(lr=0.05, retrain_epochs=2, seed=3, checkpoint=ckpt)
+    cfg_b = TrainConfig(lr=0.05, retrain_epochs=2, seed=3, checkpoint=ckpt, **options)
     net_b, m_b = make(name)
     with pytest.raises(Interrupt):
         train(net_b, m_b, StopAfter(loader(), stop), loader(seed=2), cfg_b)
@@ -95,6 +97,12 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, name, sto
     assert res.epochs == 4
     for (k, a), (_, c) in zip(net_a.state_dict().items(), net_c.state_dict().items(), strict=True):
         assert torch.equal(a, c), k
+    return ckpt
+
+
+@pytest.mark.parametrize("name,stop", [("admm", 1), ("admm", 2), ("admm", 3), ("rvsm", 2), ("rgsm", 3)])
+def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, name, stop):
+    assert_resume_is_exact(tmp_path, name, stop)
 
 
 class NaNAt:
