@@ -2,7 +2,8 @@
 paper's per-layer ratios (``admm-71x``: conv1 20%, conv2 8%, ip1 0.9%, ip2 7%; the paper: 99.2% top-1
 at 71.2x), then accuracy, weights kept and wall time of each full run.
 
-    python bench/lenet_methods.py [--jobs 2] [--threads 1] [--only admm,magnitude] [--out bench_out] [--smoke]
+    python bench/lenet_methods.py [--jobs 2] [--threads 1] [--only admm,magnitude] [--flags '--augment shift']
+                                  [--out bench_out] [--smoke]
 
 Each run is one ``compress prune lenet --data mnist ...`` process (the command is printed, so any row
 can be rerun alone); ``--jobs N`` runs N at once with ``torch`` threads split between them (the
@@ -91,9 +92,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, help="torch threads per run [cores / jobs]")
     p.add_argument("--only", help="comma-separated subset of: " + ", ".join(RUNS))
     p.add_argument("--out", default="bench_out", help="folder for the pruned models and their logs")
+    p.add_argument("--flags", default="", help="extra prune flags for every run, e.g. '--augment shift'")
     p.add_argument("--smoke", action="store_true", help="a few steps per run: checks the harness only")
     a = p.parse_args()
     names = a.only.split(",") if a.only else list(RUNS)
+    runs = {n: [*RUNS[n], *a.flags.split()] for n in RUNS}
     unknown = [n for n in names if n not in RUNS]
     if unknown:
         sys.exit(f"unknown run(s) {', '.join(unknown)}; choose from {', '.join(RUNS)}")
@@ -102,9 +105,9 @@ def main() -> None:
     jobs = max(1, min(a.jobs, len(names)))
     threads = a.threads or max(1, (os.cpu_count() or 1) // jobs)
     for n in names:
-        print(f"{n}: compress prune lenet --data mnist {' '.join(RUNS[n])}", flush=True)
+        print(f"{n}: compress prune lenet --data mnist {' '.join(runs[n])}", flush=True)
     with ThreadPoolExecutor(jobs) as pool:
-        rows = list(pool.map(lambda n: run_one(n, RUNS[n], out, threads, a.smoke), names))
+        rows = list(pool.map(lambda n: run_one(n, runs[n], out, threads, a.smoke), names))
     print(render(rows, jobs, threads))
     if any("error" in r for r in rows):
         sys.exit(1)
