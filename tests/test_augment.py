@@ -63,11 +63,11 @@ def test_unknown_names_are_clear_errors_in_the_registry_and_the_train_config():
         TrainConfig(augment=("rotate",))
 
 
-def test_the_cli_offers_exactly_the_registry():
+def test_the_cli_offers_exactly_the_registry_and_none():
     from compress.commands.prune import command
 
     option = next(p for p in command.params if p.name == "augment")
-    assert set(option.type.choices) == set(AUGMENTATIONS)
+    assert set(option.type.choices) == {*AUGMENTATIONS, "none"}
 
 
 def test_training_with_shift_changes_the_steps_and_resumes_bit_for_bit(tmp_path):

@@ -96,6 +96,7 @@ def test_real_mnist_shapes_and_ranges():
     assert yt[:8].tolist() == [7, 2, 1, 0, 4, 1, 4, 9]  # the standard t10k order
     assert d.meta["sizes"] == {"train": 60000, "test": 10000}
     assert d.meta["preprocess"] == {"scale": 0.00390625, "mean": None, "channel_order": "gray"}
+    assert d.meta["augment"] == ["shift"]  # digits: the suggested training augmentation
     xb, yb = next(iter(d.train))
     assert xb.shape == (128, 1, 28, 28) and yb.shape == (128,) and yb.dtype == torch.int64
 
@@ -160,7 +161,7 @@ def test_idx_bad_files(tmp_path):
 def test_idx_dir_loads_with_caffe_scale(tmp_path, gz):
     x, y, xt, yt = _idx_dir(tmp_path / "d", gz=gz)
     d = get_data(str(tmp_path / "d"), (1, 1, 5, 4), batch_size=4)
-    assert d.num_classes == 3 and d.meta["source"] == "idx"
+    assert d.num_classes == 3 and d.meta["source"] == "idx" and d.meta["augment"] == ["shift"]
     torch.testing.assert_close(d.train.dataset.x, torch.from_numpy(x).unsqueeze(1).float() / 256,
                                rtol=0, atol=0)
     assert d.test.dataset.y.tolist() == yt.tolist() and d.test.dataset.y.dtype == torch.int64
@@ -340,6 +341,7 @@ def test_synthetic_is_deterministic_and_shaped():
     assert not torch.equal(_all(c.test)[0], _all(a.test)[0])
     full = get_data("synthetic", (1, 1, 4, 4))
     assert full.num_classes == 10 and full.meta["sizes"] == {"train": 512, "test": 128}
+    assert "augment" not in full.meta
 
 
 def test_synthetic_is_learnable():

@@ -88,3 +88,28 @@ def test_distill_and_augment_are_recorded_and_validated(tmp_path, capsys):
     assert not (tmp_path / "x.pt").exists()
     code, _, err = run(capsys, "prune", "lenet", "--augment", "rotate", "-o", str(tmp_path / "x.pt"), *SMOKE)
     assert code == 2 and "Invalid value for '--augment'" in err and not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("method,flags,retrain,augment", [
+    ("admm", [], 45, []),  # synthetic data suggests no augmentation
+    ("admm", ["--augment", "shift", "--augment", "mirror"], 45, ["shift", "mirror"]),
+    ("magnitude", ["--augment", "none"], 10, []),
+    ("rgsm", [], 0, []),  # no targets: no retrain
+])
+def test_retrain_and_augment_defaults(tmp_path, capsys, method, flags, retrain, augment):
+    from compress.modelfile import load_model
+
+    out = tmp_path / "m.pt"
+    code, _, err = run(capsys, "prune", "lenet", "--method", method, "--admm-iters", "1", "--epochs", "1",
+                       *flags, "-o", str(out), *SMOKE, "--max-steps", "1")
+    assert code == 0, err
+    meta = load_model(str(out)).meta
+    assert meta["hyperparameters"]["retrain_epochs"] == retrain
+    assert meta["hyperparameters"]["augment"] == augment
+    assert sum(h["phase"] == "retrain" for h in meta["history"]) == retrain
+
+
+def test_augment_none_cannot_be_combined(tmp_path, capsys):
+    code, _, err = run(capsys, "prune", "lenet", "--augment", "none", "--augment", "shift",
+                       "-o", str(tmp_path / "x.pt"), *SMOKE)
+    assert code == 2 and "'none' cannot be combined" in err and not (tmp_path / "x.pt").exists()

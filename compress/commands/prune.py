@@ -23,8 +23,8 @@ METHODS = ("admm", "rvsm", "rgsm", "default", "magnitude")
               help="Channel group: input channel W[:, c] or output filter W[o].")
 # admm
 @click.option("--rho", type=float, help="ADMM penalty per layer [1e-3].")
-@click.option("--rho-growth", type=float, help="rho multiplier per ADMM iteration [1.5].")
-@click.option("--admm-iters", type=int, help="ADMM iterations [10].")
+@click.option("--rho-growth", type=float, help="rho multiplier per ADMM iteration [1.3].")
+@click.option("--admm-iters", type=int, help="ADMM iterations [15].")
 @click.option("--epochs-per-iter", type=int, help="Epochs per ADMM iteration [1].")
 # rvsm / rgsm / default
 @click.option("--epochs", type=int, help="Method-phase epochs for default/rvsm/rgsm [1/10/10].")
@@ -36,7 +36,8 @@ METHODS = ("admm", "rvsm", "rgsm", "default", "magnitude")
 @click.option("--lamb1", type=float, help="RGSM group-l0 weight [1e-2].")
 @click.option("--lamb2", type=float, help="RGSM group-lasso weight [1e-5].")
 # training
-@click.option("--retrain-epochs", type=int, default=None, help="Masked retrain epochs [admm/magnitude: 10].")
+@click.option("--retrain-epochs", type=click.IntRange(min=0),
+              help="Masked retrain epochs [admm: 45; with targets: 10; without: 0].")
 @click.option("--retrain-lr", type=float, help="Retrain learning rate [--lr].")
 @click.option("--retrain-weight-decay", type=click.FloatRange(min=0),
               help="Retrain weight decay [--weight-decay].")
@@ -48,9 +49,10 @@ METHODS = ("admm", "rvsm", "rgsm", "default", "magnitude")
               help="Knowledge distillation from the model as loaded: loss = (1-ALPHA) CE + ALPHA T^2 KL.")
 @click.option("--distill-temperature", type=click.FloatRange(min=0, min_open=True), default=4.0,
               show_default=True, metavar="T", help="Softmax temperature of --distill.")
-@click.option("--augment", multiple=True, type=click.Choice(["shift", "mirror"]),
+@click.option("--augment", multiple=True, type=click.Choice(["shift", "mirror", "none"]),
               help="Augment training batches (repeatable): shift = random +-2 px translation, "
-                   "mirror = random left-right flip (Caffe's mirror: true).")
+                   "mirror = random left-right flip (Caffe's mirror: true), none = off "
+                   "[mnist and idx data: shift; others: none].")
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
@@ -84,20 +86,30 @@ def command(model, method, prototxt, data, output, targets, keep, pcen, sparsity
     hyper = {"rho": rho, "rho_growth": rho_growth, "admm_iters": admm_iters,
              "epochs_per_iter": epochs_per_iter, "epochs": epochs, "beta": beta, "lamb": lamb,
              "penalty": penalty, "tl1_a": tl1_a, "beta1": beta1, "lamb1": lamb1, "lamb2": lamb2}
-    if retrain_epochs is None:
-        retrain_epochs = 10 if method in ("admm", "magnitude") or targets or keep or pcen is not None else 0
     output = output or f"{Path(model).stem}_{method}.pt"
     result = prune(model, method=method, data=data, output=output, prototxt=prototxt, targets=targets,
                    keep=keep, pcen=pcen, sparsity=sparsity, group=group, hyper=hyper, lr=lr,
                    momentum=momentum,
                    weight_decay=weight_decay, batch_size=batch_size, retrain_epochs=retrain_epochs,
                    retrain_lr=retrain_lr, retrain_weight_decay=retrain_weight_decay, lr_schedule=lr_schedule,
-                   optimizer=optimizer, distill=distill, augment=augment,
+                   optimizer=optimizer, distill=distill, augment=_augment(augment),
                    distill_temperature=distill_temperature, seed=seed,
                    device=device, amp=amp,
                    max_steps=max_steps, resume=resume, log=log, progress=not quiet, data_limit=limit)
     if result.is_main:
         click.echo(render(result))
+
+
+def _augment(names: tuple[str, ...]) -> tuple[str, ...] | None:
+    """``--augment``: none given -> the data's default (None); ``none`` -> off."""
+    if not names:
+        return None
+    if "none" in names:
+        if len(names) > 1:
+            raise click.BadParameter("'none' cannot be combined with other augmentations",
+                                     param_hint="'--augment'")
+        return ()
+    return names
 
 
 def render(result) -> str:

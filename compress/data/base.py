@@ -29,8 +29,11 @@ class DataSplits:
 
     ``meta`` holds ``preprocess`` (the model-file ``meta["preprocess"]`` record of what was applied),
     ``sizes`` ({"train": n, "test": n}), ``source`` (the source kind) and source-specific keys
-    (``classes`` for an image folder). With ``distributed=True`` call
-    ``train.sampler.set_epoch(epoch)`` each epoch, as with any ``DistributedSampler``.
+    (``classes`` for an image folder; ``augment``, the training-batch augmentations of
+    :mod:`compress.data.augment` the source suggests when the caller names none: ``shift`` for
+    MNIST-style digits; image folders crop and mirror inside the dataset, as Caffe does). With
+    ``distributed=True`` call ``train.sampler.set_epoch(epoch)`` each epoch, as with any
+    ``DistributedSampler``.
     """
 
     train: DataLoader

@@ -112,4 +112,4 @@ def load_idx_dir(root: Path, req: Request) -> Loaded:
     n_cls = check_classes(int(max(y.max(initial=0), yt.max(initial=0))) + 1, req.num_classes, where)
     return Loaded(ArrayDataset(gray_tensor(x, pp, where), torch.from_numpy(y.astype(np.int64))),
                   ArrayDataset(gray_tensor(xt, pp, where), torch.from_numpy(yt.astype(np.int64))),
-                  f"idx:{root}", n_cls, pp, {"source": "idx", "root": str(root)})
+                  f"idx:{root}", n_cls, pp, {"source": "idx", "root": str(root), "augment": ["shift"]})

@@ -60,10 +60,10 @@ def prune(model: str | nn.Module, *, method: str = "admm", data: str = "mnist", 
           prototxt: str | None = None, targets: str | None = None, keep: tuple[str, ...] = (),
           pcen: float | None = None, sparsity: str | None = None, group: str = "in",
           hyper: dict[str, Any] | None = None, lr: float = 0.01, momentum: float = 0.9,
-          weight_decay: float = 5e-4, batch_size: int = 64, retrain_epochs: int = 0,
+          weight_decay: float = 5e-4, batch_size: int = 64, retrain_epochs: int | None = None,
           retrain_lr: float | None = None, retrain_weight_decay: float | None = None,
           lr_schedule: str = "cosine", optimizer: str = "sgd",
-          distill: float = 0.0, distill_temperature: float = 4.0, augment: tuple[str, ...] = (),
+          distill: float = 0.0, distill_temperature: float = 4.0, augment: tuple[str, ...] | None = None,
           seed: int = 0,
           device: str = "auto", amp: bool = False, max_steps: int | None = None,
           resume: str | None = None, log: str | None = None, checkpoint: str | None = None,
@@ -73,7 +73,9 @@ def prune(model: str | nn.Module, *, method: str = "admm", data: str = "mnist", 
     ``hyper`` holds the method's hyperparameters (``rho``, ``beta``, ``lamb1``...; see each method's
     ``defaults``). ``distill`` > 0 adds soft targets from the model as loaded (knowledge distillation,
     weight ``distill``, temperature ``distill_temperature``); ``augment`` names training-batch
-    augmentations (``shift``, ``mirror``: ``compress.data.augment``). ``checkpoint`` defaults to
+    augmentations (``shift``, ``mirror``: ``compress.data.augment``; None: the data source's default,
+    ``shift`` for MNIST-style digits). ``retrain_epochs`` None: the method's default when it prunes to
+    targets, else 0. ``checkpoint`` defaults to
     ``<output>.ckpt`` and ``log`` to ``<output>.log.jsonl``.
     """
     from converters.atomic import check_output_path
@@ -102,6 +104,10 @@ def prune(model: str | nn.Module, *, method: str = "admm", data: str = "mnist", 
                               group=group, model_name=meta.get("zoo") or Path(name).stem.lower())
         m = cls(layers, tgt, group=group, **(hyper or {}))
         splits = _data(data, net, batch_size, seed, dist.enabled, data_limit)
+        if augment is None:
+            augment = tuple(splits.meta.get("augment", ()))
+        if retrain_epochs is None:
+            retrain_epochs = cls.default_retrain_epochs if tgt is not None else 0
         cfg = TrainConfig(lr=lr, momentum=momentum, weight_decay=weight_decay, retrain_epochs=retrain_epochs,
                           retrain_lr=retrain_lr, retrain_weight_decay=retrain_weight_decay,
                           lr_schedule=lr_schedule, optimizer=optimizer, seed=seed,

@@ -60,6 +60,8 @@ class Method:
     defaults: ClassVar[dict[str, Any]] = {"epochs": 1}
     #: percent pruned when no targets are given (None: no pruning unless asked)
     default_pcen: ClassVar[float | None] = None
+    #: masked retrain epochs after the hard prune when the caller gives none (no targets: no retrain)
+    default_retrain_epochs: ClassVar[int] = 10
     default_sparsity: ClassVar[str] = "elem"
 
     def __init__(self, layers: dict[str, PrunableLayer], targets: Targets | None = None, **hp: Any) -> None:
