@@ -75,8 +75,7 @@ def prune(model: str | nn.Module, *, method: str = "admm", data: str = "mnist", 
     weight ``distill``, temperature ``distill_temperature``); ``augment`` names training-batch
     augmentations (``shift``, ``mirror``: ``compress.data.augment``; None: the data source's default,
     ``shift`` for MNIST-style digits). ``retrain_epochs`` None: the method's default when it prunes to
-    targets, else 0. ``checkpoint`` defaults to
-    ``<output>.ckpt`` and ``log`` to ``<output>.log.jsonl``.
+    targets, else 0. ``checkpoint`` defaults to ``<output>.ckpt`` and ``log`` to ``<output>.log.jsonl``.
     """
     from converters.atomic import check_output_path
 
