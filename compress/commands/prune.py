@@ -77,7 +77,7 @@ def command(model, method, prototxt, data, output, targets, keep, pcen, sparsity
     \b
     compress prune lenet --method admm --targets admm-71x --data mnist -o lenet_admm.pt
     compress prune lenet --method rgsm --lamb1 5e-3 --lamb2 2e-5 -o lenet_rgsm.pt
-    compress prune alexnet --method admm --targets admm-21x --data synthetic --max-steps 2
+    compress prune alexnet --targets admm-21x --data synthetic --max-steps 2 --admm-iters 1 --retrain-epochs 1
     """
     from pathlib import Path
 
