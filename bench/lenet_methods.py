@@ -54,22 +54,16 @@ def run_one(name: str, flags: list[str], out: Path, threads: int, smoke: bool) -
 
 
 def summarize(path: Path) -> dict:
-    from torch import nn
-
     from compress.modelfile import load_model
+    from compress.report.rows import layer_rows, total_row
 
     model = load_model(str(path))
-    kept = total = groups = zero_groups = 0
-    for m in model.net.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            w = m.weight.detach()
-            kept, total = kept + int((w != 0).sum()), total + w.numel()
-            per_in = w.transpose(0, 1).reshape(w.shape[1], -1).abs().sum(1)  # input-channel groups
-            groups, zero_groups = groups + per_in.numel(), zero_groups + int((per_in == 0).sum())
+    total = total_row(layer_rows(model.net))  # the report's counts: weights, nonzero, input channels
     history = model.meta.get("history") or []
     train_s = sum(h["seconds"] for h in history)
     return {"before": model.meta.get("accuracy_before"), "after": model.meta.get("accuracy_after"),
-            "kept": kept, "total": total, "groups": groups, "zero_groups": zero_groups,
+            "kept": total.nonzero, "total": total.weights, "groups": total.channels,
+            "zero_groups": total.channels - total.channels_kept,
             "epochs": len(history), "s_per_epoch": train_s / len(history) if history else 0.0}
 
 
