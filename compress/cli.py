@@ -58,7 +58,7 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit status 1."""
-    from compress.errors import USER_ERRORS
+    from compress.errors import USER_ERRORS, TrainingInterrupted
 
     try:
         # With standalone_mode=False click returns ctx.exit()'s code (or the command's return value).
@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code
+    except TrainingInterrupted as e:
+        click.echo(f"Interrupted: {_one_line(e)}", err=True)
+        return 130
     except USER_ERRORS as e:
         if os.environ.get("COMPRESS_DEBUG"):
             raise

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
+from compress.params import Param
 from compress.prune.methods import register
 from compress.prune.methods.base import Method, project
 
@@ -29,18 +30,18 @@ class ADMM(Method):
     name = "admm"
     # Measured on LeNet/MNIST at admm-71x (README "Results", bench/lenet_methods.py): the best of the
     # schedules tried, 15 iterations of 1 epoch with rho 1e-3 .. 0.05, then 45 epochs of masked retrain.
-    defaults = {"rho": 1e-3, "rho_growth": 1.3, "admm_iters": 15, "epochs_per_iter": 1}
+    params = (
+        Param("rho", float, 1e-3, "ADMM penalty per layer", low=0, low_open=True),
+        Param("rho_growth", float, 1.3, "rho multiplier per ADMM iteration", low=1),
+        Param("admm_iters", int, 15, "ADMM iterations", low=0),
+        Param("epochs_per_iter", int, 1, "Epochs per ADMM iteration", low=1),
+    )
     default_pcen = 80.0
     default_retrain_epochs = 45
 
     def validate(self) -> None:
         if self.targets is None:
             raise CompressError("admm needs targets (--targets, --keep or --pcen)")
-        if not float(self.hp["rho"]) > 0 or not float(self.hp["rho_growth"]) >= 1:
-            raise CompressError(f"admm: need rho > 0 and rho_growth >= 1, got {self.hp['rho']}, "
-                                f"{self.hp['rho_growth']}")
-        if int(self.hp["admm_iters"]) < 0 or int(self.hp["epochs_per_iter"]) < 1:
-            raise CompressError("admm: --admm-iters must be >= 0 and --epochs-per-iter >= 1")
 
     def total_epochs(self) -> int:
         return int(self.hp["admm_iters"]) * int(self.hp["epochs_per_iter"])

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from compress.errors import CompressError
+from compress.params import Param, resolve
 from compress.prune import ops
 from compress.prune.targets import PrunableLayer, Targets
 
@@ -56,8 +56,8 @@ class Method:
     """Base: plain training, hard prune to the targets (if any) at the end of the method phase."""
 
     name: ClassVar[str] = ""
-    #: hyperparameters this method reads, with their defaults (recorded in the model's meta)
-    defaults: ClassVar[dict[str, Any]] = {"epochs": 1}
+    #: the hyperparameters this method reads: their flags, defaults and bounds (recorded in the meta)
+    params: ClassVar[tuple[Param, ...]] = (Param("epochs", int, 1, "Method-phase epochs", low=0),)
     #: percent pruned when no targets are given (None: no pruning unless asked)
     default_pcen: ClassVar[float | None] = None
     #: masked retrain epochs after the hard prune when the caller gives none (no targets: no retrain)
@@ -65,7 +65,7 @@ class Method:
     default_sparsity: ClassVar[str] = "elem"
 
     def __init__(self, layers: dict[str, PrunableLayer], targets: Targets | None = None, **hp: Any) -> None:
-        self.hp = {k: (hp[k] if hp.get(k) is not None else v) for k, v in self.defaults.items()}
+        self.hp = resolve(self.params, hp, self.name)
         self.all_layers = dict(layers)
         self.targets = targets
         names = list(targets.keep) if targets is not None else list(layers)
@@ -75,11 +75,13 @@ class Method:
         self.group = targets.group if targets is not None else hp.get("group") or "in"
         self.validate()
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {p.name: p.default for p in cls.params}
+
     # --- schedule ----------------------------------------------------------------------------
     def validate(self) -> None:
-        """Check hyperparameters; raise CompressError naming the bad one."""
-        if int(self.hp["epochs"]) < 0:
-            raise CompressError(f"{self.name}: epochs must be >= 0, got {self.hp['epochs']}")
+        """Check what the declared bounds cannot (relations between hyperparameters, targets)."""
 
     def total_epochs(self) -> int:
         """Epochs of the method phase (before the hard prune)."""

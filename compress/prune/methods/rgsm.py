@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from compress.errors import CompressError
+from compress.params import Param
 from compress.prune import ops
 from compress.prune.methods import register
 from compress.prune.methods.base import SplittingMethod
@@ -28,16 +28,14 @@ EPS = 1e-8
 @register
 class RGSM(SplittingMethod):
     name = "rgsm"
-    defaults = {"epochs": 10, "beta1": 1.0, "lamb1": 1e-2, "lamb2": 1e-5, "penalty": "l0"}
+    params = (
+        Param("epochs", int, 10, "Method-phase epochs", low=0),
+        Param("beta1", float, 1.0, "RGSM relaxation (pull of w towards u)", low=0, low_open=True),
+        Param("lamb1", float, 1e-2, "RGSM group-l0 weight", low=0),
+        Param("lamb2", float, 1e-5, "RGSM group-lasso weight", low=0),
+        Param("penalty", str, "l0", "Sparsity penalty (RGSM: of the group norms)", choices=("l0", "l1")),
+    )
     default_sparsity = "channel"
-
-    def validate(self) -> None:
-        super().validate()
-        if self.hp["penalty"] not in ("l0", "l1"):
-            raise CompressError(f"rgsm: --penalty must be l0 or l1 (group hard/soft), "
-                                f"got {self.hp['penalty']!r}")
-        if not float(self.hp["beta1"]) > 0 or float(self.hp["lamb1"]) < 0 or float(self.hp["lamb2"]) < 0:
-            raise CompressError("rgsm: need beta1 > 0, lamb1 >= 0, lamb2 >= 0")
 
     def hyperparameters(self) -> dict:
         return {**self.hp, "group": self.group}
