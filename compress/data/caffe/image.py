@@ -8,9 +8,11 @@ then ``cv::resize`` (``src/caffe/util/io.cpp``). Results are uint8, (H, W) for o
 
 OpenCV is used when installed. The Pillow fallback converts to the same layout and channel order,
 applies the EXIF orientation where OpenCV does (colour and grey reads, not "unchanged"), decodes
-grey JPEGs from their luma as libjpeg does, and resizes with :func:`resize.resize_linear` (OpenCV's
-bytes). Pillow's JPEG decoder and RGB-to-grey formula may still differ from OpenCV's by a level or
-two; PNG and raw pixels are identical.
+grey JPEGs from their luma as libjpeg does, turns other colour images grey with OpenCV's fixed-point
+formula, and resizes with :func:`resize.resize_linear` (OpenCV's bytes). Measured against OpenCV
+4.14: colour and "unchanged" decodes of PNG, BMP and JPEG are identical, as are grey reads of grey
+images, of JPEG, BMP and TIFF; a grey read of a colour PNG or WebP can differ by one level (libpng's
+own conversion).
 """
 from __future__ import annotations
 
@@ -102,9 +104,17 @@ def _decode_pillow(buf: bytes, mode: str) -> np.ndarray | None:
     return np.ascontiguousarray(a)
 
 
+def _bgr_to_gray(bgr: np.ndarray) -> np.ndarray:
+    """OpenCV's colour-to-grey for decoded images (``icvCvt_BGR2Gray_8u_C3C1R``): 14-bit fixed point."""
+    b, g, r = (bgr[..., i].astype(np.int32) for i in range(3))
+    return ((b * 1868 + g * 9617 + r * 4899 + (1 << 13)) >> 14).astype(np.uint8)
+
+
 def _pillow_array(im, mode: str) -> np.ndarray:
     if mode == "gray":
-        return np.asarray(im.convert("L"))
+        if im.mode in ("L", "1", "I;16", "I;16B", "I;16L", "I", "F"):
+            return np.asarray(im.convert("L"))
+        return _bgr_to_gray(np.asarray(im.convert("RGB"))[..., ::-1])
     if mode == "color":
         return np.asarray(im.convert("RGB"))
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
