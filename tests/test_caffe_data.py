@@ -47,6 +47,19 @@ def feed(f, batches: int) -> list[dict[str, torch.Tensor]]:
     return [f.next_batch() for _ in range(batches)]
 
 
+def assert_resume_is_exact(spec, before: int, after: int, **options) -> None:
+    """Run ``before`` batches, save the state through torch.save/load(weights_only), load it into a
+    feeder built with another seed: the next ``after`` batches are identical."""
+    a = build_feeder(spec, "TRAIN", seed=5, **options)
+    feed(a, before)
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    b = build_feeder(spec, "TRAIN", seed=99, **options)
+    b.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+    for x, y in zip(feed(a, after), feed(b, after), strict=True):
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
 # --- writer: convert_mnist_data's bytes ----------------------------------------------------------
 
 def test_writer_keys_and_values_are_convert_mnist_datas(tmp_path):
@@ -89,9 +102,13 @@ def test_writer_leaves_nothing_when_interrupted(tmp_path):
 def test_records_in_key_order_wrapping_at_the_end(tmp_path, memory_limit):
     indexed_db(tmp_path / "db", 5)
     f = build_feeder(data_layer(tmp_path / "db", 2), "TRAIN", memory_limit=memory_limit)
+    assert f.records.in_memory == (memory_limit > 0)
     assert f.shapes == {"data": (2, 1, 2, 3), "label": (2,)}
+    first = f.next_batch()
+    first["label"] += 100
+    first["data"] += 100  # the caller owns what it gets: the records are not changed
     batches = feed(f, 4)
-    assert [b["label"].tolist() for b in batches] == [[0, 1], [2, 3], [4, 0], [1, 2]]
+    assert [b["label"].tolist() for b in batches] == [[2, 3], [4, 0], [1, 2], [3, 4]]
     for b in batches:
         assert b["data"].dtype == torch.float32 and b["label"].dtype == torch.int64
         assert b["data"].shape == (2, 1, 2, 3)
@@ -245,14 +262,7 @@ def test_encoded_png_decodes_to_bgr(tmp_path, monkeypatch, decoder):
 def test_resume_continues_bit_exactly(tmp_path, memory_limit):
     _pattern_db(tmp_path / "db", n=7, shape=(3, 6, 6))
     spec = data_layer(tmp_path / "db", 3, "crop_size: 4 mirror: true scale: 0.1 mean_value: 5")
-    a = build_feeder(spec, "TRAIN", seed=5, memory_limit=memory_limit)
-    feed(a, 4)  # past a wrap
-    buf = io.BytesIO()
-    torch.save(a.state_dict(), buf)
-    b = build_feeder(spec, "TRAIN", seed=99, memory_limit=memory_limit)
-    b.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
-    for x, y in zip(feed(a, 5), feed(b, 5), strict=True):
-        assert torch.equal(x["data"], y["data"]) and torch.equal(x["label"], y["label"])
+    assert_resume_is_exact(spec, 4, 5, memory_limit=memory_limit)  # saved past a wrap
 
 
 def test_state_of_another_layer_or_db_is_refused(tmp_path):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-import io
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import torch
 from compress.data.caffe import build_feeder
 from compress.data.caffe.rng import CaffeRng
 from compress.errors import CompressError
-from tests.test_caffe_data import feed, layer
+from tests.test_caffe_data import assert_resume_is_exact, feed, layer
 
 
 def hdf5_layer(source, batch: int, extra: str = "", tops=("data", "label")):
@@ -88,14 +87,7 @@ def test_rows_follow_caffes_file_and_row_order(tmp_path, sizes, shuffle):
 
 def test_resume_is_exact(tmp_path):
     spec = hdf5_layer(_files(tmp_path, (3, 4, 2)), 2, "shuffle: true")
-    a = build_feeder(spec, "TRAIN", seed=1)
-    feed(a, 4)
-    buf = io.BytesIO()
-    torch.save(a.state_dict(), buf)
-    b = build_feeder(spec, "TRAIN", seed=2)
-    b.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
-    for x, y in zip(feed(a, 7), feed(b, 7), strict=True):
-        assert torch.equal(x["data"], y["data"]) and torch.equal(x["label"], y["label"])
+    assert_resume_is_exact(spec, 4, 7)
 
 
 def test_bad_hdf5_input_is_one_clear_error(tmp_path):

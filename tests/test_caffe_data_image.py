@@ -5,14 +5,13 @@ import io
 
 import numpy as np
 import pytest
-import torch
 
 from compress.data.caffe import build_feeder
 from compress.data.caffe.image import MODES, imdecode
 from compress.data.caffe.resize import resize_linear
 from compress.data.caffe.rng import CaffeRng
 from compress.errors import CompressError
-from tests.test_caffe_data import _boost_shuffle, _caffe_transform, feed, layer
+from tests.test_caffe_data import _boost_shuffle, _caffe_transform, assert_resume_is_exact, feed, layer
 
 PIL = pytest.importorskip("PIL")
 from PIL import Image  # noqa: E402
@@ -152,14 +151,7 @@ def test_image_data_crops_and_mirrors_with_the_transformer(tmp_path):
 def test_image_data_resume_is_exact(tmp_path, memory_limit):
     _image_set(tmp_path, 5)
     spec = image_layer(tmp_path, 2, "shuffle: true", "crop_size: 5 mirror: true")
-    a = build_feeder(spec, "TRAIN", seed=3, memory_limit=memory_limit)
-    feed(a, 3)
-    buf = io.BytesIO()
-    torch.save(a.state_dict(), buf)
-    b = build_feeder(spec, "TRAIN", seed=8, memory_limit=memory_limit)
-    b.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
-    for x, y in zip(feed(a, 6), feed(b, 6), strict=True):
-        assert torch.equal(x["data"], y["data"]) and torch.equal(x["label"], y["label"])
+    assert_resume_is_exact(spec, 3, 6, memory_limit=memory_limit)
 
 
 def test_rand_skip_starts_at_a_drawn_line(tmp_path):

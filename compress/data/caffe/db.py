@@ -52,7 +52,7 @@ def open_lmdb(path: str, where: str):
     real = os.path.realpath(path)
     if real not in _OPEN:
         try:
-            env = lmdb.open(path, readonly=True, lock=False, subdir=True, max_readers=126)
+            env = lmdb.open(path, readonly=True, lock=False, subdir=True)
         except lmdb.Error as e:
             raise CompressError(f"{where}: cannot open LMDB {path!r}: {e}") from None
         _OPEN[real] = [env, 0]
@@ -126,6 +126,7 @@ class LmdbRecords:
 
     @property
     def in_memory(self) -> bool:
+        """Whether every record was decoded into memory (else each batch is read from the LMDB)."""
         return self._labels is not None
 
     def read(self, start: int, count: int) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
@@ -141,10 +142,11 @@ class LmdbRecords:
             idx = slice(start, start + count)
         else:
             idx = (start + np.arange(count)) % self.entries
+        labels = self._labels[idx].copy()  # the caller may own it (a tensor over it can be changed)
         if isinstance(self._images, np.ndarray):
-            return self._images[idx], self._labels[idx]
+            return self._images[idx], labels
         order = range(self.entries)[idx] if isinstance(idx, slice) else idx.tolist()
-        return [self._images[i] for i in order], self._labels[idx]
+        return [self._images[i] for i in order], labels
 
     def _read_stream(self, start: int, count: int):
         if start != self._pos:  # a resumed run: walk from the first key, as a cursor can only step
