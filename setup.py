@@ -23,6 +23,7 @@ setup(
         "numpy>=1.24",
         "click>=8.1",
         "PyYAML>=6",  # --targets FILE.yaml
+        "lmdb>=1.4",  # Caffe Data layers (backend: LMDB)
     ],
     extras_require={
         "test": ["pytest>=7", "opencv-python-headless>=4.5,<5", "ruff", "Pillow"],  # both image decoders
