@@ -26,7 +26,8 @@ setup(
         "lmdb>=1.4",  # Caffe Data layers (backend: LMDB)
     ],
     extras_require={
-        "test": ["pytest>=7", "opencv-python-headless>=4.5,<5", "ruff", "Pillow"],  # both image decoders
+        # both image decoders; h5py for the HDF5Data layer tests
+        "test": ["pytest>=7", "opencv-python-headless>=4.5,<5", "ruff", "Pillow", "h5py"],
         "plot": ["matplotlib"],
         "images": ["Pillow"],  # image-folder datasets (cv2 is used instead when installed)
     },
