@@ -9,7 +9,8 @@ training data (an epoch; ``steps`` may be unknown until the loader is exhausted)
 segment ends at every ``test_interval`` and at every cycle end.
 
 Learning-rate schedules are registered by name; each maps (base rate, step in cycle, cycle length) to
-the rate of that step, from the counters alone, so a resumed run sets exactly the same values.
+the rate of that step, from the counters alone, so a resumed run sets exactly the same values (a
+Caffe solver computes its own rate from its policy: ``compress.solver``).
 """
 from __future__ import annotations
 
@@ -47,21 +48,21 @@ def epoch_segments(method_epochs: int, cycle_epochs: int, retrain_epochs: int,
     return out
 
 
-def iteration_segments(method_cycles: int, cycle_steps: int, retrain_steps: int,
-                       interval: int | None) -> list[Segment]:
-    """Segments of a solver-driven run: ``method_cycles`` cycles of ``cycle_steps`` iterations, then a
-    retrain of ``retrain_steps``; each cut at every multiple of ``interval`` global iterations."""
+def split_segments(segments: list[Segment], every: list[int]) -> list[Segment]:
+    """``segments`` (all of known length) cut so that one ends at every multiple of each number in
+    ``every`` (global step counts: a solver's test interval and snapshot interval)."""
     out: list[Segment] = []
     done = 0
-    for phase, cycles, length in (("method", method_cycles, cycle_steps), ("retrain", 1, retrain_steps)):
-        for c in range(cycles if length > 0 else 0):
-            start = 0
-            while start < length:
-                cut = length - start
-                if interval:
-                    cut = min(cut, interval - done % interval)
-                out.append(Segment(phase, c, start, cut, length, start + cut == length))
-                start, done = start + cut, done + cut
+    every = [n for n in every if n and n > 0]
+    for seg in segments:
+        if seg.steps is None:
+            raise ValueError("split_segments needs segments of known length")
+        start, stop = seg.start, seg.start + seg.steps
+        while start < stop:
+            cut = min([stop - start] + [n - done % n for n in every])
+            last = start + cut == stop
+            out.append(Segment(seg.phase, seg.cycle, start, cut, seg.cycle_steps, seg.ends_cycle and last))
+            start, done = start + cut, done + cut
     return out
 
 
