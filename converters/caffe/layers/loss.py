@@ -203,10 +203,11 @@ class Accuracy(_LabelledLayer):
         accuracy = torch.where(count > 0, hits / count.clamp_min(1.0), torch.zeros_like(hits)).to(x.dtype)
         if not self.per_class:
             return accuracy
-        counted = idx if valid is None else idx[valid]
-        nums = torch.bincount(counted.reshape(-1), minlength=classes).to(x.dtype)
-        wins = torch.bincount(idx[right].reshape(-1), minlength=classes).to(x.dtype)
-        per_class = torch.where(nums > 0, wins / nums.clamp_min(1.0), torch.zeros_like(nums))
+        zeros = torch.zeros(classes, dtype=x.dtype, device=x.device)
+        counted = torch.ones_like(right) if valid is None else valid
+        nums = zeros.scatter_add(0, idx.reshape(-1), counted.reshape(-1).to(x.dtype))
+        wins = zeros.scatter_add(0, idx.reshape(-1), right.reshape(-1).to(x.dtype))
+        per_class = torch.where(nums > 0, wins / nums.clamp_min(1.0), zeros)
         return accuracy, per_class
 
     def extra_repr(self) -> str:
