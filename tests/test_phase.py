@@ -397,3 +397,38 @@ def test_lenet_first_losses_and_weights_after_20_sgd_iterations_match_caffe():
         for i, want in enumerate(arrays):
             got = ours[name][i].reshape(want.shape)
             assert np.abs(got - want).max() / np.abs(want).max() < 1e-4, (name, i)
+
+
+def test_test_net_follows_the_train_net_after_a_move():
+    # nn.Module.to keeps Parameter objects but replaces buffers: the TEST net binds them again per run
+    train, test = phase_nets()
+    train.to(torch.float64)
+    test.to(torch.float64)
+    with torch.no_grad():
+        test.run({k: v.double() for k, v in batch(3).items()})
+    assert test.layer("bn").mean_sum is train.layer("bn").mean_sum
+    assert test.layer("conv").weight is train.layer("conv").weight
+
+
+@pytest.mark.parametrize("data,shapes,want", [
+    ('type: "DummyData" top: "x" top: "y" dummy_data_param { shape { dim: 2 dim: 3 } shape { dim: 2 } }',
+     {}, {"x": (2, 3), "y": (2,)}),
+    ('type: "DummyData" top: "x" top: "y" '
+     'dummy_data_param { num: 2 channels: 3 channels: 1 height: 1 width: 1 }',
+     {}, {"x": (2, 3, 1, 1), "y": (2, 1, 1, 1)}),
+    ('type: "MemoryData" top: "x" top: "y" '
+     'memory_data_param { batch_size: 2 channels: 3 height: 1 width: 1 }',
+     {}, {"x": (2, 3, 1, 1), "y": (2,)}),
+    ('type: "HDF5Data" top: "x" top: "y" hdf5_data_param { source: "list.txt" batch_size: 2 }',
+     {"x": (2, 3), "y": (2, 5)}, {"x": (2, 3), "y": (2, 5)}),
+])
+def test_label_inputs_of_each_data_layer(data, shapes, want):
+    text = f'layer {{ name: "data" {data} }} layer {{ name: "r" type: "ReLU" bottom: "x" top: "r" }}'
+    assert build_phase_net(definition(text), "TRAIN", input_shapes=shapes).inputs == want
+
+
+def test_an_unknown_label_shape_must_be_given():
+    text = ('name: "d" layer { name: "data" type: "HDF5Data" top: "x" top: "y" '
+            'hdf5_data_param { source: "list.txt" batch_size: 2 } }')
+    with pytest.raises(ConversionError, match=r"'data' \(HDF5Data\): the shape of top 'y' cannot be known"):
+        build_phase_net(definition(text), "TRAIN", input_shapes={"x": (2, 3)})
