@@ -274,6 +274,14 @@ def test_param_sharing_checks(old, new, message):
             build_phase_net(definition(text), "TRAIN")
 
 
+def test_param_specs_of_a_deploy_net_read_its_netdef():
+    deploy = caffe.load(definition(), input_shapes=SHAPES["TEST"])  # the builder's deploy net, no phase net
+    assert [(s.name, s.blob, s.lr_mult, s.decay_mult) for s in param_specs(deploy)][:2] == \
+        [("conv", 0, 1.0, 1.0), ("conv", 1, 2.0, 0.0)]
+    with pytest.raises(ConversionError, match="'b': blob 0 should share param 'w' with layer 'a'"):
+        param_specs(caffe.load(definition(SHARED)))  # the deploy builder does not share by name
+
+
 def test_batchnorm_statistics_cannot_be_learned():
     text = TRAIN_VAL.replace('type: "BatchNorm" bottom: "conv" top: "conv" }',
                              'type: "BatchNorm" bottom: "conv" top: "conv" param { lr_mult: 0 } param { } }')
@@ -357,6 +365,17 @@ def lenet():
 def caffe_data(x: torch.Tensor) -> torch.Tensor:
     """What Caffe's Data layer gives for the LMDB of these images: uint8 pixels times scale 1/256."""
     return torch.round(x * 256).to(torch.uint8).float() * 0.00390625
+
+
+def test_lenet_init_weights_load_by_name_and_save_back(tmp_path):
+    train, _, _, _ = lenet()
+    caffe.save(train, tmp_path / "lenet.caffemodel")
+    saved = read_caffemodel(tmp_path / "lenet.caffemodel").blobs
+    init = read_caffemodel(LENET / "init.caffemodel").blobs
+    assert sorted(saved) == sorted(init)
+    for name, arrays in init.items():
+        for want, got in zip(arrays, saved[name], strict=True):
+            assert np.array_equal(got.reshape(want.shape), want)
 
 
 def test_lenet_test_outputs_at_iteration_0_match_caffe():
