@@ -1,14 +1,14 @@
-"""The training-only layers of a train_val net: SoftmaxWithLoss, SigmoidCrossEntropyLoss, EuclideanLoss,
-Accuracy and Silence, after BVLC's ``softmax_loss_layer.cpp``, ``sigmoid_cross_entropy_loss_layer.cpp``,
-``euclidean_loss_layer.cpp``, ``accuracy_layer.cpp`` and ``silence_layer.cpp``.
+"""The loss layers of a train_val net: SoftmaxWithLoss, SigmoidCrossEntropyLoss and EuclideanLoss, after
+BVLC's ``softmax_loss_layer.cpp``, ``sigmoid_cross_entropy_loss_layer.cpp`` and ``euclidean_loss_layer.cpp``
+(``accuracy.py`` holds the other training-only layers, Accuracy and Silence).
 
 Only the phase nets (``converters/caffe/phase.py``) build them; the deploy builder drops them. Each loss
 returns Caffe's scalar top and hands back, in the backward pass, the closed-form bottom diff of the
 layer's ``Backward_cpu`` scaled as Caffe scales it (``top_diff / normalizer``), not autograd's derivative
 of the forward formula: the two agree mathematically, and this way they agree to the last bit and the
 ``FLT_MIN`` clamp of the softmax loss does not cut the gradient. Labels are read as Caffe reads them,
-``static_cast<int>`` of the label blob; a label outside the classes (other than ``ignore_label``) is an
-error where Caffe reads past its buffer.
+``static_cast<int>`` of the label blob (:class:`LabelledLayer`, shared with Accuracy); a label outside
+the classes (other than ``ignore_label``) is an error where Caffe reads past its buffer.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from converters.errors import ConversionError
 
 FLT_MIN = 1.17549435e-38  # float's smallest normal number: Caffe clamps probabilities to it before log
 NORMALIZATION = {0: "FULL", 1: "VALID", 2: "BATCH_SIZE", 3: "NONE"}  # LossParameter.NormalizationMode
+# every training-only type (accuracy.py registers the last two)
 TRAINING_TYPES = ("SoftmaxWithLoss", "SigmoidCrossEntropyLoss", "EuclideanLoss", "Accuracy", "Silence")
 
 
@@ -55,7 +56,7 @@ def _needs_grad(t: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and t.requires_grad
 
 
-class _LabelledLayer(nn.Module):
+class LabelledLayer(nn.Module):
     """Reads the label blob as Caffe's loss and accuracy layers do, for predictions ``(outer, C, inner)``."""
 
     def __init__(self, name: str, type_: str, axis: int, ignore_label: int | None) -> None:
@@ -97,7 +98,7 @@ def _normalizer(mode: str, outer: int, inner: int, valid: torch.Tensor | None):
     return float(max(1, n))
 
 
-class SoftmaxWithLoss(_LabelledLayer):
+class SoftmaxWithLoss(LabelledLayer):
     """``-sum log(max(softmax(x)[label], FLT_MIN)) / normalizer``; with two tops, also the softmax."""
 
     def __init__(self, name: str, axis: int, ignore_label: int | None, normalization: str,
@@ -130,7 +131,7 @@ class SoftmaxWithLoss(_LabelledLayer):
         return f"axis={self.axis}, ignore_label={self.ignore_label}, normalization={self.normalization}"
 
 
-class SigmoidCrossEntropyLoss(_LabelledLayer):
+class SigmoidCrossEntropyLoss(LabelledLayer):
     """Caffe's stable ``-sum x (t - [x >= 0]) - log(1 + exp(x - 2 x [x >= 0])) / normalizer``; the targets
     are read as floats, ``ignore_label`` compares their ``int`` value."""
 
@@ -179,49 +180,7 @@ class EuclideanLoss(nn.Module):
         return _with_caffe_gradient(loss, float(num), pairs)
 
 
-class Accuracy(_LabelledLayer):
-    """Top-k accuracy: a position is right when fewer than ``top_k`` other classes score ``>=`` the true
-    class (ties count against it, as in Caffe's CPU layer); with two tops, also the per-class accuracy."""
-
-    def __init__(self, name: str, top_k: int, axis: int, ignore_label: int | None, per_class: bool) -> None:
-        super().__init__(name, "Accuracy", axis, ignore_label)
-        self.top_k = top_k
-        self.per_class = per_class
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor, label: torch.Tensor):
-        scores, outer, inner = self._split(x.detach(), label)
-        classes = scores.shape[1]
-        idx, valid = self._labels(label, outer, inner, classes)
-        true = scores.gather(1, idx.unsqueeze(1))
-        right = (scores >= true).sum(dim=1) <= self.top_k  # the true class itself is one of them
-        if valid is not None:
-            right &= valid
-        count = torch.tensor(float(outer * inner), device=x.device) if valid is None else \
-            valid.sum().to(torch.float32)
-        hits = right.sum().to(torch.float32)
-        accuracy = torch.where(count > 0, hits / count.clamp_min(1.0), torch.zeros_like(hits)).to(x.dtype)
-        if not self.per_class:
-            return accuracy
-        zeros = torch.zeros(classes, dtype=x.dtype, device=x.device)
-        counted = torch.ones_like(right) if valid is None else valid
-        nums = zeros.scatter_add(0, idx.reshape(-1), counted.reshape(-1).to(x.dtype))
-        wins = zeros.scatter_add(0, idx.reshape(-1), right.reshape(-1).to(x.dtype))
-        per_class = torch.where(nums > 0, wins / nums.clamp_min(1.0), zeros)
-        return accuracy, per_class
-
-    def extra_repr(self) -> str:
-        return f"top_k={self.top_k}, axis={self.axis}, ignore_label={self.ignore_label}"
-
-
-class Silence(nn.Module):
-    """Consumes its bottoms and produces nothing (used to keep unused tops out of the net's outputs)."""
-
-    def forward(self, *bottoms: torch.Tensor) -> tuple[()]:
-        return ()
-
-
-def _counts(layer, bottoms, n_bottoms: int, tops: tuple[int, int]) -> None:
+def check_counts(layer, bottoms, n_bottoms: int, tops: tuple[int, int]) -> None:
     if len(bottoms) != n_bottoms:
         raise layer_error(layer, f"expected {n_bottoms} bottoms, found {len(bottoms)}")
     if not tops[0] <= len(layer.top) <= tops[1]:
@@ -237,7 +196,7 @@ def _same_first_dim(layer, bottoms) -> None:
                                  f"{tuple(a.shape)} and {tuple(b.shape)}")
 
 
-def _ignore_label(param) -> int | None:
+def ignore_label_of(param) -> int | None:
     return int(param.ignore_label) if param.HasField("ignore_label") else None
 
 
@@ -254,46 +213,27 @@ def normalization_of(layer, default: str) -> str:
 
 @register("SoftmaxWithLoss")
 def build_softmax_loss(layer, bottoms: list[torch.Tensor]) -> nn.Module:
-    _counts(layer, bottoms, 2, (1, 2))
+    check_counts(layer, bottoms, 2, (1, 2))
     _same_first_dim(layer, bottoms)
     axis = canonical_axis(layer, layer.softmax_param.axis, bottoms[0].dim(), "softmax_param.axis")
-    return SoftmaxWithLoss(layer.name, axis, _ignore_label(layer.loss_param),
+    return SoftmaxWithLoss(layer.name, axis, ignore_label_of(layer.loss_param),
                            normalization_of(layer, "VALID"), prob_top=len(layer.top) == 2)
 
 
 @register("SigmoidCrossEntropyLoss")
 def build_sigmoid_cross_entropy_loss(layer, bottoms: list[torch.Tensor]) -> nn.Module:
-    _counts(layer, bottoms, 2, (1, 1))
+    check_counts(layer, bottoms, 2, (1, 1))
     _same_first_dim(layer, bottoms)
-    return SigmoidCrossEntropyLoss(layer.name, _ignore_label(layer.loss_param),
+    return SigmoidCrossEntropyLoss(layer.name, ignore_label_of(layer.loss_param),
                                    normalization_of(layer, "BATCH_SIZE"))
 
 
 @register("EuclideanLoss")
 def build_euclidean_loss(layer, bottoms: list[torch.Tensor]) -> nn.Module:
-    _counts(layer, bottoms, 2, (1, 1))
+    check_counts(layer, bottoms, 2, (1, 1))
     _same_first_dim(layer, bottoms)
     a, b = bottoms
     if a.numel() // a.shape[0] != b.numel() // b.shape[0]:
         raise layer_error(layer, f"inputs must have the same dimension, found {tuple(a.shape)} and "
                                  f"{tuple(b.shape)}")
     return EuclideanLoss()
-
-
-@register("Accuracy")
-def build_accuracy(layer, bottoms: list[torch.Tensor]) -> nn.Module:
-    _counts(layer, bottoms, 2, (1, 2))
-    p = layer.accuracy_param
-    x = bottoms[0]
-    axis = canonical_axis(layer, p.axis, x.dim(), "accuracy_param.axis")
-    if p.top_k > x.shape[axis]:
-        raise layer_error(layer, f"top_k must be at most the number of classes ({x.shape[axis]}), "
-                                 f"found {p.top_k}")
-    return Accuracy(layer.name, int(p.top_k), axis, _ignore_label(p), per_class=len(layer.top) == 2)
-
-
-@register("Silence")
-def build_silence(layer, bottoms: list[torch.Tensor]) -> nn.Module:
-    if layer.top:
-        raise layer_error(layer, f"a Silence layer has no tops, found {list(layer.top)}")
-    return Silence()
