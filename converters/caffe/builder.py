@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from converters.caffe.layers.base import CaffeBlobs, builder_for, check_supported, layer_error
-from converters.caffe.layers.io import DATA_TYPES, data_shape, input_param_shapes
+from converters.caffe.layers.io import DATA_TYPES, data_shape, input_param_shapes, label_shapes
 from converters.caffe.net import CaffeNet, LayerNode, module_attr
 from converters.errors import ConversionError
 
@@ -67,8 +67,8 @@ def build_net(net, blobs: dict | None = None, phase: str = "TEST", *,
     """
     plan = plan_net(net, blobs, phase, input_shapes=input_shapes, memory_limit=memory_limit)
     _materialize(plan.layers, plan.modules, blobs, source, plan.report)
-    result = CaffeNet(net.name or "net", plan.inputs, plan.nodes, plan.modules, _outputs(plan.nodes),
-                      _netdef(net, plan.input_layers, plan.inputs, plan.layers))
+    result = CaffeNet(net.name or "net", plan.inputs, plan.nodes, plan.modules, output_blobs(plan.nodes),
+                      deploy_netdef(net, plan))
     result.blob_shapes = plan.shapes
     result.build_report = plan.report
     return result.eval()
@@ -85,6 +85,7 @@ class NetPlan:
     nodes: list[LayerNode]
     shapes: dict[str, tuple[int, ...]]
     report: BuildReport
+    deploy_layers: list | None = None  # the layers of the deploy definition (``layers`` unless keep_training)
 
     def param_count(self) -> int:
         """Elements of all Caffe blobs (weights and biases) of the net."""
@@ -94,18 +95,29 @@ class NetPlan:
 
 def plan_net(net, blobs: dict | None = None, phase: str = "TEST", *,
              input_shapes: dict[str, tuple[int, ...]] | None = None,
-             memory_limit: int | None = None) -> NetPlan:
+             memory_limit: int | None = None, keep_training: bool = False) -> NetPlan:
     """Everything :func:`build_net` knows before allocating weights (no memory used beyond the proto).
-    ``blobs`` only serves to read an input's channel count off the first convolution's weights."""
+    ``blobs`` only serves to read an input's channel count off the first convolution's weights.
+
+    ``keep_training`` plans the phase net itself (``converters/caffe/phase.py``) instead of the deploy
+    net: every top of a data layer (the label too) is an input, and losses, ``Accuracy`` and the
+    layers fed by labels stay."""
     report = BuildReport()
     layers = _filter_phase(net, phase)
     _check_unique_names(layers)
-    inputs, input_layers, labels = _inputs(net, layers, blobs, dict(input_shapes or {}), report)
-    layers = _drop_training_only(layers, labels, report)
+    inputs, input_layers, labels = _inputs(net, layers, blobs, dict(input_shapes or {}), report,
+                                           labels_as_inputs=keep_training)
+    if keep_training:
+        deploy_layers = _drop_training_only(layers, labels, BuildReport())
+        layers = [layer for layer in layers if layer.type != "Input" and layer.type not in DATA_TYPES]
+    else:
+        layers = deploy_layers = _drop_training_only(layers, labels, report)
+        if report.dropped:
+            log.warning("dropped training-only layers: %s", ", ".join(report.dropped))
     check_supported([(layer.name, layer.type) for layer in layers])
     limit = memory_limit if memory_limit is not None else physical_memory()
     modules, shapes, nodes = _infer(layers, inputs, limit, report)
-    return NetPlan(inputs, input_layers, layers, modules, nodes, shapes, report)
+    return NetPlan(inputs, input_layers, layers, modules, nodes, shapes, report, deploy_layers)
 
 
 def physical_memory() -> int:
@@ -134,6 +146,9 @@ def _filter_phase(net, phase: str) -> list:
     stages = set(net.state.stage) if net.HasField("state") else set()
     kept = []
     for layer in net.layer:
+        if layer.include and layer.exclude:
+            raise layer_error(layer, "specify either include rules or exclude rules, not both (as Caffe "
+                                     "requires)")
         if layer.include:
             ok = any(_meets(rule, state_phase, level, stages) for rule in layer.include)
         else:
@@ -167,8 +182,9 @@ def _check_unique_names(layers) -> None:
 
 # -- 2. inputs -------------------------------------------------------------------------------------
 
-def _inputs(net, layers, blobs, overrides, report):
-    """(inputs {blob: shape}, input layers [(layer name, tops)], label blobs)."""
+def _inputs(net, layers, blobs, overrides, report, labels_as_inputs=False):
+    """(inputs {blob: shape}, deploy input layers [(layer name, tops)], label blobs). The tops after a
+    data layer's first (its label) are inputs too with ``labels_as_inputs``, else only listed as labels."""
     shapes: dict[str, tuple[int | None, ...]] = {}
     where: dict[str, str] = {}
     input_layers: list[tuple[str, list[str]]] = []
@@ -211,6 +227,13 @@ def _inputs(net, layers, blobs, overrides, report):
             shapes[top], where[top] = dim, f"layer {layer.name!r} ({layer.type}) top {top!r}"
             input_layers.append((layer.name, [top]))
             labels.update(layer.top[1:])
+            if labels_as_inputs:
+                for extra, extra_dim in zip(layer.top[1:], label_shapes(layer, dim[0]), strict=True):
+                    if extra not in overrides and extra_dim is None:
+                        raise layer_error(layer, f"the shape of top {extra!r} cannot be known from the "
+                                                 f"definition; give it (input_shapes)")
+                    shapes[extra] = extra_dim
+                    where[extra] = f"layer {layer.name!r} ({layer.type}) top {extra!r}"
             if layer.HasField("transform_param") and not report.transform:
                 t = layer.transform_param
                 report.transform = {"scale": t.scale, "mean_value": list(t.mean_value),
@@ -258,8 +281,6 @@ def _drop_training_only(layers, labels: set[str], report: BuildReport) -> list:
             tainted.update(layer.top)
             continue
         kept.append(layer)
-    if report.dropped:
-        log.warning("dropped training-only layers: %s", ", ".join(report.dropped))
     return kept
 
 
@@ -338,9 +359,10 @@ def _fmt_shape(shape) -> str:
     return "x".join(str(int(d)) for d in shape) if len(shape) else "scalar"
 
 
-def _outputs(nodes: list[LayerNode]) -> list[str]:
-    """Blobs produced and not consumed afterwards, in order of production (Caffe's net outputs)."""
-    available: dict[str, None] = {}
+def output_blobs(nodes: list[LayerNode], inputs=()) -> list[str]:
+    """Blobs produced and not consumed afterwards, in order of production (Caffe's net outputs);
+    ``inputs`` that no layer consumes count too (Caffe's phase nets display an unused label)."""
+    available: dict[str, None] = dict.fromkeys(inputs)
     for node in nodes:
         for b in node.bottoms:
             available.pop(b, None)
@@ -373,7 +395,7 @@ def _materialize(layers, modules, blobs, source: str, report: BuildReport) -> No
         tensors = []
         for i, (want, arr) in enumerate(zip(expected, found, strict=True)):
             have = tuple(int(d) for d in arr.shape)
-            if not _same_shape(want, have):
+            if not same_blob_shape(want, have):
                 raise layer_error(layer, f"blob {i}: expected shape {_fmt_shape(want)} (from the "
                                          f"definition), {source} has {_fmt_shape(have)}")
             tensors.append(_adopt(arr).reshape(want))
@@ -392,7 +414,7 @@ def _materialize(layers, modules, blobs, source: str, report: BuildReport) -> No
                         ", ".join(report.ignored))
 
 
-def _same_shape(want: tuple[int, ...], have: tuple[int, ...]) -> bool:
+def same_blob_shape(want: tuple[int, ...], have: tuple[int, ...]) -> bool:
     """Caffe's ``Blob::ShapeEquals``: legacy blobs of up to 4 axes compare as 4-D padded with ones."""
     if want == have:
         return True
@@ -437,6 +459,13 @@ def _reset(module: nn.Module) -> None:
 
 
 # -- the deploy definition -------------------------------------------------------------------------
+
+def deploy_netdef(net, plan: NetPlan) -> str:
+    """The deploy prototxt text of ``plan``: its data inputs as ``Input`` layers of the planned shapes
+    (labels are not inputs of a deploy net), then the layers that are not training-only."""
+    layers = plan.layers if plan.deploy_layers is None else plan.deploy_layers
+    return _netdef(net, plan.input_layers, plan.inputs, layers)
+
 
 def _netdef(net, input_layers, inputs, layers) -> str:
     """Deploy prototxt text: inputs as ``Input`` layers, then the kept layers without blobs or rules."""

@@ -8,6 +8,7 @@ with '.' replaced by '_'; ``node.attr`` holds the attribute name).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -21,6 +22,9 @@ class LayerNode:
     bottoms: tuple[str, ...]
     tops: tuple[str, ...]
     attr: str  # submodule attribute name (the Caffe name, with '.' replaced by '_')
+
+
+Tops = tuple[torch.Tensor, ...]
 
 
 def module_attr(name: str) -> str:
@@ -70,12 +74,19 @@ class CaffeNet(nn.Module):
     def forward_blobs(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every blob of the net, keyed by blob name (in-place layers keep the last value)."""
         blobs = self._bind_inputs(args, kwargs)
+        for _ in self.run_nodes(blobs):
+            pass
+        return blobs
+
+    def run_nodes(self, blobs: dict[str, torch.Tensor]) -> Iterator[tuple[LayerNode, Tops]]:
+        """Run the layers in order on ``blobs`` (updated as they go), yielding each node with its tops
+        as it produced them (a later in-place layer may rebind the name: Caffe's losses count here)."""
         for node in self.nodes:
             out = getattr(self, node.attr)(*(blobs[b] for b in node.bottoms))
             if isinstance(out, torch.Tensor):
                 out = (out,)
             blobs.update(zip(node.tops, out, strict=True))
-        return blobs
+            yield node, out
 
     def _bind_inputs(self, args, kwargs) -> dict[str, torch.Tensor]:
         names = list(self.inputs)
