@@ -64,6 +64,18 @@ def test_read_only_directory_is_refused(tmp_path):
         ro.chmod(0o755)
 
 
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES])
+def test_a_directory_that_refuses_new_files_is_found_by_the_probe(tmp_path, monkeypatch, code):
+    def mkstemp(*a, **kw):  # what a read-only mount or a read-only directory (as non-root) answers
+        raise OSError(code, os.strerror(code), str(tmp_path / ".m.onnx.abc.probe"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    with pytest.raises(OutputPathError) as e:
+        check_output_path(tmp_path / "m.onnx")
+    assert str(e.value) == (f"cannot write {tmp_path / 'm.onnx'}: its directory {tmp_path} does not accept "
+                            f"new files ({os.strerror(code)})")
+
+
 def test_failures_inside_atomic_open_name_the_target_and_leave_nothing(tmp_path, monkeypatch):
     target = tmp_path / "m.onnx"
     with pytest.raises(OutputPathError, match=r"cannot write .*m\.onnx: No space left on device"):
