@@ -179,7 +179,7 @@ def test_progress_off_a_terminal_is_one_line_per_epoch():
     lines = stream.getvalue().splitlines()
     assert len(lines) == 4  # 2 ADMM iterations + 2 retrain epochs
     pattern = (r"epoch \d/4 (admm|retrain): loss \d+\.\d{4} train \d+\.\d\d% test \d+\.\d\d% "
-               r"sparsity \d\.\d{3} lr \S+ \d+\.\d s")
+               r"test loss \S+ sparsity \d\.\d{3} lr \S+ \d+\.\d s")
     assert all(re.fullmatch(pattern, line) for line in lines), lines
 
 

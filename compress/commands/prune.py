@@ -16,23 +16,24 @@ METHOD_PARAMS = {name: method_class(name).params for name in available()}
 
 @click.command("prune")
 @click.argument("model")
-@click.option("--method", type=click.Choice(available()), default="admm", show_default=True)
-@click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel that matches no zoo net.")
-@click.option("-o", "--output", metavar="FILE", help="Pruned model file [<model>_<method>.pt].")
+@click.option("--method", type=click.Choice(available()), default="admm", show_default=True,
+              help="Pruning method (each reads only its own flags below)")
+@click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel that matches no zoo net")
+@click.option("-o", "--output", metavar="FILE", help="Pruned model file [<model>_<method>.pt]")
 # targets
 @click.option("--targets", metavar="SPEC",
-              help="Keep ratios: FILE.yaml, FILE.json or a preset (admm-71x, admm-21x, han-12x, han-9x).")
-@click.option("--keep", multiple=True, metavar="LAYER=RATIO", help="Keep ratio of one layer (repeatable).")
+              help="Keep ratios: FILE.yaml, FILE.json or a preset (admm-71x, admm-21x, han-12x, han-9x)")
+@click.option("--keep", multiple=True, metavar="LAYER=RATIO", help="Keep ratio of one layer (repeatable)")
 @click.option("--pcen", type=float, metavar="PERCENT",
-              help="Percent of weights to prune in every layer [admm, magnitude: 80].")
+              help="Percent of weights to prune in every layer [admm, magnitude: 80]")
 @click.option("--sparsity", type=click.Choice(["elem", "channel"]),
-              help="Prune elements or channel groups [elem; rgsm: channel].")
+              help="Prune elements or channel groups [elem; rgsm: channel]")
 @click.option("--group", type=click.Choice(["in", "out"]), default="in", show_default=True,
-              help="Channel group: input channel W[:, c] or output filter W[o].")
+              help="Channel group: input channel W[:, c] or output filter W[o]")
 @click_options(METHOD_PARAMS)
 @training_options
 def command(model, method, prototxt, output, targets, keep, pcen, sparsity, group, **options):
-    """Fine-tune MODEL under a pruning METHOD, hard-prune it to its targets, retrain with masks.
+    """Fine-tune under ADMM/RVSM/RGSM/SGD, hard-prune to targets, retrain with masks.
 
     MODEL is a zoo name (lenet, alexnet), a model file, or a .caffemodel. Each method reads only its
     own flags (listed with its default in brackets); giving another method's flag is an error.

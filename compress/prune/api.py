@@ -108,11 +108,11 @@ def prune(model: str | nn.Module, config: PruneConfig | None = None, **overrides
     cfg = dataclasses.replace(config or PruneConfig(), **overrides)
     tc = cfg.train
     if cfg.output is not None:
-        from converters.atomic import check_output_path
+        from compress.outputs import check_outputs
 
-        check_output_path(cfg.output)
         tc = dataclasses.replace(tc, checkpoint=tc.checkpoint or f"{cfg.output}.ckpt",
                                  log=tc.log or f"{os.path.splitext(cfg.output)[0]}.log.jsonl")
+        check_outputs([cfg.output, tc.log], models=[(model, cfg.prototxt)] if isinstance(model, str) else [])
     if not cfg.checkpoints:
         tc = dataclasses.replace(tc, checkpoint=None)
     if cfg.resume is not None and not os.path.isfile(cfg.resume):
@@ -153,7 +153,7 @@ def prune(model: str | nn.Module, config: PruneConfig | None = None, **overrides
                     "targets": tgt.as_dict() if tgt else None, "sparsity": sparsity, "group": t.group}
         tc = dataclasses.replace(tc, retrain_epochs=retrain, augment=augment, info=identity)
         net.to(dev)
-        before = evaluate(Logits(net), splits.test, dev, tc.amp, tc.max_steps, dist)
+        before = evaluate(Logits(net), splits.test, dev, tc.amp, tc.max_steps)
         if cfg.resume is None and tc.log and dist.is_main and os.path.exists(tc.log):
             os.unlink(tc.log)  # a fresh run starts a fresh log; a resumed one appends
         if tc.progress and dist.is_main:

@@ -18,11 +18,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DistributedSampler
 
 from compress.data.augment import augmenter
 from compress.prune.distill import Distill, distillation_loss, frozen_copy
-from compress.prune.distributed import DistContext
 
 
 class Logits(nn.Module):
@@ -47,32 +45,21 @@ def autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, dtype=dtype)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable | None, device: torch.device, amp: bool = False,
-             max_batches: int | None = None, dist: DistContext | None = None) -> float | None:
-    """Top-1 accuracy of ``model`` (logits) on ``loader``; restores the train/eval flag after.
-    Under DDP with a sharded test loader the counts are summed over the ranks."""
-    if loader is None:
-        return None
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
-    try:
-        for i, (x, y) in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast(device, amp):
-                correct += (model(x).argmax(1) == y).sum()
-            seen += len(y)
-    finally:
-        model.train(was_training)
-    if dist is not None and dist.enabled and isinstance(getattr(loader, "sampler", None), DistributedSampler):
-        counts = torch.stack([correct.double(), torch.tensor(float(seen), device=device, dtype=torch.double)])
-        torch.distributed.all_reduce(counts)
-        correct, seen = counts[0], int(counts[1])
-    return float(correct) / seen if seen else None
+             max_batches: int | None = None) -> float | None:
+    """Top-1 accuracy of ``model`` (logits) on ``loader`` (:func:`compress.evaluate.evaluate`)."""
+    return None if loader is None else test_outputs(model, loader, device, amp, max_batches)["accuracy"]
+
+
+def test_outputs(model: nn.Module, loader: Iterable, device: torch.device, amp: bool = False,
+                 max_batches: int | None = None) -> dict[str, float]:
+    """``{"accuracy": top-1, "loss": mean cross-entropy}`` of ``model`` (logits) on ``loader``; under DDP
+    with a sharded loader the counts are summed over the ranks."""
+    from compress.evaluate import evaluate as run
+
+    with autocast(device, amp):
+        r = run(model, loader, device=device, max_batches=max_batches)
+    return {"accuracy": r.top1, "loss": r.loss}
 
 
 class ClassifierTask:
@@ -85,13 +72,13 @@ class ClassifierTask:
 
     def __init__(self, net: nn.Module, test_data: Iterable | None, device: torch.device, *,
                  amp: bool = False, distill: Distill | None = None, augment: tuple[str, ...] = (),
-                 max_eval_batches: int | None = None, dist: DistContext | None = None) -> None:
+                 max_eval_batches: int | None = None) -> None:
         self.module = Logits(net)
         self.test_data, self.device, self.amp = test_data, device, amp
         self.distill = distill or Distill()
         self.teacher = frozen_copy(self.module) if self.distill.enabled else None
         self.augment = augmenter(augment)
-        self.max_eval_batches, self.dist = max_eval_batches, dist
+        self.max_eval_batches = max_eval_batches
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, int]]:
         x, y = batch
@@ -106,8 +93,9 @@ class ClassifierTask:
         return loss, {"correct": int((logits.detach().argmax(1) == y).sum()), "seen": len(y)}
 
     def evaluate(self) -> dict[str, float] | None:
-        acc = evaluate(self.module, self.test_data, self.device, self.amp, self.max_eval_batches, self.dist)
-        return None if acc is None else {"accuracy": acc}
+        if self.test_data is None:
+            return None
+        return test_outputs(self.module, self.test_data, self.device, self.amp, self.max_eval_batches)
 
     def state_dict(self) -> dict[str, Any]:
         return {"teacher": self.teacher.state_dict() if self.teacher is not None else None}

@@ -160,7 +160,7 @@ def train(net: nn.Module, method: Method, train_data: Iterable, test_data: Itera
     net.to(device)
     if task is None:
         task = ClassifierTask(net, test_data, device, amp=cfg.amp, distill=cfg.distill,
-                              augment=cfg.augment or (), max_eval_batches=cfg.max_steps, dist=dist)
+                              augment=cfg.augment or (), max_eval_batches=cfg.max_steps)
     if batches is None:
         batches = LoaderBatches(dist.shard(train_data, cfg.seed), cfg.seed, cfg.max_steps)
     if segments is None:

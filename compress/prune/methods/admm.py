@@ -32,7 +32,7 @@ class ADMM(Method):
     # schedules tried, 15 iterations of 1 epoch with rho 1e-3 .. 0.05, then 45 epochs of masked retrain.
     params = (
         Param("rho", float, 1e-3, "ADMM penalty per layer", low=0, low_open=True),
-        Param("rho_growth", float, 1.3, "rho multiplier per ADMM iteration", low=1),
+        Param("rho_growth", float, 1.3, "Multiplier of rho after each ADMM iteration", low=1),
         Param("admm_iters", int, 15, "ADMM iterations", low=0),
         Param("epochs_per_iter", int, 1, "Epochs per ADMM iteration", low=1),
     )
