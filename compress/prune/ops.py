@@ -86,12 +86,26 @@ def tl1_threshold_value(mu: float, a: float) -> float:
 
 
 def tl1_threshold(w: torch.Tensor, mu: float, a: float) -> torch.Tensor:
-    """prox of ``mu * P_a`` with ``P_a(x) = (a+1)|x| / (a+|x|)`` (transformed l1), closed form."""
+    """prox of ``mu * P_a`` with ``P_a(x) = (a+1)|x| / (a+|x|)`` (transformed l1), closed form.
+
+    methods.md writes the non-zero branch as ``g = 2/3 (a+x) cos(phi/3) - 2a/3 + x/3`` with
+    ``phi = arccos(1 - 27 mu a (a+1) / (2 (a+x)^3))``, ``x = |w|``. In float32 that cancels two terms
+    of size ``a`` (an error of ~1e-7 a: 8e-5 at a = 1000) and ``1 - d`` loses ``d`` when it is small.
+    The same value is computed without either: with ``sin(phi/2) = sqrt(d/2)``,
+    ``g = x - 4/3 (a+x) sin^2(phi/6)``, ``phi/6 = asin(sqrt(d/2)) / 3``, and ``sqrt(d/2)`` is formed as
+    ``sqrt(27/4 mu (a/(a+x)) ((a+1)/(a+x))) / sqrt(a+x)`` so nothing overflows or underflows for any
+    ``a`` the float type can hold. Relative error a few ulps of ``|w|`` for every ``a`` (tests: a in
+    {0.01, 1, 1000, 1e6} against a 40-digit reference).
+    """
     t = tl1_threshold_value(mu, a)
     x = w.abs()
-    arg = 1 - 27 * mu * a * (a + 1) / (2 * (a + x) ** 3)
-    phi = torch.arccos(arg.clamp(-1.0, 1.0))
-    g = 2.0 / 3.0 * (a + x) * torch.cos(phi / 3) - 2.0 * a / 3.0 + x / 3.0
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    ax = x + a
+    root = ax.sqrt()
+    half_sin = (6.75 * mu * (a / ax) * ((a + 1) / ax)).sqrt_().div_(root).clamp_(max=1.0)  # sin(phi/2)
+    shrink = torch.sin(torch.asin(half_sin).div_(3)).mul_(root).square_().mul_(4.0 / 3.0)
+    g = (x - shrink).to(w.dtype)
     return torch.where(x > t, torch.sign(w) * g, torch.zeros_like(w))
 
 
