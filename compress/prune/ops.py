@@ -16,18 +16,102 @@ unless its input requires grad (``group_norms`` is differentiable, for RGSM's gr
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
 # ---------------------------------------------------------------------------------------- top-k
 
+_SAMPLE = 1 << 16  # scores sampled to bracket the k-th largest
+_SAMPLED_FROM = 1 << 19  # below this many scores one kthvalue is as fast as the bracket
+_SIGMAS = 6.0  # bracket half-width in standard deviations of the sampled rank: a miss is ~1e-9 likely
+_CHUNK = 1 << 18  # entries per cache-sized piece of a CPU sweep
+
+
+class Cut(NamedTuple):
+    """Where the ``k`` largest scores end: ``value`` (0-d) is the k-th largest, ``above`` scores are
+    larger and ``ties`` equal it; ``tie_index`` (flat, ascending) lists the ``k - above`` ties that are
+    kept when not all of them are (None when ``k - above == ties``: every tie is kept)."""
+
+    value: torch.Tensor
+    above: int
+    ties: int
+    tie_index: torch.Tensor | None
+
+
+def kth_largest(flat: torch.Tensor, k: int) -> Cut:
+    """The cut of the ``k`` (1 <= k <= n) largest entries of the 1-D tensor ``flat``, exact.
+
+    Large tensors: the k-th largest is bracketed by two order statistics of a fixed pseudo-random
+    sample of ``_SAMPLE`` entries, the entries inside the bracket (about 2% of them) are gathered with
+    the count of those above it, and the exact value is selected among them; a bracket that misses
+    (the counts say so) falls back to ``kthvalue`` over everything. Two comparisons and a compaction
+    instead of a full selection: a few times faster than ``kthvalue``, the same answer.
+    """
+    n = flat.numel()
+    if n >= _SAMPLED_FROM:
+        cut = _bracketed_cut(flat, k)
+        if cut is not None:
+            return cut
+    value = torch.kthvalue(flat, n - k + 1).values
+    above = int(torch.count_nonzero(flat > value))
+    ties = int(torch.count_nonzero(flat == value))
+    tie_index = None
+    if k - above < ties:
+        tie_index = torch.nonzero(flat == value).squeeze(1)[: k - above]
+    return Cut(value, above, ties, tie_index)
+
+
+def _bracketed_cut(flat: torch.Tensor, k: int) -> Cut | None:
+    n = flat.numel()
+    gen = torch.Generator().manual_seed(n)  # deterministic, and the global RNG is left alone
+    sample = flat[torch.randint(n, (_SAMPLE,), generator=gen).to(flat.device)]
+    desc = torch.sort(sample, descending=True).values
+    mean = _SAMPLE * k / n  # sampled entries expected above the k-th largest
+    spread = _SIGMAS * math.sqrt(mean * (1 - k / n)) + 1
+    j_hi, j_lo = math.floor(mean - spread) - 1, math.ceil(mean + spread)
+    hi = float(desc[j_hi]) if j_hi >= 0 else math.inf
+    lo = float(desc[j_lo]) if j_lo < _SAMPLE else -math.inf
+    if not lo < hi:
+        return None
+    above_hi, index = _bracket(flat, lo, hi)
+    if not above_hi < k <= above_hi + index.numel():
+        return None
+    vals = flat[index]
+    need = k - above_hi  # the k-th largest overall is the need-th largest inside the bracket
+    value = torch.kthvalue(vals, vals.numel() - need + 1).values
+    above = above_hi + int(torch.count_nonzero(vals > value))
+    is_tie = vals == value
+    ties = int(torch.count_nonzero(is_tie))
+    tie_index = index[is_tie][: k - above] if k - above < ties else None
+    return Cut(value, above, ties, tie_index)
+
+
+def _bracket(flat: torch.Tensor, lo: float, hi: float) -> tuple[int, torch.Tensor]:
+    """``(count of flat > hi, ascending flat indices of lo < flat <= hi)`` in one sweep. On the CPU the
+    sweep goes by cache-sized chunks: both comparisons and the compaction of a chunk run while it is in
+    cache (1.5x faster than three passes over the whole tensor); on accelerators in one piece."""
+    n = flat.numel()
+    chunk = _CHUNK if flat.device.type == "cpu" else n
+    gt_hi = torch.empty(min(chunk, n), dtype=torch.bool, device=flat.device)
+    band = torch.empty_like(gt_hi)
+    above = torch.zeros((), dtype=torch.int64, device=flat.device)
+    parts = []
+    for start in range(0, n, chunk):
+        part = flat[start:start + chunk]
+        m = part.numel()
+        above += torch.count_nonzero(torch.gt(part, hi, out=gt_hi[:m]))
+        torch.gt(part, lo, out=band[:m]).bitwise_xor_(gt_hi[:m])  # gt_hi is inside part > lo
+        parts.append(torch.nonzero(band[:m]).squeeze(1).add_(start))
+    return int(above), torch.cat(parts)
+
 
 def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Boolean mask (same shape) of the ``k`` largest entries of ``scores``.
 
-    Uses ``kthvalue`` (a selection, about 2x faster than ``topk`` on large tensors). Ties at the
-    threshold are broken by flat index, lowest first, so exactly ``k`` entries are kept and the answer
-    is deterministic on every device.
+    The threshold comes from ``kth_largest`` (a bracketed selection, faster than ``kthvalue`` or
+    ``topk`` on large tensors). Ties at the threshold are broken by flat index, lowest first, so
+    exactly ``k`` entries are kept and the answer is deterministic on every device.
     """
     n = scores.numel()
     if not 0 <= k <= n:
@@ -39,12 +123,12 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     flat = scores.reshape(-1)
     if flat.dtype in (torch.float16, torch.bfloat16):
         flat = flat.float()
-    thr = torch.kthvalue(flat, n - k + 1).values  # the k-th largest value
-    mask = flat > thr
-    need = k - int(mask.sum())
-    if need > 0:
-        eq = flat == thr
-        mask |= eq & (torch.cumsum(eq, 0) <= need)
+    cut = kth_largest(flat, k)
+    if cut.tie_index is None:
+        mask = flat >= cut.value
+    else:
+        mask = flat > cut.value
+        mask[cut.tie_index] = True
     return mask.reshape(scores.shape)
 
 
@@ -53,10 +137,35 @@ def keep_topk_mask(w: torch.Tensor, k: int) -> torch.Tensor:
     return topk_mask(w.detach().abs(), k)
 
 
-def keep_topk(w: torch.Tensor, k: int) -> torch.Tensor:
-    """Projection onto ``{card(w) <= k}``: ``w`` with all but its ``k`` largest |entries| zeroed."""
-    return w * keep_topk_mask(w, k)
+@torch.no_grad()
+def keep_topk(w: torch.Tensor, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Projection onto ``{card(w) <= k}``: ``w`` with all but its ``k`` largest |entries| zeroed.
 
+    Written into ``out`` when given (same shape and dtype as ``w``, not overlapping it; its old
+    contents are used as scratch): the magnitudes go there, are thresholded in place and get their
+    signs back, so no full-size temporary is made. Same result as ``w * keep_topk_mask(w, k)``,
+    signed zeros included.
+    """
+    n = w.numel()
+    if not 0 <= k <= n:
+        raise ValueError(f"cannot keep {k} of {n} entries")
+    out = torch.empty_like(w) if out is None else out
+    if k == n:
+        return out.copy_(w)
+    s = torch.abs(w, out=out)
+    if k == 0:
+        return s.zero_().copysign_(w)
+    flat = s.view(-1)
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        return out.copy_(w * keep_topk_mask(w, k))
+    cut = kth_largest(flat, k)
+    value = cut.value
+    if cut.tie_index is None:  # keep every tie: flat >= value is flat > (the float just below value)
+        value = torch.nextafter(value, torch.tensor(-math.inf, dtype=value.dtype, device=value.device))
+    torch.nn.functional.threshold_(flat, float(value), 0.0)
+    if cut.tie_index is not None:
+        flat[cut.tie_index] = cut.value
+    return s.copysign_(w)
 
 def keep_count(ratio: float, n: int) -> int:
     """Entries (or groups) kept for a keep ratio: ``round(ratio * n)``, half up, within [0, n]."""
@@ -117,32 +226,55 @@ def num_groups(shape: torch.Size | tuple[int, ...], dim: int, conv_groups: int =
     return shape[0] if dim == 0 else conv_groups * shape[1]
 
 
-def group_view(w: torch.Tensor, dim: int, conv_groups: int = 1) -> torch.Tensor:
-    """``w`` as a ``(groups, members)`` matrix (a view or a copy; differentiable)."""
+def _grouped_shape(shape: torch.Size | tuple[int, ...], dim: int, conv_groups: int) -> tuple[int, ...]:
+    """A view of the weight in which the groups are separate indices: ``(O, members)`` for ``dim=0``,
+    ``(g, O/g, C, rest)`` for ``dim=1`` (group ``b * C + c`` is ``[b, :, c, :]``). Summing over the
+    ``_MEMBER_DIMS`` of this view gives one value per group, in group order, without a permuted copy."""
+    rest = math.prod(shape[2:])
     if dim == 0:
-        return w.reshape(w.shape[0], -1)
+        return (shape[0], math.prod(shape[1:]))
     if dim != 1:
         raise ValueError(f"group dim must be 0 (output filters) or 1 (input channels), got {dim}")
     g = conv_groups
-    if w.shape[0] % g:
-        raise ValueError(f"weight of shape {tuple(w.shape)} cannot be split into {g} convolution groups")
-    v = w.reshape(g, w.shape[0] // g, w.shape[1], -1)  # (g, O/g, C, rest)
-    return v.permute(0, 2, 1, 3).reshape(g * w.shape[1], -1)
+    if shape[0] % g:
+        raise ValueError(f"weight of shape {tuple(shape)} cannot be split into {g} convolution groups")
+    return (g, shape[0] // g, shape[1], rest)
+
+
+_MEMBER_DIMS = {0: (1,), 1: (1, 3)}
+
+
+def _per_group_shape(shape: torch.Size | tuple[int, ...], dim: int, conv_groups: int) -> tuple[int, ...]:
+    """Shape of a per-group vector that broadcasts against ``_grouped_shape``."""
+    return (shape[0], 1) if dim == 0 else (conv_groups, 1, shape[1], 1)
 
 
 def expand_groups(s: torch.Tensor, shape: torch.Size, dim: int, conv_groups: int = 1) -> torch.Tensor:
-    """Broadcast a per-group vector ``s`` back to a tensor of the weight's ``shape``."""
-    shape = torch.Size(shape)
-    rest = math.prod(shape[2:]) if len(shape) > 2 else 1
-    if dim == 0:
-        return s.reshape(-1, 1).expand(shape[0], shape[1:].numel()).reshape(shape)
-    g = conv_groups
-    return s.reshape(g, 1, shape[1], 1).expand(g, shape[0] // g, shape[1], rest).reshape(shape)
+    """Broadcast a per-group vector ``s`` back to a (contiguous) tensor of the weight's ``shape``."""
+    grouped = _grouped_shape(shape, dim, conv_groups)
+    return s.reshape(_per_group_shape(shape, dim, conv_groups)).expand(grouped).reshape(shape)
 
 
-def group_norms(w: torch.Tensor, dim: int, conv_groups: int = 1, eps: float = 0.0) -> torch.Tensor:
-    """L2 norm of each group, ``sqrt(sum w_g^2 + eps)`` (``eps`` keeps the gradient finite at 0)."""
-    return torch.sqrt(group_view(w, dim, conv_groups).pow(2).sum(1) + eps)
+def group_norms(w: torch.Tensor, dim: int, conv_groups: int = 1, eps: float = 0.0,
+                buf: torch.Tensor | None = None) -> torch.Tensor:
+    """L2 norm of each group, ``sqrt(sum w_g^2 + eps)`` (``eps`` keeps the gradient finite at 0).
+
+    ``buf`` (shaped like ``w``, no autograd) receives the squares instead of a new temporary.
+    """
+    v = w.reshape(_grouped_shape(w.shape, dim, conv_groups))
+    sq = v.pow(2) if buf is None else torch.mul(v, v, out=buf.view(v.shape))
+    return torch.sqrt(sq.sum(_MEMBER_DIMS[dim]) + eps).reshape(-1)
+
+
+def scale_groups(w: torch.Tensor, s: torch.Tensor, dim: int, conv_groups: int = 1,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """``w`` with group ``i`` multiplied by ``s[i]`` (broadcast, no expanded copy of ``s``), into ``out``."""
+    v = w.reshape(_grouped_shape(w.shape, dim, conv_groups))
+    s = s.to(w.dtype).reshape(_per_group_shape(w.shape, dim, conv_groups))
+    if out is None:
+        return (v * s).reshape(w.shape)
+    torch.mul(v, s, out=out.view(v.shape))
+    return out
 
 
 def keep_top_groups_mask(w: torch.Tensor, k: int, dim: int, conv_groups: int = 1) -> torch.Tensor:
@@ -151,14 +283,23 @@ def keep_top_groups_mask(w: torch.Tensor, k: int, dim: int, conv_groups: int = 1
     return expand_groups(keep, w.shape, dim, conv_groups)
 
 
+@torch.no_grad()
+def keep_top_groups(w: torch.Tensor, k: int, dim: int, conv_groups: int = 1,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
+    """Projection onto "at most ``k`` non-zero groups": ``w`` with all but its ``k`` largest-norm groups
+    zeroed, into ``out`` when given (its old contents are scratch for the squares). Same result as
+    ``w * keep_top_groups_mask(w, k, dim, conv_groups)``."""
+    keep = topk_mask(group_norms(w, dim, conv_groups, buf=out), k)
+    return scale_groups(w, keep, dim, conv_groups, out)
+
+
 def group_hard_threshold(w: torch.Tensor, t: float, dim: int, conv_groups: int = 1) -> torch.Tensor:
     """Group l0 prox: ``w_g * 1{||w_g|| > t}``."""
-    keep = group_norms(w, dim, conv_groups) > t
-    return w * expand_groups(keep, w.shape, dim, conv_groups)
+    return scale_groups(w, group_norms(w, dim, conv_groups) > t, dim, conv_groups)
 
 
 def group_soft_threshold(w: torch.Tensor, t: float, dim: int, conv_groups: int = 1) -> torch.Tensor:
     """Group l1 (group lasso) prox: ``w_g * max(1 - t / ||w_g||, 0)``."""
     n = group_norms(w, dim, conv_groups)
     scale = torch.clamp(1 - t / n.clamp_min(torch.finfo(w.dtype).tiny), min=0)
-    return w * expand_groups(scale.to(w.dtype), w.shape, dim, conv_groups)
+    return scale_groups(w, scale, dim, conv_groups)
