@@ -48,6 +48,17 @@ def test_topk_mask_is_exact_on_large_tensors(kind, frac):
     assert int((expected != 0).sum()) <= k
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_sweep_in_chunks_and_in_one_piece_agree(monkeypatch, threads):
+    # one CPU thread sweeps by chunks; more threads (and accelerators) in one piece: same answer
+    monkeypatch.setattr(ops.torch, "get_num_threads", lambda: threads)
+    s = scores_with("zeros").abs()
+    for k in (7, 20000, s.numel() - 3):
+        assert torch.equal(ops.topk_mask(s, k), reference_topk_mask(s, k))
+    above, index = ops._bracket(s, 0.5, 1.5)
+    assert above == int((s > 1.5).sum()) and torch.equal(index, torch.nonzero((s > 0.5) & (s <= 1.5))[:, 0])
+
+
 def test_large_selection_never_runs_kthvalue_over_everything(monkeypatch):
     sizes = []
     real = torch.kthvalue
