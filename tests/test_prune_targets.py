@@ -45,7 +45,8 @@ def test_seed_channel_example_keeps_conv1(lenet_layers):
     assert kept(masks) == {"conv1": 500, "conv2": 8 * 1250, "ip1": 320 * 500, "ip2": 200 * 10}
     (adj,) = t.adjustments(layers)
     assert (adj.layer, adj.action, adj.kept, adj.total, adj.unit) == ("conv1", "clamped", 1, 1, "groups")
-    assert render_adjustments([adj]).startswith("conv1: clamped to 1 of 1 groups (--pcen 60 keeps 0.4 x 1")
+    line = render_adjustments([adj])
+    assert line.startswith("conv1: clamped, keeps 1 of 1 groups (--pcen 60 keeps 0.4 x 1 groups, which")
 
 
 def test_pcen_99_99_elem_keeps_at_least_one_weight_per_layer(lenet_layers):
@@ -93,7 +94,7 @@ def test_render_adjustments_one_line_per_layer():
     adjs = [Adjustment("ip2", "excluded", "the last layer"),
             Adjustment("conv1", "clamped", "rounds to 0", 1, 1, "groups")]
     assert render_adjustments(adjs).splitlines() == ["ip2: excluded (the last layer)",
-                                                     "conv1: clamped to 1 of 1 groups (rounds to 0)"]
+                                                     "conv1: clamped, keeps 1 of 1 groups (rounds to 0)"]
     assert render_adjustments([]) == ""
     assert adjs[1].as_dict() == {"layer": "conv1", "action": "clamped", "reason": "rounds to 0", "kept": 1,
                                  "total": 1, "unit": "groups"}

@@ -56,7 +56,7 @@ def kth_largest(flat: torch.Tensor, k: int) -> Cut:
         inner = _candidates(flat, k)
         if inner is not None:
             index, above_out = inner
-            cut = kth_largest(flat[index], k - above_out)
+            cut = kth_largest(torch.index_select(flat, 0, index), k - above_out)  # 3x flat[index]
             tie_index = None if cut.tie_index is None else index[cut.tie_index]
             return Cut(cut.value, above_out + cut.above, cut.ties, tie_index)
     value = torch.kthvalue(flat, n - k + 1).values

@@ -76,8 +76,8 @@ class Adjustment:
     unit: str = ""
 
     def line(self) -> str:
-        """One line for stderr: ``conv1: clamped to 1 of 1 groups (...)``."""
-        count = f" to {self.kept} of {self.total} {self.unit}" if self.kept is not None else ""
+        """One line for stderr: ``conv1: clamped, keeps 1 of 1 groups (...)``."""
+        count = f", keeps {self.kept} of {self.total} {self.unit}" if self.kept is not None else ""
         return f"{self.layer}: {self.action}{count} ({self.reason})"
 
     def as_dict(self) -> dict:
