@@ -10,8 +10,11 @@ of a Conv2d/Linear; ``dim=0``: an output filter ``W[o]``). For grouped convoluti
 ``(g, O/g, I/g, ...)`` and group ``b * I/g + c`` is ``[b, :, c]``. For ConvTranspose2d the caller
 swaps the dims (its weight is ``(I, O/g, ...)``).
 
-All functions are pure (return new tensors) and run on the tensor's device; none builds autograd state
-unless its input requires grad (``group_norms`` is differentiable, for RGSM's group-lasso term).
+All functions return new tensors unless given an ``out``/``buf`` to write into (the projections
+``keep_topk`` and ``keep_top_groups``, which ADMM uses to update Z and U in place) and run on the
+tensor's device; none builds autograd state unless its input requires grad (``group_norms`` is
+differentiable, for RGSM's group-lasso term). Every top-k is exact: ``kth_largest`` finds the cut from a
+sampled bracket and one or two comparisons, ties go to the lowest flat index.
 """
 from __future__ import annotations
 
