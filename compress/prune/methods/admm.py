@@ -49,9 +49,8 @@ class ADMM(Method):
     def cycle_epochs(self) -> int:
         return int(self.hp["epochs_per_iter"])
 
-    def _proj(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        t = self.targets
-        return project(self.layers[name], x, t.keep[name], t.sparsity, t.group)
+    def _proj(self, name: str, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        return project(self.layers[name], x, self.targets, out)
 
     @torch.no_grad()
     def init(self, model: nn.Module) -> None:
@@ -73,14 +72,16 @@ class ADMM(Method):
 
     @torch.no_grad()
     def end_iteration(self, model: nn.Module, k: int) -> None:
+        """Z = Proj(W + U), U = W + U - Z, in place: W + U goes into U's storage, Z is projected into its
+        own (its magnitudes are the scratch), so no full-size temporary is made. Bit for bit the
+        formulas: Z is W + U or a signed zero entrywise, so U = (W + U) - Z is exact."""
         growth = float(self.hp["rho_growth"])
         for n, layer in self.layers.items():
-            w = layer.weight.detach()
-            self.Z[n] = self._proj(n, w + self.U[n])
-            self.U[n] = self.U[n] + w - self.Z[n]
+            v = self.U[n].add_(layer.weight.detach())
+            z = self._proj(n, v, out=self.Z[n])
+            torch.sub(v.sub_(z), z, out=self._D[n])
             self.rho[n] *= growth
         self.k = k + 1
-        self._refresh()
 
     def sparse_weights(self) -> dict[str, torch.Tensor]:
         return dict(self.Z)
@@ -97,8 +98,8 @@ class ADMM(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         dev = {n: layer.weight.device for n, layer in self.layers.items()}
-        self.Z = {n: state["Z"][n].to(dev[n]) for n in self.layers}
-        self.U = {n: state["U"][n].to(dev[n]) for n in self.layers}
+        self.Z = {n: state["Z"][n].to(dev[n], copy=True) for n in self.layers}  # updated in place
+        self.U = {n: state["U"][n].to(dev[n], copy=True) for n in self.layers}
         self.rho = {n: float(state["rho"][n]) for n in self.layers}
         self.k = int(state["k"])
         self._refresh()

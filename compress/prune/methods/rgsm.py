@@ -7,11 +7,15 @@
 
 A group is an input channel ``W[:, c]`` (``--group in``, the paper's choice) or an output filter
 ``W[o]`` (``--group out``). The group-lasso term is part of the loss (autograd; ``eps`` inside the norm
-keeps its gradient finite at zero). Channel sparsity = fraction of groups of ``u`` that are zero.
+keeps its gradient finite at zero). Channel sparsity = fraction of groups of ``u`` that are zero; the
+per-epoch log counts, per layer, the groups of ``u`` whose norm is below 1e-15 (how the RGSM papers
+count removed channels): ``metrics()["groups_removed"] = {layer: [removed, total]}``.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,6 +27,7 @@ from compress.prune.methods.base import SplittingMethod
 from compress.prune.targets import PrunableLayer
 
 EPS = 1e-8
+REMOVED_BELOW = 1e-15  # a group counts as removed when its norm is below this (the papers' count)
 
 
 @register
@@ -59,3 +64,22 @@ class RGSM(SplittingMethod):
             dim, g = layer.group_args(self.group)
             total = total + ops.group_norms(layer.weight, dim, g, eps=EPS).sum()
         return lamb2 * total
+
+    @torch.no_grad()
+    def metrics(self) -> dict[str, Any]:
+        """Groups removed per layer in the sparse ``u``: ``{"groups_removed": {layer: [removed, total]}}``."""
+        removed = {}
+        for n, layer in self.layers.items():
+            norms = ops.group_norms(self.u[n], *layer.group_args(self.group))
+            removed[n] = [int((norms < REMOVED_BELOW).sum()), norms.numel()]
+        return {"groups_removed": removed}
+
+
+def render_groups_removed(metrics: Mapping[str, Any]) -> str:
+    """``groups removed: conv1 0/20, conv2 13/50 (13/70)`` from an epoch's log entry ("" when absent)."""
+    removed = metrics.get("groups_removed")
+    if not removed:
+        return ""
+    parts = ", ".join(f"{n} {r}/{t}" for n, (r, t) in removed.items())
+    r_all, t_all = (sum(v[i] for v in removed.values()) for i in (0, 1))
+    return f"groups removed: {parts} ({r_all}/{t_all})"
