@@ -197,3 +197,16 @@ def test_interrupt_before_any_checkpoint_says_so():
     net, m = make("magnitude")
     with pytest.raises(TrainingInterrupted, match="interrupted in epoch 1 of 3; no checkpoint was written"):
         train(net, m, Boom(), None, TrainConfig(retrain_epochs=1, checkpoint="x.ckpt"))
+
+
+def test_clamped_layers_are_said_on_stderr_and_kept_in_the_meta(tmp_path, capsys):
+    from compress.modelfile import load_model
+
+    out = tmp_path / "c.pt"
+    code, _, err = run(capsys, "prune", "lenet", "--method", "admm", "--pcen", "60", "--sparsity", "channel",
+                       "--admm-iters", "1", "--retrain-epochs", "1", "-o", str(out), "--quiet", *SMOKE)
+    assert code == 0, err
+    assert "conv1: clamped, keeps 1 of 1 groups" in err
+    meta = load_model(str(out)).meta
+    assert [a["layer"] for a in meta["adjustments"]] == ["conv1"]
+    assert int((load_model(str(out)).net.conv1.weight != 0).sum()) == 500  # its one input channel kept

@@ -23,7 +23,7 @@ from torch import nn
 from compress.errors import CompressError
 from compress.prune.distributed import init_distributed
 from compress.prune.methods import method_class
-from compress.prune.targets import prunable_layers, resolve_targets
+from compress.prune.targets import prunable_layers, render_adjustments, resolve_targets
 from compress.prune.task import Logits
 from compress.prune.trainer import TrainConfig, evaluate, train
 
@@ -135,6 +135,9 @@ def prune(model: str | nn.Module, config: PruneConfig | None = None, **overrides
         tgt = resolve_targets(layers, targets=t.targets, keep=t.keep, pcen=pcen, sparsity=sparsity,
                               group=t.group, model_name=meta.get("zoo") or Path(name).stem.lower())
         m = cls(layers, tgt, group=t.group, **dict(cfg.hyper))
+        adjusted = tgt.adjustments(layers) if tgt is not None else []
+        if adjusted and dist.is_main:
+            print(render_adjustments(adjusted), file=sys.stderr, flush=True)
         data_spec = cfg.data.spec or _default_data(net, meta, name)
         splits = _data(data_spec, net, cfg.data, tc.seed, dist.enabled)
         augment = tuple(splits.meta.get("augment", ())) if tc.augment is None else tuple(tc.augment)
@@ -160,6 +163,9 @@ def prune(model: str | nn.Module, config: PruneConfig | None = None, **overrides
             _announce(name, cfg.method, data_spec, splits, before, tgt, retrain, m, tc)
         result = train(net, m, splits.train, splits.test, tc, dev, dist, cfg.resume)
         net.cpu().eval()
+        if m.adjustments and dist.is_main:
+            print(render_adjustments(m.adjustments), file=sys.stderr, flush=True)
+        adjusted = [*adjusted, *m.adjustments]
         layer_stats = {n: {"numel": layer.weight.numel(), "nonzero": int((layer.weight != 0).sum()),
                            "target": tgt.keep.get(n) if tgt else None} for n, layer in layers.items()}
         notes = _notes(splits, cfg.data)
@@ -167,7 +173,8 @@ def prune(model: str | nn.Module, config: PruneConfig | None = None, **overrides
                     "hyperparameters": hyper,
                     "targets": tgt.as_dict() if tgt else None, "sparsity": sparsity, "group": t.group,
                     "dataset": data_spec, "accuracy_before": before, "accuracy_after": result.accuracy,
-                    "accuracy_notes": list(notes), "history": result.history,
+                    "accuracy_notes": list(notes), "adjustments": [a.as_dict() for a in adjusted],
+                    "history": result.history,
                     "created": _dt.datetime.now(_dt.timezone.utc).isoformat()}
         if splits.meta.get("preprocess") and "preprocess" not in meta:
             new_meta["preprocess"] = splits.meta["preprocess"]
