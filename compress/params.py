@@ -24,7 +24,7 @@ class Param:
     """One hyperparameter: its name (``admm_iters`` -> ``--admm-iters``), type, default and help."""
 
     name: str
-    type: type  # int, float or str
+    type: type  # int, float, str or bool (a flag: given means True)
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
@@ -39,6 +39,10 @@ class Param:
     def check(self, value: Any, owner: str) -> Any:
         """``value`` converted to the declared type and checked against the bounds and choices."""
         where = f"{owner}: {self.flag}"
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise CompressError(f"{where} is a flag (True or False), got {value!r}")
+            return value
         if self.choices is not None:
             if value not in self.choices:
                 raise CompressError(f"{where} must be one of {', '.join(self.choices)}, got {value!r}")
@@ -88,6 +92,11 @@ def click_options(owners: Mapping[str, Iterable[Param]]) -> Callable:
 
     def deco(fn: Callable) -> Callable:
         for p, defaults in reversed(list(merged(owners).values())):
+            if p.type is bool:  # a flag: off unless given
+                if p.default is not False:
+                    raise RuntimeError(f"flag parameter {p.name!r} must default to False")
+                fn = click.option(p.flag, p.name, is_flag=True, default=None, help=p.help)(fn)
+                continue
             if len(defaults) == len(owners) and len(set(map(repr, defaults.values()))) == 1:
                 shown = f"{next(iter(defaults.values()))}"
             else:

@@ -160,9 +160,9 @@ class SpyADMM(method_class("admm")):
         super().init(model)
         self.calls, self.steps = [], 0
 
-    def before_step(self, model):
+    def before_step(self, model, lr=None):
         self.steps += 1
-        super().before_step(model)
+        super().before_step(model, lr)
 
     def end_iteration(self, model, k):
         self.calls.append((k, self.Z["fc"].clone(), self.U["fc"].clone()))

@@ -126,20 +126,31 @@ def test_rvsm_threshold_that_zeroes_every_weight_keeps_the_largest_one():
 def test_rgsm_threshold_that_removes_every_group_keeps_the_largest_group():
     torch.manual_seed(0)
     net = Tiny()
-    layers = prunable_layers(net)
+    m = method_class("rgsm")(prunable_layers(net), None, beta1=1.0, lamb1=1e4)  # group threshold sqrt(2e4)
+    m.init(net)
+    w = net.fc.weight.detach().clone()
+    masks = m.finalize_masks(net, None)  # no targets: the sparse u is the model
+    best = int(w.norm(dim=0).argmax())
+    assert masks["fc"].any(0).tolist() == [c == best for c in range(64)]  # the largest column survives
+    assert torch.equal(net.fc.weight[:, best], w[:, best])
+    assert [(a.layer, a.action, a.unit) for a in m.adjustments] == [("conv1", "rescued", "groups"),
+                                                                    ("fc", "rescued", "groups")]
+
+
+def test_rgsm_with_targets_keeps_exactly_the_target_groups_even_when_u_is_empty():
+    """The hard prune ranks the groups by the trained w, so a threshold that zeroed more groups than the
+    target removes does not leave the kept ones empty (before: 32 columns "kept", 31 of them zero)."""
+    torch.manual_seed(0)
+    net = Tiny()
     t = Targets({"conv1": 0.0, "fc": 0.5}, "channel", "in")  # conv1's own target is 0: it may go
-    m = method_class("rgsm")(layers, t, beta1=1.0, lamb1=1e4)  # group threshold sqrt(2e4)
+    m = method_class("rgsm")(prunable_layers(net), t, beta1=1.0, lamb1=1e4)  # u is all zero
     m.init(net)
     w = net.fc.weight.detach().clone()
     masks = m.finalize_masks(net, t)
-    norms = w.norm(dim=0)
-    best = int(norms.argmax())
-    assert int(masks["conv1"].sum()) == 0
-    assert int(masks["fc"].any(0).sum()) == 32  # round(0.5 * 64) columns, by magnitude of u
-    alive = (net.fc.weight != 0).any(0)
-    assert alive.tolist() == [c == best for c in range(64)]  # the one surviving column: largest norm
-    assert torch.equal(net.fc.weight[:, best], w[:, best])
-    assert [(a.layer, a.action, a.unit) for a in m.adjustments] == [("fc", "rescued", "groups")]
+    top = set(w.norm(dim=0).argsort(descending=True)[:32].tolist())
+    assert int(masks["conv1"].sum()) == 0 and not net.conv1.weight.any()
+    assert (net.fc.weight != 0).any(0).tolist() == [c in top for c in range(64)]
+    assert torch.equal(net.fc.weight[:, sorted(top)], w[:, sorted(top)]) and m.adjustments == ()
 
 
 def test_finalize_leaves_layers_the_threshold_did_not_empty_alone():

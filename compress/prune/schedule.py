@@ -36,15 +36,19 @@ class Segment:
 def epoch_segments(method_epochs: int, cycle_epochs: int, retrain_epochs: int,
                    steps_per_epoch: int | None) -> list[Segment]:
     """One segment per epoch: ``method_epochs`` in cycles of ``cycle_epochs``, then the retrain."""
+    full, rest = divmod(method_epochs, cycle_epochs)
+    return cycle_segments([cycle_epochs] * full + ([rest] if rest else []), retrain_epochs, steps_per_epoch)
+
+
+def cycle_segments(cycles: list[int], retrain_epochs: int, steps_per_epoch: int | None) -> list[Segment]:
+    """One segment per epoch: the method phase as learning-rate cycles of ``cycles[k]`` epochs each
+    (a method's ``cycles()``: its ADMM iterations, a progressive stage's retrain), then the retrain."""
     spe = steps_per_epoch
     out = []
-    for e in range(method_epochs):
-        pos = e % cycle_epochs
-        out.append(Segment("method", e // cycle_epochs, pos * spe if spe else 0, spe,
-                           cycle_epochs * spe if spe else None, pos == cycle_epochs - 1))
-    for e in range(retrain_epochs):
-        out.append(Segment("retrain", 0, e * spe if spe else 0, spe, retrain_epochs * spe if spe else None,
-                           e == retrain_epochs - 1))
+    for k, epochs in enumerate([*cycles, retrain_epochs]):
+        phase, cycle = ("method", k) if k < len(cycles) else ("retrain", 0)
+        out += [Segment(phase, cycle, e * spe if spe else 0, spe, epochs * spe if spe else None,
+                        e == epochs - 1) for e in range(epochs)]
     return out
 
 

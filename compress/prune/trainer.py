@@ -1,8 +1,9 @@
 """One training loop for every pruning method and every front door: the method phase, the hard prune,
 the masked retrain.
 
-    method phase        the method's hooks shape the steps (penalties, u/Z updates); ``end_iteration``
-                        after every learning-rate cycle (an ADMM iteration)
+    method phase        the method's hooks shape the steps (penalties, u/Z updates); ``end_epoch``
+                        after every epoch, ``end_iteration`` after every learning-rate cycle (an ADMM
+                        iteration; ``method.cycles()`` says how many epochs each)
     hard prune          ``method.finalize_masks`` -> {layer: mask}, frozen
     retrain             masked gradients and the mask re-applied after every optimizer step, so zeros
                         stay exactly zero through momentum and weight decay (fresh optimizer, the
@@ -34,9 +35,9 @@ from compress.errors import CompressError, DivergenceError, TrainingInterrupted
 from compress.prune.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from compress.prune.distill import Distill
 from compress.prune.distributed import DistContext
-from compress.prune.methods.base import Method
+from compress.prune.methods.base import Method, apply_masks, mask_grads
 from compress.prune.progress import Progress
-from compress.prune.schedule import SCHEDULES, Segment, epoch_segments, schedule
+from compress.prune.schedule import SCHEDULES, Segment, cycle_segments, schedule
 from compress.prune.targets import prunable_layers
 from compress.prune.task import ClassifierTask, Logits, autocast, evaluate  # noqa: F401  (re-exported)
 
@@ -165,8 +166,7 @@ def train(net: nn.Module, method: Method, train_data: Iterable, test_data: Itera
         batches = LoaderBatches(dist.shard(train_data, cfg.seed), cfg.seed, cfg.max_steps)
     if segments is None:
         retrain = (cfg.retrain_epochs or 0) if method.prunes else 0
-        segments = epoch_segments(method.total_epochs(), method.cycle_epochs(), retrain,
-                                  batches.steps_per_epoch)
+        segments = cycle_segments(method.cycles(), retrain, batches.steps_per_epoch)
     return _Trainer(net, method, task, batches, segments, cfg, device, dist, optimizer, resume).run()
 
 
@@ -274,6 +274,8 @@ class _Trainer:
                 loss_sum, correct, seen = loss_sum + loss * n, correct + counts["correct"], seen + n
                 bar.update(1, f"loss {loss:.4f} acc {correct / max(seen, 1):.4f}")
         seconds = time.perf_counter() - start
+        if not retrain:
+            self.method.end_epoch(self.net)
         if not retrain and seg.ends_cycle:
             self.method.end_iteration(self.net, seg.cycle)
         with (self.method.eval_weights(self.net) if not retrain else contextlib.nullcontext()):
@@ -312,7 +314,7 @@ class _Trainer:
         if retrain:
             self._mask_grads()
         else:
-            self.method.before_step(self.net)
+            self.method.before_step(self.net, lr)
         if self.scaler is not None:
             self.scaler.step(self.opt)
             self.scaler.update()
@@ -325,17 +327,11 @@ class _Trainer:
         self.step += 1
         return value, counts
 
-    @torch.no_grad()
     def _mask_grads(self) -> None:
-        for name, mask in self.masks.items():
-            w = self.method.all_layers[name].weight
-            if w.grad is not None:
-                w.grad.mul_(mask)
+        mask_grads(self.method.all_layers, self.masks)
 
-    @torch.no_grad()
     def _apply_masks(self) -> None:
-        for name, mask in self.masks.items():
-            self.method.all_layers[name].weight.mul_(mask)
+        apply_masks(self.method.all_layers, self.masks)
 
     # --- output ------------------------------------------------------------------------------
     def _log(self, entry: dict) -> None:

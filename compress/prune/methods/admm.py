@@ -1,5 +1,7 @@
 """``admm``: weight pruning by ADMM (Zhang et al. 2018, "A Systematic DNN Weight Pruning Framework
-using Alternating Direction Method of Multipliers", arXiv 1804.03294).
+using Alternating Direction Method of Multipliers", arXiv 1804.03294), one-shot or progressive (Ye et
+al. 2019, "Progressive DNN Compression: A Key to Achieve Ultra-High Weight Pruning and Quantization
+Rates using ADMM", arXiv 1903.09769).
 
     min f(W) s.t. card(W_i) <= l_i   ->   L = f(W) + sum_i rho_i/2 ||W_i - Z_i + U_i||^2
     W-step: SGD on L for one ADMM iteration (``epochs_per_iter`` epochs); the penalty gradient
@@ -11,6 +13,13 @@ Z and U start at Proj(W), 0 and are updated once per ADMM iteration, never reset
 ``rho_growth`` after every iteration. The trainer restarts the learning-rate cycle (cosine from ``--lr``)
 at the start of every ADMM iteration, like the authors' solver resetting to base_lr. After the last
 iteration: hard prune to the targets and masked retraining (the trainer's retrain phase).
+
+``--progressive``: ``stages`` stages; stage ``s`` of ``S`` targets ``t ** (s/S)`` of each layer's keep
+ratio ``t`` (:mod:`compress.prune.methods.stages`), the last the targets. Each stage but the last is
+``admm_iters`` ADMM iterations, a hard prune to its ratios and ``stage_retrain`` epochs of masked
+retraining (one learning-rate cycle at ``--lr``); the next stage starts ADMM afresh from that model
+(Z = Proj(W), U = 0, rho back to ``--rho``) with the pruned weights held at zero. The last stage is
+ADMM towards the targets, then the trainer's hard prune and ``--retrain-epochs`` retrain.
 """
 from __future__ import annotations
 
@@ -22,7 +31,10 @@ from torch import nn
 from compress.errors import CompressError
 from compress.params import Param
 from compress.prune.methods import register
-from compress.prune.methods.base import Method, project
+from compress.prune.methods.base import Method, apply_masks, hard_prune, mask_grads, project
+from compress.prune.methods.stages import load_masks, masks_state, stage_targets
+
+PROGRESSIVE_ONLY = ("stages", "stage_retrain")
 
 
 @register
@@ -33,8 +45,14 @@ class ADMM(Method):
     params = (
         Param("rho", float, 1e-3, "ADMM penalty per layer", low=0, low_open=True),
         Param("rho_growth", float, 1.3, "Multiplier of rho after each ADMM iteration", low=1),
-        Param("admm_iters", int, 15, "ADMM iterations", low=0),
+        Param("admm_iters", int, 15, "ADMM iterations (of each stage with --progressive)", low=0),
         Param("epochs_per_iter", int, 1, "Epochs per ADMM iteration", low=1),
+        Param("progressive", bool, False, "Prune in stages (progressive ADMM): ADMM, hard prune and masked "
+              "retrain towards intermediate ratios, then ADMM again from the pruned model"),
+        Param("stages", int, 2, "Stages of --progressive: stage s of S keeps RATIO**(s/S) of each layer, the "
+              "last the targets", low=1),
+        Param("stage_retrain", int, 10, "Masked retrain epochs after each stage of --progressive but the "
+              "last (that one: --retrain-epochs)", low=0),
     )
     default_pcen = 80.0
     default_retrain_epochs = 45
@@ -42,59 +60,114 @@ class ADMM(Method):
     def validate(self) -> None:
         if self.targets is None:
             raise CompressError("admm needs targets (--targets, --keep or --pcen)")
+        stray = [f"--{n.replace('_', '-')}" for n in PROGRESSIVE_ONLY if n in self.given]
+        if stray and not self.hp["progressive"]:
+            raise CompressError(f"admm: {', '.join(stray)} only apply with --progressive")
+        if self.hp["progressive"] and int(self.hp["admm_iters"]) < 1:
+            raise CompressError("admm --progressive needs --admm-iters >= 1 (each stage ends with ADMM)")
+        n = int(self.hp["stages"]) if self.hp["progressive"] else 1
+        self.stage_targets = stage_targets(self.targets, n)
+        # one entry per learning-rate cycle of the method phase: (stage, "admm" | "retrain")
+        self.plan = []
+        for s in range(n):
+            self.plan += [(s, "admm")] * int(self.hp["admm_iters"])
+            if s < n - 1 and int(self.hp["stage_retrain"]) > 0:
+                self.plan.append((s, "retrain"))
+
+    def cycles(self) -> list[int]:
+        epochs = {"admm": int(self.hp["epochs_per_iter"]), "retrain": int(self.hp["stage_retrain"])}
+        return [epochs[part] for _, part in self.plan]
 
     def total_epochs(self) -> int:
-        return int(self.hp["admm_iters"]) * int(self.hp["epochs_per_iter"])
+        return sum(self.cycles())
 
     def cycle_epochs(self) -> int:
         return int(self.hp["epochs_per_iter"])
 
+    def _where(self) -> tuple[int, str]:
+        """The stage and part of the cycle now running (after the last: the last stage's ADMM)."""
+        return self.plan[self.k] if self.k < len(self.plan) else (len(self.stage_targets) - 1, "admm")
+
     def _proj(self, name: str, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        return project(self.layers[name], x, self.targets, out)
+        return project(self.layers[name], x, self.stage_targets[self._where()[0]], out)
 
     @torch.no_grad()
     def init(self, model: nn.Module) -> None:
+        self.k, self.masks = 0, None
+        self._start()
+
+    def end_epoch(self, model: nn.Module) -> None:
+        self._ran = self._where()  # what the epoch just logged was (end_iteration may move on)
+
+    @torch.no_grad()
+    def _start(self) -> None:
+        """ADMM from the weights as they are, towards the current stage's targets."""
         self.Z = {n: self._proj(n, layer.weight.detach()) for n, layer in self.layers.items()}
         self.U = {n: torch.zeros_like(z) for n, z in self.Z.items()}
         self.rho = {n: float(self.hp["rho"]) for n in self.layers}
-        self.k = 0
         self._refresh()
 
     def _refresh(self) -> None:
         self._D = {n: self.U[n] - self.Z[n] for n in self.layers}  # grad += rho (W + D)
 
     @torch.no_grad()
-    def before_step(self, model: nn.Module) -> None:
-        for n, layer in self.layers.items():
-            w = layer.weight
-            if w.grad is not None:
-                w.grad.add_(w.detach(), alpha=self.rho[n]).add_(self._D[n], alpha=self.rho[n])
+    def before_step(self, model: nn.Module, lr: float | None = None) -> None:
+        if self._where()[1] == "admm":
+            for n, layer in self.layers.items():
+                w = layer.weight
+                if w.grad is not None:
+                    w.grad.add_(w.detach(), alpha=self.rho[n]).add_(self._D[n], alpha=self.rho[n])
+        if self.masks is not None:
+            mask_grads(self.all_layers, self.masks)
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> None:
+        if self.masks is not None:
+            apply_masks(self.all_layers, self.masks)
 
     @torch.no_grad()
     def end_iteration(self, model: nn.Module, k: int) -> None:
-        """Z = Proj(W + U), U = W + U - Z, in place: W + U goes into U's storage, Z is projected into its
-        own (its magnitudes are the scratch), so no full-size temporary is made. Bit for bit the
-        formulas: Z is W + U or a signed zero entrywise, so U = (W + U) - Z is exact."""
-        growth = float(self.hp["rho_growth"])
-        for n, layer in self.layers.items():
-            v = self.U[n].add_(layer.weight.detach())
-            z = self._proj(n, v, out=self.Z[n])
-            torch.sub(v.sub_(z), z, out=self._D[n])
-            self.rho[n] *= growth
+        """After an ADMM iteration: Z = Proj(W + U), U = W + U - Z, in place (W + U goes into U's
+        storage, Z is projected into its own: no full-size temporary; bit for bit the formulas, as Z is
+        W + U or a signed zero entrywise). Then, when a stage's ADMM ends before the last stage, its hard
+        prune; when the next cycle starts a stage's ADMM, Z, U and rho start afresh."""
+        done = self._where()
+        if done[1] == "admm":
+            growth = float(self.hp["rho_growth"])
+            for n, layer in self.layers.items():
+                v = self.U[n].add_(layer.weight.detach())
+                z = self._proj(n, v, out=self.Z[n])
+                torch.sub(v.sub_(z), z, out=self._D[n])
+                self.rho[n] *= growth
         self.k = k + 1
+        if self.k >= len(self.plan):
+            return  # the last stage's hard prune is the trainer's (finalize_masks)
+        now = self.plan[self.k]
+        if done[1] == "admm" and now != done:
+            self.masks = hard_prune(self.all_layers, self.stage_targets[done[0]])
+        if now[1] == "admm" and now != done:
+            self._start()
 
     def sparse_weights(self) -> dict[str, torch.Tensor]:
+        if self._where()[1] == "retrain":
+            return {n: layer.weight.detach() for n, layer in self.layers.items()}
         return dict(self.Z)
 
-    def metrics(self) -> dict[str, float]:
-        num = sum(float((layer.weight.detach() - self.Z[n]).pow(2).sum()) for n, layer in self.layers.items())
-        den = sum(float(layer.weight.detach().pow(2).sum()) for layer in self.layers.values())
-        return {"admm_residual": (num / den) ** 0.5 if den else 0.0,
-                "rho": max(self.rho.values()) if self.rho else 0.0}
+    def metrics(self) -> dict[str, Any]:
+        stage, part = getattr(self, "_ran", None) or self._where()
+        out: dict[str, Any] = {"stage": stage + 1, "part": part} if self.hp["progressive"] else {}
+        if self._where()[1] == "admm":
+            w = {n: layer.weight.detach() for n, layer in self.layers.items()}
+            num = sum(float((w[n] - self.Z[n]).pow(2).sum()) for n in w)
+            den = sum(float(t.pow(2).sum()) for t in w.values())
+            out.update(admm_residual=(num / den) ** 0.5 if den else 0.0,
+                       rho=max(self.rho.values()) if self.rho else 0.0)
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"Z": {n: t.clone() for n, t in self.Z.items()},
-                "U": {n: t.clone() for n, t in self.U.items()}, "rho": dict(self.rho), "k": self.k}
+                "U": {n: t.clone() for n, t in self.U.items()}, "rho": dict(self.rho), "k": self.k,
+                "masks": masks_state(self.masks)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         dev = {n: layer.weight.device for n, layer in self.layers.items()}
@@ -102,4 +175,5 @@ class ADMM(Method):
         self.U = {n: state["U"][n].to(dev[n], copy=True) for n in self.layers}
         self.rho = {n: float(state["rho"][n]) for n in self.layers}
         self.k = int(state["k"])
+        self.masks = load_masks(state.get("masks"), self.all_layers)
         self._refresh()

@@ -4,13 +4,18 @@ The trainer runs one loop for every method and calls these hooks (no ``if method
 
     init(model)                     once, before the first step (not again on resume: state is loaded)
     extra_loss(model)               a term added to the task loss (RGSM's group lasso), or None
-    before_step(model)              after backward, before the optimizer step: add penalty gradients
-                                    (ADMM's rho (W - Z + U), the relaxed pull beta (w - u))
+    before_step(model, lr)          after backward, before the optimizer step (``lr``: this step's rate):
+                                    add penalty gradients (ADMM's rho (W - Z + U), the relaxed pull
+                                    beta (w - u)), or move the weights (the seed's pull)
     after_step(model)               after the optimizer step, once per minibatch (RVSM/RGSM u-update)
-    end_iteration(model, k)         after every ``cycle_epochs`` epochs (ADMM's Z/U update)
+    end_epoch(model)                after every epoch of the method phase (the seed's w = u reset)
+    end_iteration(model, k)         after learning-rate cycle ``k`` of the method phase (ADMM's Z/U
+                                    update; a progressive stage or a magnitude round ending)
     finalize_masks(model, targets)  end of the method phase: hard prune, return {layer: bool mask}
 
-Auxiliary variables (Z, U, u, rho) live in ``state_dict()`` so a checkpoint resumes exactly.
+The method phase is ``cycles()``: learning-rate cycles of so many epochs (equal ones of
+``cycle_epochs()`` by default). Auxiliary variables (Z, U, u, rho, a method's own masks between its
+stages) live in ``state_dict()`` so a checkpoint resumes exactly.
 """
 from __future__ import annotations
 
@@ -59,6 +64,22 @@ def hard_prune(layers: dict[str, PrunableLayer], targets: Targets) -> dict[str, 
     return masks
 
 
+@torch.no_grad()
+def mask_grads(layers: dict[str, PrunableLayer], masks: dict[str, torch.Tensor]) -> None:
+    """Zero the gradients of pruned weights (before the optimizer step)."""
+    for name, mask in masks.items():
+        grad = layers[name].weight.grad
+        if grad is not None:
+            grad.mul_(mask)
+
+
+@torch.no_grad()
+def apply_masks(layers: dict[str, PrunableLayer], masks: dict[str, torch.Tensor]) -> None:
+    """Zero the pruned weights again (after the optimizer step: momentum and weight decay moved them)."""
+    for name, mask in masks.items():
+        layers[name].weight.mul_(mask)
+
+
 class Method:
     """Base: plain training, hard prune to the targets (if any) at the end of the method phase."""
 
@@ -73,6 +94,7 @@ class Method:
 
     def __init__(self, layers: dict[str, PrunableLayer], targets: Targets | None = None, **hp: Any) -> None:
         self.hp = resolve(self.params, hp, self.name)
+        self.given = {k for k, v in hp.items() if v is not None}  # the values not left to their default
         self.all_layers = dict(layers)
         self.targets = targets
         names = list(targets.keep) if targets is not None else list(layers)
@@ -98,6 +120,12 @@ class Method:
         """Epochs per learning-rate cycle / ``end_iteration`` call (an ADMM iteration)."""
         return max(1, self.total_epochs())
 
+    def cycles(self) -> list[int]:
+        """The method phase's learning-rate cycles, in epochs (the rate restarts at each; ``end_iteration``
+        after each): ``total_epochs()`` in cycles of ``cycle_epochs()`` unless a method says otherwise."""
+        full, rest = divmod(self.total_epochs(), self.cycle_epochs())
+        return [self.cycle_epochs()] * full + ([rest] if rest else [])
+
     @property
     def prunes(self) -> bool:
         """Whether ``finalize_masks`` returns masks (and a masked retrain phase follows)."""
@@ -113,10 +141,13 @@ class Method:
     def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
         return None
 
-    def before_step(self, model: nn.Module) -> None:
+    def before_step(self, model: nn.Module, lr: float | None = None) -> None:
         pass
 
     def after_step(self, model: nn.Module) -> None:
+        pass
+
+    def end_epoch(self, model: nn.Module) -> None:
         pass
 
     def end_iteration(self, model: nn.Module, k: int) -> None:
@@ -150,9 +181,24 @@ class Method:
         pass
 
 
+#: how the relaxed methods pull w towards u, and whether w is replaced by u at epoch ends (the seed's
+#: variants, measured side by side on LeNet/MNIST in the README)
+PULL = Param("pull", str, "optimizer", "How w is pulled towards u: optimizer = beta (w - u) added to the "
+             "gradient (momentum carries it), seed = w -= lr beta (w - u) outside the optimizer",
+             choices=("optimizer", "seed"))
+RESET = Param("reset", str, "never", "Replace the dense w by the sparse u: never, or after every epoch "
+              "(the seed code)", choices=("never", "epoch"))
+
+
 class SplittingMethod(Method):
     """Shared by the relaxed splitting methods: a sparse copy ``u`` per layer, pulled on by
-    ``coef * (w - u)`` each step, recomputed by ``prox`` after each step (Dinh & Xin; Yang et al.)."""
+    ``coef * (w - u)`` each step, recomputed by ``prox`` after each step (Dinh & Xin; Yang et al.).
+
+    The penalised layers are the targeted ones, else every prunable layer, fully connected ones
+    included (the seed code penalises 4-D conv weights only). ``--pull seed`` applies the pull as the
+    seed code does, ``w -= lr coef (w - u)`` before the optimizer step; ``--reset epoch`` sets ``w = u``
+    after every epoch, as the seed code does (it also rebuilds its optimizer every epoch; this one keeps
+    its momentum)."""
 
     def prox(self, layer: PrunableLayer, w: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -169,11 +215,16 @@ class SplittingMethod(Method):
         self.u = {n: self.prox(layer, layer.weight.detach()) for n, layer in self.layers.items()}
 
     @torch.no_grad()
-    def before_step(self, model: nn.Module) -> None:
+    def before_step(self, model: nn.Module, lr: float | None = None) -> None:
         beta = self.pull()
+        seed = self.hp["pull"] == "seed"
+        if seed and lr is None:
+            raise ValueError(f"{self.name} --pull seed needs the step's learning rate")
         for n, layer in self.layers.items():
             w = layer.weight
-            if w.grad is not None:
+            if seed:
+                w.sub_(w - self.u[n], alpha=lr * beta)
+            elif w.grad is not None:
                 w.grad.add_(w.detach() - self.u[n], alpha=beta)
 
     @torch.no_grad()
@@ -182,13 +233,29 @@ class SplittingMethod(Method):
             self.u[n] = self.prox(layer, layer.weight.detach())
 
     @torch.no_grad()
+    def end_epoch(self, model: nn.Module) -> None:
+        if self.hp["reset"] == "epoch":
+            for n, layer in self.layers.items():
+                layer.weight.copy_(self.u[n])
+
+    @torch.no_grad()
     def finalize_masks(self, model: nn.Module, targets: Targets | None) -> dict[str, torch.Tensor]:
-        self.adjustments = tuple(self._keep_alive())
-        for n, layer in self.layers.items():  # the sparse u is the model
-            layer.weight.copy_(self.u[n])
-        if targets is not None:
-            return hard_prune(self.all_layers, targets)
-        return {n: layer.weight.detach() != 0 for n, layer in self.layers.items()}
+        """Without targets the sparse ``u`` is the model (a layer it emptied keeps its largest weight
+        or group). With targets each layer keeps exactly its count, ranked by the trained ``w`` (the
+        thresholds are monotone in ``|w|`` / ``||w_g||``, so where ``u`` is nonzero this is ``u``'s
+        ranking): ``u``'s values where ``u`` kept them, ``w``'s where the target keeps more."""
+        if targets is None:
+            self.adjustments = tuple(self._keep_alive())
+            for n, layer in self.layers.items():
+                layer.weight.copy_(self.u[n])
+            return {n: layer.weight.detach() != 0 for n, layer in self.layers.items()}
+        masks = {}
+        for n in targets.keep:
+            layer = self.all_layers[n]
+            masks[n] = layer_mask(layer, targets)
+            w = layer.weight
+            w.copy_(torch.where(self.u[n] != 0, self.u[n], w) * masks[n])
+        return masks
 
     def _keep_alive(self) -> Iterator[Adjustment]:
         """A layer whose ``u`` the threshold zeroed entirely gets back the largest weight (elem methods)

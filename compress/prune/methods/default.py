@@ -9,4 +9,3 @@ from compress.prune.methods.base import Method
 @register
 class Default(Method):
     name = "default"
-    defaults = {"epochs": 1}

@@ -1,15 +1,83 @@
 """``magnitude``: the classic baseline of Han et al. 2015 ("Learning both weights and connections for
-efficient neural networks"): prune each layer to its target by weight magnitude at once, then retrain
-with the masks frozen (``--retrain-epochs``). No method phase of its own (``--epochs`` defaults to 0)."""
+efficient neural networks"): prune each layer by weight magnitude, retrain with the masks frozen.
+
+``--rounds 1`` (the default) is one-shot: prune to the targets at once, then ``--retrain-epochs``.
+``--rounds N`` is Han's iterative schedule: round ``j`` of ``N`` prunes each layer to ``t ** (j/N)`` of
+its weights (``t`` its target keep ratio: geometric, each round removes the same fraction of what
+the previous kept; :mod:`compress.prune.methods.stages`) and retrains with the masks frozen for
+``--round-epochs`` (one learning-rate cycle each); the last round prunes to the targets exactly and
+retrains for ``--retrain-epochs``. ``--epochs`` (0 by default) trains before the first prune.
+"""
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.errors import CompressError
 from compress.params import Param
 from compress.prune.methods import register
-from compress.prune.methods.base import Method
+from compress.prune.methods.base import Method, apply_masks, hard_prune, mask_grads
+from compress.prune.methods.stages import load_masks, masks_state, stage_targets
 
 
 @register
 class Magnitude(Method):
     name = "magnitude"
-    params = (Param("epochs", int, 0, "Method-phase epochs", low=0),)
+    params = (
+        Param("epochs", int, 0, "Method-phase epochs", low=0),
+        Param("rounds", int, 1, "Prune-retrain rounds (Han et al.): round j of N keeps RATIO**(j/N) of each "
+              "layer, the last the targets; 1 = one-shot", low=1),
+        Param("round_epochs", int, 10, "Masked retrain epochs after each round but the last (that one: "
+              "--retrain-epochs)", low=1),
+    )
     default_pcen = 80.0
+
+    def validate(self) -> None:
+        if "round_epochs" in self.given and int(self.hp["rounds"]) == 1:
+            raise CompressError("magnitude: --round-epochs only applies with --rounds 2 or more")
+        if int(self.hp["rounds"]) > 1 and self.targets is None:
+            raise CompressError("magnitude --rounds needs targets (--targets, --keep or --pcen)")
+
+    def cycles(self) -> list[int]:
+        first = [int(self.hp["epochs"])] if int(self.hp["epochs"]) else []
+        return first + [int(self.hp["round_epochs"])] * (int(self.hp["rounds"]) - 1)
+
+    def total_epochs(self) -> int:
+        return sum(self.cycles())
+
+    @torch.no_grad()
+    def init(self, model: nn.Module) -> None:
+        self.pruned, self.masks = 0, None
+        if int(self.hp["epochs"]) == 0:
+            self._next_round()
+
+    def _next_round(self) -> None:
+        """Prune to the next intermediate ratio (the last round is the trainer's ``finalize_masks``)."""
+        rounds = int(self.hp["rounds"])
+        if self.pruned < rounds - 1:
+            self.masks = hard_prune(self.all_layers, stage_targets(self.targets, rounds)[self.pruned])
+            self.pruned += 1
+
+    @torch.no_grad()
+    def end_iteration(self, model: nn.Module, k: int) -> None:
+        self._next_round()
+
+    def before_step(self, model: nn.Module, lr: float | None = None) -> None:
+        if self.masks is not None:
+            mask_grads(self.all_layers, self.masks)
+
+    def after_step(self, model: nn.Module) -> None:
+        if self.masks is not None:
+            apply_masks(self.all_layers, self.masks)
+
+    def metrics(self) -> dict[str, Any]:
+        return {"round": self.pruned} if int(self.hp["rounds"]) > 1 else {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pruned": self.pruned, "masks": masks_state(self.masks)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pruned = int(state.get("pruned", 0))
+        self.masks = load_masks(state.get("masks"), self.all_layers)

@@ -23,7 +23,7 @@ from torch import nn
 from compress.params import Param
 from compress.prune import ops
 from compress.prune.methods import register
-from compress.prune.methods.base import SplittingMethod
+from compress.prune.methods.base import PULL, RESET, SplittingMethod
 from compress.prune.targets import PrunableLayer
 
 EPS = 1e-8
@@ -39,6 +39,7 @@ class RGSM(SplittingMethod):
         Param("lamb1", float, 1e-2, "RGSM group-l0 weight", low=0),
         Param("lamb2", float, 1e-5, "RGSM group-lasso weight", low=0),
         Param("penalty", str, "l0", "Sparsity penalty (RGSM: of the group norms)", choices=("l0", "l1")),
+        PULL, RESET,
     )
     default_sparsity = "channel"
 

@@ -17,7 +17,7 @@ import torch
 from compress.params import Param
 from compress.prune import ops
 from compress.prune.methods import register
-from compress.prune.methods.base import SplittingMethod
+from compress.prune.methods.base import PULL, RESET, SplittingMethod
 from compress.prune.targets import PrunableLayer
 
 PENALTIES = ("l0", "l1", "tl1")
@@ -32,6 +32,7 @@ class RVSM(SplittingMethod):
         Param("lamb", float, 1e-6, "RVSM penalty weight", low=0),
         Param("penalty", str, "l0", "Sparsity penalty (RGSM: of the group norms)", choices=PENALTIES),
         Param("tl1_a", float, 1.0, "Transformed-l1 parameter a", low=0, low_open=True),
+        PULL, RESET,
     )
 
     def pull(self) -> float:
