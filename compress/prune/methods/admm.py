@@ -62,7 +62,8 @@ class ADMM(Method):
             raise CompressError("admm needs targets (--targets, --keep or --pcen)")
         stray = [f"--{n.replace('_', '-')}" for n in PROGRESSIVE_ONLY if n in self.given]
         if stray and not self.hp["progressive"]:
-            raise CompressError(f"admm: {', '.join(stray)} only apply with --progressive")
+            verb = "applies" if len(stray) == 1 else "apply"
+            raise CompressError(f"admm: {', '.join(stray)} {verb} only with --progressive")
         if self.hp["progressive"] and int(self.hp["admm_iters"]) < 1:
             raise CompressError("admm --progressive needs --admm-iters >= 1 (each stage ends with ADMM)")
         n = int(self.hp["stages"]) if self.hp["progressive"] else 1

@@ -36,7 +36,7 @@ class Magnitude(Method):
 
     def validate(self) -> None:
         if "round_epochs" in self.given and int(self.hp["rounds"]) == 1:
-            raise CompressError("magnitude: --round-epochs only applies with --rounds 2 or more")
+            raise CompressError("magnitude: --round-epochs applies only with --rounds 2 or more")
         if int(self.hp["rounds"]) > 1 and self.targets is None:
             raise CompressError("magnitude --rounds needs targets (--targets, --keep or --pcen)")
 
@@ -72,8 +72,11 @@ class Magnitude(Method):
         if self.masks is not None:
             apply_masks(self.all_layers, self.masks)
 
+    def end_epoch(self, model: nn.Module) -> None:
+        self._ran = self.pruned  # the round the epoch just logged belongs to (end_iteration moves on)
+
     def metrics(self) -> dict[str, Any]:
-        return {"round": self.pruned} if int(self.hp["rounds"]) > 1 else {}
+        return {"round": getattr(self, "_ran", self.pruned)} if int(self.hp["rounds"]) > 1 else {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"pruned": self.pruned, "masks": masks_state(self.masks)}
