@@ -311,7 +311,7 @@ class _Trainer:
         entry = {"epoch": self.epoch, "phase": seg.phase, "step": self.step, "loss": loss_sum / max(seen, 1),
                  "train_acc": correct / max(seen, 1) if "correct" in info else None,
                  "test_acc": (test or {}).get("accuracy"),
-                 **({"test": test} if test and set(test) != {"accuracy"} else {}),
+                 "test": test,
                  "sparsity": sp, "lr": lr, "seconds": seconds,
                  "images_per_s": seen / seconds if seconds else 0.0,
                  **({} if retrain else self.method.metrics())}
