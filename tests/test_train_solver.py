@@ -132,7 +132,7 @@ def test_iter_size_accumulates_and_reports_the_mean_loss(setup, capsys):
     torch.manual_seed(7)
     net = build_phase_net(solver.train_net.param, "TRAIN", input_shapes=feeder.shapes,
                           generator=torch.Generator().manual_seed(7))
-    first = [float(net.run(feeder.next_batch()).objective) for _ in range(2)]
+    first = [float(net.run(feeder.next_batch()).objective.detach()) for _ in range(2)]
     logged = [r for r in records("log.jsonl") if "loss" in r]
     assert logged[0]["loss"] == pytest.approx(sum(first) / 2, rel=1e-6)
     assert len(logged) == 2
@@ -198,3 +198,55 @@ def test_lenet_reference_first_20_iterations(tmp_path, monkeypatch, capsys):
     for name, blobs in read_caffemodel(REF / "early_iter_20.caffemodel").blobs.items():
         for a, b in zip(ours[name], blobs, strict=True):
             assert np.abs(a - b).max() / np.abs(b).max() < 1e-4, name
+
+
+def test_prune_with_a_solver_hits_the_targets_and_writes_caffe_files(setup, capsys):
+    from compress.modelfile import load_model
+
+    assert run(capsys, "train", "solver.prototxt", "-o", "t.caffemodel", "--quiet")[0] == 0
+    code, out, err = run(capsys, "prune", "t.caffemodel", "--solver", "solver.prototxt", "--method", "admm",
+                         "--pcen", "50", "--admm-iters", "2", "--max-iter", "6", "-o", "p.pt", "--quiet")
+    assert code == 0, err
+    model = load_model("p.pt")
+    kept = {n: int((model.net.layer(n).weight != 0).sum()) for n in ("conv1", "ip1")}
+    assert kept == {"conv1": 18, "ip1": 96}
+    meta = model.meta
+    assert meta["solver"]["path"] == "solver.prototxt" and meta["solver"]["lr_policy"] == "inv"
+    assert "one run of the solver's schedule (6 iterations" in meta["hyperparameters"]["schedule"]
+    assert meta["history"][-1]["phase"] == "retrain" and meta["hyperparameters"]["retrain_epochs"] == 1
+    assert meta["history"][-1]["step"] == 18  # 2 ADMM runs + 1 retrain run of 6 iterations
+    again = load_model("p.caffemodel").net  # beside it: the deploy p.prototxt
+    assert torch.equal(again.layer("ip1").weight, model.net.layer("ip1").weight)
+
+
+def test_prune_with_a_solver_resumes_bit_exactly(setup, capsys):
+    from compress.prune import trainer
+
+    assert run(capsys, "train", "solver.prototxt", "-o", "t.caffemodel", "--quiet")[0] == 0
+    args = ["prune", "t.caffemodel", "--solver", "solver.prototxt", "--method", "admm", "--pcen", "50",
+            "--admm-iters", "2", "--max-iter", "6", "--quiet", "--checkpoint-every", "0"]
+    assert run(capsys, *args, "-o", "a.pt")[0] == 0
+    original, calls = trainer._Trainer._maybe_save, {"n": 0}
+
+    def stop_after_third(self):
+        original(self)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+
+    trainer._Trainer._maybe_save = stop_after_third
+    try:
+        code, _, err = run(capsys, *args, "-o", "b.pt")
+    finally:
+        trainer._Trainer._maybe_save = original
+    assert code == 130 and "resume with --resume b.pt.ckpt" in err
+    assert run(capsys, *args, "-o", "b.pt", "--resume", "b.pt.ckpt")[0] == 0
+    assert Path("a.caffemodel").read_bytes() == Path("b.caffemodel").read_bytes()
+
+
+def test_prune_with_a_solver_refuses_flags_the_solver_decides(setup, capsys):
+    code, _, err = run(capsys, "prune", "x.caffemodel", "--solver", "solver.prototxt", "--lr", "0.1",
+                       "--data", "mnist", "-o", "p.pt")
+    assert code == 2 and "--data, --lr cannot be combined with --solver" in err
+    code, _, err = run(capsys, "prune", "lenet", "--max-iter", "5", "-o", "p.pt")
+    assert code == 2 and "--max-iter applies with --solver only" in err
