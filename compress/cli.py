@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "Convert a Caffe model (.caffemodel + .prototxt) to a compress model file."),
     "info": ("info", "Show layers, output shapes and parameter counts in Caffe's names."),
     "zoo": ("zoo", "Models shipped with the tool (LeNet, AlexNet) and their target presets."),
+    "train": ("train", "Train a Caffe net from its solver.prototxt exactly as caffe train does."),
     "prune": ("prune", "Fine-tune under ADMM/RVSM/RGSM/SGD, hard-prune to targets, retrain with masks."),
     "eval": ("eval", "Top-1/top-5 accuracy and loss of a model on a test set (PyTorch or onnxruntime)."),
     "report": ("report", "Per-layer sparsity table (Markdown, CSV, JSON) of a pruned model."),

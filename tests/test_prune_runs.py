@@ -195,7 +195,8 @@ def test_interrupt_before_any_checkpoint_says_so():
             yield
 
     net, m = make("magnitude")
-    with pytest.raises(TrainingInterrupted, match="interrupted in epoch 1 of 3; no checkpoint was written"):
+    message = r"interrupted in epoch 1 of 3 \(step 0\); no checkpoint was written"
+    with pytest.raises(TrainingInterrupted, match=message):
         train(net, m, Boom(), None, TrainConfig(retrain_epochs=1, checkpoint="x.ckpt"))
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from compress.errors import CompressError
-from compress.prune.schedule import Segment, cosine, epoch_segments, schedule, split_segments
+from compress.prune.schedule import Segment, cosine, cycle_segments, epoch_segments, schedule, split_segments
 
 
 def test_epoch_segments_cycles_and_retrain():
@@ -31,6 +31,7 @@ def test_split_segments_cuts_at_every_global_multiple():
         ends.append(done)
     assert ends == [5, 7, 10, 14, 15, 20, 21]
     assert [s.ends_cycle for s in out] == [False, True, False, True, False, False, True]
+    assert [s.ends_epoch for s in out] == [False, True, False, True, False, False, True]  # epochs of 7
     assert [(s.phase, s.start) for s in out[:2]] == [("method", 0), ("method", 5)]
     assert sum(s.steps for s in out if s.phase == "retrain") == 7
 
@@ -47,3 +48,12 @@ def test_cosine_and_constant():
 def test_segment_is_frozen():
     with pytest.raises(AttributeError):
         Segment("method", 0, 0, 1, 1, True).steps = 2  # type: ignore[misc]
+
+
+def test_cycle_segments_of_unequal_cycles():
+    """A method's own cycles (progressive ADMM: two 1-epoch ADMM iterations, a 2-epoch stage retrain)."""
+    segs = cycle_segments([1, 1, 2], 1, 5)
+    assert [(s.phase, s.cycle, s.start, s.cycle_steps, s.ends_cycle) for s in segs] == [
+        ("method", 0, 0, 5, True), ("method", 1, 0, 5, True), ("method", 2, 0, 10, False),
+        ("method", 2, 5, 10, True), ("retrain", 0, 0, 5, True)]
+    assert all(s.ends_epoch for s in segs)

@@ -12,6 +12,9 @@ from compress.params import click_options, refuse_foreign
 from compress.prune.methods import available, method_class
 
 METHOD_PARAMS = {name: method_class(name).params for name in available()}
+# training flags a solver.prototxt decides instead (refused beside --solver)
+SOLVER_DECIDES = ("data", "batch_size", "limit", "lr", "lr_schedule", "optimizer", "momentum", "weight_decay",
+                  "retrain_lr", "retrain_weight_decay", "augment", "max_steps", "amp")
 
 
 @click.command("prune")
@@ -30,9 +33,16 @@ METHOD_PARAMS = {name: method_class(name).params for name in available()}
               help="Prune elements or channel groups [elem; rgsm: channel]")
 @click.option("--group", type=click.Choice(["in", "out"]), default="in", show_default=True,
               help="Channel group: input channel W[:, c] or output filter W[o]")
+@click.option("--solver", metavar="FILE",
+              help="A Caffe solver.prototxt: its train_val net, data layers, optimizer and lr policy drive "
+                   "the run, MODEL gives the weights by layer name; one epoch = one run of its schedule")
+@click.option("--max-iter", type=click.IntRange(min=1), metavar="N",
+              help="With --solver: iterations per epoch instead of the solver's max_iter")
 @click_options(METHOD_PARAMS)
 @training_options
-def command(model, method, prototxt, output, targets, keep, pcen, sparsity, group, **options):
+@click.pass_context
+def command(ctx, model, method, prototxt, output, targets, keep, pcen, sparsity, group, solver, max_iter,
+            **options):
     """Fine-tune under ADMM/RVSM/RGSM/SGD, hard-prune to targets, retrain with masks.
 
     MODEL is a zoo name (lenet, alexnet), a model file, or a .caffemodel. Each method reads only its
@@ -42,6 +52,12 @@ def command(model, method, prototxt, output, targets, keep, pcen, sparsity, grou
     compress prune lenet --method admm --targets admm-71x --data mnist -o lenet_admm.pt
     compress prune lenet --method rgsm --lamb1 5e-3 --lamb2 2e-5 -o lenet_rgsm.pt
     compress prune alexnet --targets admm-21x --data synthetic --max-steps 2 --admm-iters 1 --retrain-epochs 1
+    compress prune lenet_iter_10000.caffemodel --solver lenet_solver.prototxt --targets admm-71x -o lenet.pt
+
+    With --solver, each ADMM iteration (--admm-iters), each method-phase epoch and each masked-retrain
+    epoch (--retrain-epochs, 1 by default) is one run of the solver's schedule: max_iter iterations
+    (--max-iter) with its lr policy restarting at base_lr; tests every test_interval; the pruned weights
+    are also written as <output>.caffemodel with the deploy <output>.prototxt.
     """
     from pathlib import Path
 
@@ -49,12 +65,21 @@ def command(model, method, prototxt, output, targets, keep, pcen, sparsity, grou
 
     t = pop_training(options)
     refuse_foreign(METHOD_PARAMS, method, options)
+    if solver is not None:
+        given = [f"--{n.replace('_', '-')}" for n in SOLVER_DECIDES
+                 if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} cannot be combined with --solver: the solver and "
+                                   "its net decide the data, batch size and optimization")
+    elif max_iter is not None:
+        raise click.UsageError("--max-iter applies with --solver only")
     cfg = PruneConfig(method=method, hyper=options,
                       targets=TargetSpec(targets, tuple(keep), pcen, sparsity, group),
                       data=DataSpec(t["data"], t["batch_size"], t["limit"]), train=train_config(t),
                       device=t["device"], prototxt=prototxt,
                       output=output or f"{Path(model).stem}_{method}.pt", resume=t["resume"],
-                      keep_checkpoint=t["keep_checkpoint"], checkpoints=not t["no_checkpoint"])
+                      keep_checkpoint=t["keep_checkpoint"], checkpoints=not t["no_checkpoint"],
+                      solver=solver, max_iter=max_iter)
     result = prune(model, cfg)
     if result.is_main:
         click.echo(render(result))

@@ -22,10 +22,10 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.prune.distributed import init_distributed
+from compress.prune.fronts import LoaderFront, SolverFront
 from compress.prune.methods import method_class
 from compress.prune.targets import prunable_layers, render_adjustments, resolve_targets
-from compress.prune.task import Logits
-from compress.prune.trainer import TrainConfig, evaluate, train
+from compress.prune.trainer import TrainConfig, train
 
 ZOO_NAMES = ("lenet", "alexnet")
 
@@ -66,6 +66,8 @@ class PruneConfig:
     resume: str | None = None
     keep_checkpoint: bool = False  # keep <output>.ckpt after a successful run
     checkpoints: bool = True  # False: write none (a killed run cannot be resumed)
+    solver: str | None = None  # a Caffe solver.prototxt: its net, data and optimization (fronts.py)
+    max_iter: int | None = None  # with ``solver``: iterations per epoch instead of its max_iter
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def resolve_device(device: str) -> torch.device:
         raise CompressError(f"--device must be auto, cpu or cuda[:N], got {device!r}") from None
 
 
-def _load(model: str | nn.Module, prototxt: str | None) -> tuple[nn.Module, dict, str]:
+def load_net(model: str | nn.Module, prototxt: str | None) -> tuple[nn.Module, dict, str]:
     if isinstance(model, nn.Module):
         return model, {}, getattr(model, "name", type(model).__name__)
     from compress.modelfile import load_model
@@ -123,7 +125,8 @@ def prune(model: str | nn.Module, config: PruneConfig | None = None, **overrides
     try:
         dev = dist.device(dev)
         torch.manual_seed(tc.seed)
-        net, meta, name = _load(model, cfg.prototxt)
+        front = (SolverFront if cfg.solver else LoaderFront)(model, cfg, dev, dist)
+        net, meta, name = front.net, front.meta, front.name
         layers = prunable_layers(net)
         if not layers:
             raise CompressError(f"{name}: no prunable layers (Conv2d, ConvTranspose2d or Linear)")
@@ -138,50 +141,47 @@ def prune(model: str | nn.Module, config: PruneConfig | None = None, **overrides
         adjusted = tgt.adjustments(layers) if tgt is not None else []
         if adjusted and dist.is_main:
             print(render_adjustments(adjusted), file=sys.stderr, flush=True)
-        data_spec = cfg.data.spec or _default_data(net, meta, name)
-        splits = _data(data_spec, net, cfg.data, tc.seed, dist.enabled)
-        augment = tuple(splits.meta.get("augment", ())) if tc.augment is None else tuple(tc.augment)
-        retrain = tc.retrain_epochs
-        if retrain is None:
-            retrain = cls.default_retrain_epochs if tgt is not None else 0
-        hyper = {**m.hyperparameters(), "lr": tc.lr, "momentum": tc.momentum,
-                 "weight_decay": tc.weight_decay, "batch_size": cfg.data.batch_size,
-                 "retrain_epochs": retrain, "retrain_lr": tc.retrain_lr,
-                 "retrain_weight_decay": tc.retrain_weight_decay, "lr_schedule": tc.lr_schedule,
-                 "optimizer": tc.optimizer, "distill": tc.distill.alpha,
-                 "distill_temperature": tc.distill.temperature, "augment": list(augment), "seed": tc.seed,
-                 "amp": tc.amp, "max_steps": tc.max_steps, "world_size": dist.world_size}
-        identity = {"weights": weights_digest(net), "data": data_spec,
+        augment = front.augment(tc.augment)
+        retrain = tc.retrain_epochs if tc.retrain_epochs is not None else front.retrain_default(cls, tgt)
+        hyper = {**m.hyperparameters(), **front.hyperparameters(tc), "retrain_epochs": retrain,
+                 "distill": tc.distill.alpha, "distill_temperature": tc.distill.temperature,
+                 "augment": list(augment), "seed": tc.seed, "amp": tc.amp, "max_steps": tc.max_steps,
+                 "world_size": dist.world_size}
+        identity = {"weights": weights_digest(net), "data": front.dataset,
                     "limit": cfg.data.limit, "hyperparameters": hyper,
                     "targets": tgt.as_dict() if tgt else None, "sparsity": sparsity, "group": t.group}
         tc = dataclasses.replace(tc, retrain_epochs=retrain, augment=augment, info=identity)
-        net.to(dev)
-        before = evaluate(Logits(net), splits.test, dev, tc.amp, tc.max_steps)
+        before = front.before(tc)
         if cfg.resume is None and tc.log and dist.is_main and os.path.exists(tc.log):
             os.unlink(tc.log)  # a fresh run starts a fresh log; a resumed one appends
         if tc.progress and dist.is_main:
-            _announce(name, cfg.method, data_spec, splits, before, tgt, retrain, m, tc)
-        result = train(net, m, splits.train, splits.test, tc, dev, dist, cfg.resume)
+            pct = "n/a" if before is None else f"{before:.2%}"
+            steps = f" of at most {tc.max_steps} steps" if tc.max_steps else ""
+            print(f"{name}: {cfg.method} on {front.describe()}, {m.total_epochs()} method + "
+                  f"{retrain if m.prunes else 0} retrain epochs{steps}; top-1 before: {pct}",
+                  file=sys.stderr, flush=True)
+        kwargs = front.train_kwargs(m, tc)
+        result = train(net, m, kwargs.pop("train_data"), kwargs.pop("test_data"), tc, dev, dist, cfg.resume,
+                       **kwargs)
         net.cpu().eval()
         if m.adjustments and dist.is_main:
             print(render_adjustments(m.adjustments), file=sys.stderr, flush=True)
         adjusted = [*adjusted, *m.adjustments]
         layer_stats = {n: {"numel": layer.weight.numel(), "nonzero": int((layer.weight != 0).sum()),
                            "target": tgt.keep.get(n) if tgt else None} for n, layer in layers.items()}
-        notes = _notes(splits, cfg.data)
+        notes = front.notes()
         new_meta = {**meta, "source": meta.get("source", name), "method": cfg.method,
                     "hyperparameters": hyper,
                     "targets": tgt.as_dict() if tgt else None, "sparsity": sparsity, "group": t.group,
-                    "dataset": data_spec, "accuracy_before": before, "accuracy_after": result.accuracy,
+                    "dataset": front.dataset, "accuracy_before": before, "accuracy_after": result.accuracy,
                     "accuracy_notes": list(notes), "adjustments": [a.as_dict() for a in adjusted],
                     "history": result.history,
-                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat()}
-        if splits.meta.get("preprocess") and "preprocess" not in meta:
-            new_meta["preprocess"] = splits.meta["preprocess"]
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(), **front.meta_extra()}
         if cfg.output is not None and dist.is_main:
             from compress.modelfile import save_model
 
             save_model(cfg.output, net, new_meta)
+            front.save_extra(cfg.output, net)
             if tc.checkpoint and not cfg.keep_checkpoint and os.path.exists(tc.checkpoint):
                 os.unlink(tc.checkpoint)  # the model file holds everything now
         dist.barrier()
@@ -200,25 +200,7 @@ def weights_digest(net: nn.Module) -> str:
     return h.hexdigest()
 
 
-def _announce(name, method, data, splits, before, tgt, retrain, m, tc) -> None:
-    sizes = splits.meta.get("sizes", {})
-    pct = "n/a" if before is None else f"{before:.2%}"
-    print(f"{name}: {method} on {data} ({sizes.get('train', '?')} train / {sizes.get('test', '?')} test "
-          f"images), {m.total_epochs()} method + {retrain if tgt is not None or m.prunes else 0} retrain "
-          f"epochs{f' of at most {tc.max_steps} steps' if tc.max_steps else ''}; top-1 before: {pct}",
-          file=sys.stderr, flush=True)
-
-
-def _notes(splits, data: DataSpec) -> tuple[str, ...]:
-    notes = []
-    if splits.meta.get("source") == "synthetic":
-        notes.append("synthetic data has random labels: its accuracy means nothing")
-    if data.limit is not None:
-        notes.append(f"accuracy on the first {splits.meta['sizes']['test']} test images only (--limit)")
-    return tuple(notes)
-
-
-def _default_data(net: nn.Module, meta: dict, name: str) -> str:
+def default_data(net: nn.Module, meta: dict, name: str) -> str:
     """No ``--data``: the dataset the model was pruned on, else MNIST where the net takes 1x28x28."""
     if isinstance(meta.get("dataset"), str) and meta["dataset"]:
         return meta["dataset"]
@@ -238,7 +220,7 @@ def _classes(net: nn.Module) -> int | None:
     return last[-1].out_features if last else None
 
 
-def _data(spec: str, net: nn.Module, data: DataSpec, seed: int, distributed: bool):
+def load_splits(spec: str, net: nn.Module, data: DataSpec, seed: int, distributed: bool):
     from compress.data import get_data
 
     inputs = getattr(net, "inputs", None)

@@ -18,7 +18,9 @@ from typing import Any, TextIO
 
 def summary_line(label: str, entry: dict[str, Any]) -> str:
     """The one-line summary of an epoch's log entry."""
-    parts = [f"{label}: loss {entry['loss']:.4f}", f"train {entry['train_acc']:.2%}"]
+    parts = [f"{label}: loss {entry['loss']:.4f}"]
+    if entry.get("train_acc") is not None:
+        parts.append(f"train {entry['train_acc']:.2%}")
     if entry.get("test_acc") is not None:
         parts.append(f"test {entry['test_acc']:.2%}")
     for name, value in (entry.get("test") or {}).items():
@@ -46,11 +48,15 @@ class Progress:
                                  item_show_func=lambda s: f"{s} sparsity {sparsity:.3f}" if s else None)
 
     def epoch_done(self, label: str, entry: dict[str, Any]) -> None:
-        self.line(summary_line(label, entry))
+        if self.enabled:
+            self.line(summary_line(label, entry))
 
-    def caffe_display(self, it: int, loss: float, lr: float, outputs: dict[str, float]) -> None:
-        """Caffe's display block: ``Iteration N, loss = L``, each output, ``Iteration N, lr = R``."""
-        self.line(f"Iteration {it}, loss = {loss:.6g}")
+    def caffe_display(self, it: int, loss: float, lr: float, outputs: dict[str, float],
+                      speed: float = 0.0) -> None:
+        """Caffe's display block: ``Iteration N (x iter/s), loss = L``, each train net output,
+        ``Iteration N, lr = R``."""
+        rate = f" ({speed:.4g} iter/s)" if speed else ""
+        self.line(f"Iteration {it}{rate}, loss = {loss:.6g}")
         for i, (name, value) in enumerate(outputs.items()):
             self.line(f"    Train net output #{i}: {name} = {value:.6g}")
         self.line(f"Iteration {it}, lr = {lr:.6g}")

@@ -31,6 +31,8 @@ class Segment:
     steps: int | None  # steps in this segment (None: until the data runs out)
     cycle_steps: int | None  # length of the cycle in steps (None: unknown)
     ends_cycle: bool  # the method's end_iteration runs after this segment
+    evaluate: bool = True  # a test pass follows it (a solver: only at multiples of test_interval)
+    ends_epoch: bool = True  # the method's end_epoch runs after this segment (False: an epoch cut short)
 
 
 def epoch_segments(method_epochs: int, cycle_epochs: int, retrain_epochs: int,
@@ -52,9 +54,10 @@ def cycle_segments(cycles: list[int], retrain_epochs: int, steps_per_epoch: int 
     return out
 
 
-def split_segments(segments: list[Segment], every: list[int]) -> list[Segment]:
+def split_segments(segments: list[Segment], every: list[int], test_every: int | None = None) -> list[Segment]:
     """``segments`` (all of known length) cut so that one ends at every multiple of each number in
-    ``every`` (global step counts: a solver's test interval and snapshot interval)."""
+    ``every`` (global step counts: a solver's test interval and snapshot interval). With ``test_every``
+    only the segments ending at its multiples evaluate (0: none does)."""
     out: list[Segment] = []
     done = 0
     every = [n for n in every if n and n > 0]
@@ -65,8 +68,10 @@ def split_segments(segments: list[Segment], every: list[int]) -> list[Segment]:
         while start < stop:
             cut = min([stop - start] + [n - done % n for n in every])
             last = start + cut == stop
-            out.append(Segment(seg.phase, seg.cycle, start, cut, seg.cycle_steps, seg.ends_cycle and last))
             start, done = start + cut, done + cut
+            test = seg.evaluate if test_every is None else bool(test_every) and done % test_every == 0
+            out.append(Segment(seg.phase, seg.cycle, start - cut, cut, seg.cycle_steps,
+                               seg.ends_cycle and last, test, seg.ends_epoch and last))
     return out
 
 

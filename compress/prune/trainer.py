@@ -110,6 +110,28 @@ def seed_epoch(loader: Any, seed: int, epoch: int) -> None:
             obj.set_epoch(epoch)
 
 
+class MicroBatches(tuple):
+    """The batches of one optimizer step whose gradients accumulate (Caffe's ``iter_size``): each is
+    forwarded and backpropagated in turn, the loss reported is their mean."""
+
+
+class Observer:
+    """Hooks of a front door into the loop (the Caffe one logs and displays every iteration and writes
+    snapshots); the default does nothing. ``state_dict`` rides in checkpoints."""
+
+    def step(self, trainer: _Trainer, it: int, loss: float, rate: float, info: dict) -> None:
+        """After update number ``it`` (0-based) with its mean ``loss`` and the ``rate`` it used."""
+
+    def segment_end(self, trainer: _Trainer, entry: dict) -> None:
+        """After a segment's evaluation and log entry (``trainer.step`` updates done)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 class LoaderBatches:
     """Batches of a data loader, one pass per segment, re-seeded from (seed, segment index)."""
 
@@ -150,12 +172,13 @@ def sparsity(method: Method, masks: dict | None) -> float:
 def train(net: nn.Module, method: Method, train_data: Iterable, test_data: Iterable | None,
           cfg: TrainConfig, device: torch.device | str = "cpu", dist: DistContext | None = None,
           resume: str | None = None, *, task=None, batches=None, segments: list[Segment] | None = None,
-          optimizer=None) -> TrainResult:
+          optimizer=None, observer: Observer | None = None) -> TrainResult:
     """Run the method phase, the hard prune and the masked retrain on ``net`` (in place).
 
     By default a :class:`ClassifierTask` over ``(x, y)`` loaders, one segment per epoch, and the
     optimizer named by ``cfg.optimizer``; the Caffe front door passes its own ``task``, ``batches``,
-    ``segments`` and ``optimizer`` factory ``(params, lr, weight_decay, cfg) -> Optimizer``."""
+    ``segments``, ``optimizer`` factory ``(params, lr, weight_decay, cfg) -> Optimizer`` and
+    ``observer``. An optimizer with a ``last_rate`` attribute reports the rate it used itself."""
     device = torch.device(device)
     dist = dist or DistContext()
     net.to(device)
@@ -167,12 +190,14 @@ def train(net: nn.Module, method: Method, train_data: Iterable, test_data: Itera
     if segments is None:
         retrain = (cfg.retrain_epochs or 0) if method.prunes else 0
         segments = cycle_segments(method.cycles(), retrain, batches.steps_per_epoch)
-    return _Trainer(net, method, task, batches, segments, cfg, device, dist, optimizer, resume).run()
+    return _Trainer(net, method, task, batches, segments, cfg, device, dist, optimizer,
+                    observer or Observer(), resume).run()
 
 
 class _Trainer:
-    def __init__(self, net, method, task, batches, segments, cfg, device, dist, optimizer, resume) -> None:
-        self.net, self.method, self.task, self.batches = net, method, task, batches
+    def __init__(self, net, method, task, batches, segments, cfg, device, dist, optimizer, observer,
+                 resume) -> None:
+        self.net, self.method, self.task, self.batches, self.observer = net, method, task, batches, observer
         self.segments, self.cfg, self.device, self.dist = segments, cfg, device, dist
         self.make_optimizer = optimizer or OPTIMIZERS[cfg.optimizer]
         self.model = dist.wrap(task.module, device)
@@ -182,7 +207,7 @@ class _Trainer:
         self.masks: dict[str, torch.Tensor] | None = None
         self.epoch = self.step = 0
         self.history: list[dict] = []
-        self.saved_epoch: int | None = None  # the epoch of the newest checkpoint
+        self.saved: tuple[str, int] | None = None  # (path, epoch) of the newest checkpoint
         self.last_save = time.monotonic()
         self.opt = self._optimizer(cfg.lr)
         if resume:
@@ -224,8 +249,9 @@ class _Trainer:
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.batches.load_state_dict(ckpt.get("batches") or {})
+        self.observer.load_state_dict(ckpt.get("observer") or {})
         self.epoch, self.step, self.history = int(ckpt["epoch"]), int(ckpt["step"]), list(ckpt["history"])
-        self.saved_epoch = self.epoch
+        self.saved = (path, self.epoch)
         set_rng_state(ckpt["rng"])
 
     # --- the loop ----------------------------------------------------------------------------
@@ -245,10 +271,10 @@ class _Trainer:
         return TrainResult(self.history, acc, self.masks, self.epoch, self.step)
 
     def _interrupted(self) -> str:
-        where = f"interrupted in epoch {self.epoch + 1} of {len(self.segments)}"
-        if self.saved_epoch is None or not self.cfg.checkpoint:
+        where = f"interrupted in epoch {self.epoch + 1} of {len(self.segments)} (step {self.step})"
+        if self.saved is None:
             return f"{where}; no checkpoint was written yet"
-        return f"{where}; resume with --resume {self.cfg.checkpoint} (saved after epoch {self.saved_epoch})"
+        return f"{where}; resume with --resume {self.saved[0]} (saved after epoch {self.saved[1]})"
 
     def _lr(self, seg: Segment, i: int) -> float:
         base = (self.cfg.retrain_lr or self.cfg.lr) if seg.phase == "retrain" else self.cfg.lr
@@ -268,49 +294,59 @@ class _Trainer:
         sp = self.history[-1]["sparsity"] if self.history else sparsity(self.method, self.masks)
         with self.progress.epoch(label, seg.steps or self.batches.steps_per_epoch, sp) as bar:
             for i, batch in enumerate(self.batches.segment(self.epoch, seg.steps)):
-                lr = self._lr(seg, i)
-                loss, counts = self._step(batch, retrain, lr, i)
-                n = counts["seen"]
-                loss_sum, correct, seen = loss_sum + loss * n, correct + counts["correct"], seen + n
+                loss, info, lr = self._step(batch, retrain, self._lr(seg, i), i)
+                n = info["seen"]
+                loss_sum, correct, seen = loss_sum + loss * n, correct + info.get("correct", 0), seen + n
+                self.observer.step(self, self.step - 1, loss, lr, info)
                 bar.update(1, f"loss {loss:.4f} acc {correct / max(seen, 1):.4f}")
         seconds = time.perf_counter() - start
-        if not retrain:
+        if not retrain and seg.ends_epoch:
             self.method.end_epoch(self.net)
         if not retrain and seg.ends_cycle:
             self.method.end_iteration(self.net, seg.cycle)
+        test = None
         with (self.method.eval_weights(self.net) if not retrain else contextlib.nullcontext()):
-            test = self.task.evaluate()
+            if seg.evaluate:
+                test = self.task.evaluate()
             sp = sparsity(self.method, self.masks)
         self.epoch += 1
-        entry = {"epoch": self.epoch, "phase": seg.phase, "loss": loss_sum / max(seen, 1),
-                 "train_acc": correct / max(seen, 1), "test_acc": (test or {}).get("accuracy"),
-                 **({"test": test} if test and set(test) != {"accuracy"} else {}),
+        entry = {"epoch": self.epoch, "phase": seg.phase, "step": self.step, "loss": loss_sum / max(seen, 1),
+                 "train_acc": correct / max(seen, 1) if "correct" in info else None,
+                 "test_acc": (test or {}).get("accuracy"),
+                 "test": test,
                  "sparsity": sp, "lr": lr, "seconds": seconds,
                  "images_per_s": seen / seconds if seconds else 0.0,
                  **({} if retrain else self.method.metrics())}
         self.history.append(entry)
         self._log(entry)
         self.progress.epoch_done(label, entry)
+        self.observer.segment_end(self, entry)
         self._maybe_save()
 
-    def _step(self, batch, retrain: bool, lr: float, i: int) -> tuple[float, dict]:
+    def _step(self, batch, retrain: bool, lr: float, i: int) -> tuple[float, dict, float]:
         for group in self.opt.param_groups:
             group["lr"] = lr
-        loss, counts = self.task.loss(self.model, batch)
-        extra = None if retrain else self.method.extra_loss(self.net)
-        total = loss if extra is None else loss + extra
-        value = float(total.detach())
-        finite = self.dist.all_finite(total) if self.dist.enabled else math.isfinite(value)
-        if not finite:
-            where = self.cfg.checkpoint if self.saved_epoch is not None and self.cfg.checkpoint else "none"
-            raise DivergenceError(f"loss became {value} at epoch {self.epoch + 1} step {i + 1}; "
-                                  f"last good checkpoint: {where}")
         self.opt.zero_grad(set_to_none=True)
+        parts = batch if isinstance(batch, MicroBatches) else (batch,)
+        value, info = 0.0, {}
+        for k, part in enumerate(parts):
+            loss, info = self.task.loss(self.model, part)
+            if k == 0 and not retrain:
+                extra = self.method.extra_loss(self.net)
+                loss = loss if extra is None else loss + extra
+            v = float(loss.detach())
+            finite = self.dist.all_finite(loss) if self.dist.enabled else math.isfinite(v)
+            if not finite:
+                where = self.saved[0] if self.saved is not None else "none"
+                raise DivergenceError(f"loss became {v} at epoch {self.epoch + 1} step {i + 1}; "
+                                      f"last good checkpoint: {where}")
+            value += v / len(parts)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
         if self.scaler is not None:
-            self.scaler.scale(total).backward()
             self.scaler.unscale_(self.opt)
-        else:
-            total.backward()
         if retrain:
             self._mask_grads()
         else:
@@ -325,7 +361,8 @@ class _Trainer:
         else:
             self.method.after_step(self.net)
         self.step += 1
-        return value, counts
+        used = getattr(self.opt, "last_rate", None)
+        return value, info, lr if used is None else used
 
     def _mask_grads(self) -> None:
         mask_grads(self.method.all_layers, self.masks)
@@ -341,17 +378,21 @@ class _Trainer:
 
     def _maybe_save(self) -> None:
         due = time.monotonic() - self.last_save >= self.cfg.checkpoint_every
-        if not self.cfg.checkpoint or not (due or self.epoch == len(self.segments)):
-            return
+        if self.cfg.checkpoint and (due or self.epoch == len(self.segments)):
+            self.save_state(self.cfg.checkpoint)
+
+    def save_state(self, path: str) -> None:
+        """Write a checkpoint to ``path`` (rank 0), from which ``resume`` continues this run exactly."""
         if self.dist.is_main:
-            save_checkpoint(self.cfg.checkpoint, {
+            save_checkpoint(path, {
                 "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "method": self.method.state_dict(), "masks": self.masks, "epoch": self.epoch,
                 "task": self.task.state_dict(), "batches": self.batches.state_dict(),
+                "observer": self.observer.state_dict(),
                 "segments": len(self.segments), "step": self.step, "rng": rng_state(),
                 "history": self.history, "info": {"method": self.method.name, **self.cfg.info}})
-        self.saved_epoch, self.last_save = self.epoch, time.monotonic()
+        self.saved, self.last_save = (path, self.epoch), time.monotonic()
         self.dist.barrier()
 
 
