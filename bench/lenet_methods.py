@@ -1,9 +1,15 @@
 """Every pruning method on the same setup, side by side: the zoo LeNet on real MNIST, pruned to the ADMM
 paper's per-layer ratios (``admm-71x``: conv1 20%, conv2 8%, ip1 0.9%, ip2 7%; the paper: 99.2% top-1
-at 71.2x), then accuracy, weights kept and wall time of each full run.
+at 71.2x), then accuracy, weights kept and wall time of each full run. Further groups of rows: past 150x
+(``admm-150x``: progressive ADMM, and one-shot ADMM and iterative magnitude with its 85-epoch budget),
+Han's iterative rounds against one-shot at 71x, RGSM against ADMM channel pruning at equal channel
+counts (``--pcen 60 --sparsity channel``), the seed's four example commands as typed, and the RVSM/RGSM
+seed variants (``--pull``, ``--reset``) at both learning-rate schedules. Runs with stages (progressive
+ADMM, magnitude rounds) also print the test accuracy and training seconds at the end of each stage.
 
-    python bench/lenet_methods.py [--jobs 2] [--threads 1] [--only admm,magnitude] [--flags '--augment shift']
-                                  [--out bench_out] [--smoke]
+    python bench/lenet_methods.py [--group 71x|150x|rounds|channel|seed|variants] [--only admm,magnitude]
+                                  [--jobs 2] [--threads 1] [--flags '--augment shift'] [--out bench_out]
+                                  [--smoke]
 
 Each run is one ``compress prune lenet --data mnist ...`` process (the command is printed, so any row
 can be rerun alone); ``--jobs N`` runs N at once with ``torch`` threads split between them (the
@@ -36,14 +42,63 @@ RUNS = {
     "rvsm": ["--method", "rvsm", "--targets", "admm-71x", "--epochs", "5", "--retrain-epochs", "5",
              "--augment", "none"],
     "rgsm": ["--method", "rgsm", "--lamb1", "5e-2", "--lamb2", "1e-4", "--epochs", "4", "--augment", "none"],
+    # past 150x: progressive ADMM with its defaults (2 stages of 15 ADMM iterations, 10 stage-retrain and 45
+    # retrain epochs: 85), and the same 85 epochs spent on one-shot ADMM and on iterative magnitude
+    "admm-progressive-150x": ["--method", "admm", "--progressive", "--targets", "admm-150x"],
+    "admm-150x-85": ["--method", "admm", "--targets", "admm-150x", "--retrain-epochs", "70"],
+    "magnitude-rounds-150x-85": ["--method", "magnitude", "--targets", "admm-150x", "--rounds", "3",
+                                 "--round-epochs", "28", "--retrain-epochs", "29"],
+    # Han's iterative schedule against one-shot, 30 epochs each
+    "magnitude-30": ["--method", "magnitude", "--targets", "admm-71x", "--retrain-epochs", "30"],
+    "magnitude-rounds-30": ["--method", "magnitude", "--targets", "admm-71x", "--rounds", "3",
+                            "--round-epochs", "10", "--retrain-epochs", "10"],
+    # channel pruning at equal channel counts (input channels: conv1 1 of 1, conv2 8 of 20, ip1 320 of 800,
+    # ip2 200 of 500), 10 epochs each
+    "admm-channel-60": ["--method", "admm", "--pcen", "60", "--sparsity", "channel", "--admm-iters", "5",
+                        "--retrain-epochs", "5"],
+    "rgsm-channel-60": ["--method", "rgsm", "--pcen", "60", "--beta1", "1", "--lamb1", "5e-3", "--lamb2",
+                        "2e-5", "--epochs", "5", "--retrain-epochs", "5"],
+    "rgsm-strong-channel-60": ["--method", "rgsm", "--pcen", "60", "--lamb1", "5e-2", "--lamb2", "1e-4",
+                               "--epochs", "5", "--retrain-epochs", "5"],
+    "magnitude-channel-60": ["--method", "magnitude", "--pcen", "60", "--sparsity", "channel"],
+    # the seed's four example commands, as typed (no other flag)
+    "seed-default": ["--method", "default"],
+    "seed-rvsm": ["--method", "rvsm", "--beta", "5e-2", "--lamb", "1e-5"],
+    "seed-rgsm": ["--method", "rgsm", "--beta1", "1", "--lamb1", "5e-3", "--lamb2", "2e-5"],
+    "seed-admm": ["--method", "admm", "--pcen", "60", "--sparsity", "channel"],
 }
-SMOKE = ["--limit", "2000", "--max-steps", "3", "--admm-iters", "1", "--retrain-epochs", "1", "--epochs", "1"]
+GROUPS = {"71x": ["admm", "magnitude-60", "admm-plain", "magnitude", "rvsm", "rgsm"],
+          "150x": ["admm-progressive-150x", "admm-150x-85", "magnitude-rounds-150x-85"],
+          "rounds": ["magnitude-30", "magnitude-rounds-30"],
+          "channel": ["admm-channel-60", "rgsm-channel-60", "rgsm-strong-channel-60", "magnitude-channel-60"],
+          "seed": ["seed-default", "seed-rvsm", "seed-rgsm", "seed-admm"], "variants": []}
+# the RVSM/RGSM seed variants side by side: 5 epochs, the seed README's flags, both schedules
+SEED_FLAGS = {"rvsm": ["--beta", "5e-2", "--lamb", "1e-5"], "rgsm": ["--beta1", "1", "--lamb1", "5e-3",
+                                                                      "--lamb2", "2e-5"]}
+for _m, _flags in SEED_FLAGS.items():
+    for _sched in ("cosine", "constant"):
+        for _pull in ("optimizer", "seed"):
+            for _reset in ("never", "epoch"):
+                GROUPS["variants"].append(f"{_m}-{_sched}-{_pull}-{_reset}")
+                RUNS[f"{_m}-{_sched}-{_pull}-{_reset}"] = [
+                    "--method", _m, *_flags, "--epochs", "5", "--lr-schedule", _sched, "--pull", _pull,
+                    "--reset", _reset]
+SMOKE = ["--limit", "2000", "--max-steps", "3"]
+
+
+def smoke_flags(flags: list[str]) -> list[str]:
+    """A row's flags with every epoch count set to 1 (the row's own values of those flags dropped)."""
+    method = flags[flags.index("--method") + 1]
+    ones = ["--retrain-epochs"] + {"admm": ["--admm-iters"], "magnitude": []}.get(method, ["--epochs"])
+    ones += ["--stage-retrain"] * ("--progressive" in flags) + ["--round-epochs"] * ("--rounds" in flags)
+    out = [f for i, f in enumerate(flags) if f not in ones and (i == 0 or flags[i - 1] not in ones)]
+    return [*out, *SMOKE, *(x for flag in ones for x in (flag, "1"))]
 
 
 def run_one(name: str, flags: list[str], out: Path, threads: int, smoke: bool) -> dict:
     model = out / f"lenet_{name}.pt"
-    argv = [sys.executable, "-m", "compress.cli", "prune", "lenet", "--data", "mnist", *flags,
-            *(SMOKE if smoke else []), "--quiet", "-o", str(model)]
+    argv = [sys.executable, "-m", "compress.cli", "prune", "lenet", "--data", "mnist",
+            *(smoke_flags(flags) if smoke else flags), "--quiet", "-o", str(model)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, text=True)
@@ -63,8 +118,23 @@ def summarize(path: Path) -> dict:
     train_s = sum(h["seconds"] for h in history)
     return {"before": model.meta.get("accuracy_before"), "after": model.meta.get("accuracy_after"),
             "kept": total.nonzero, "total": total.weights, "groups": total.channels,
-            "zero_groups": total.channels - total.channels_kept,
+            "zero_groups": total.channels - total.channels_kept, "stages": stages(history),
             "epochs": len(history), "s_per_epoch": train_s / len(history) if history else 0.0}
+
+
+def stages(history: list[dict]) -> list[tuple[str, float | None, float]]:
+    """(stage, test top-1 at its last epoch, training seconds) for runs with stages (progressive ADMM's
+    ``stage``, magnitude's ``round``); the final retrain is the last stage's end."""
+    key = "stage" if any("stage" in h for h in history) else "round" if any("round" in h for h in history) \
+        else None
+    if key is None:
+        return []
+    out: dict[str, list] = {}
+    for h in history:
+        name = f"{key} {h[key]}" if key in h else "retrain"
+        acc, secs = out.get(name, [None, 0.0])
+        out[name] = [h.get("test_acc"), secs + h["seconds"]]
+    return [(name, acc, secs) for name, (acc, secs) in out.items()]
 
 
 def render(rows: list[dict], jobs: int, threads: int) -> str:
@@ -81,6 +151,11 @@ def render(rows: list[dict], jobs: int, threads: int) -> str:
         lines.append(f"| {r['name']} | `{flags}` | {r['epochs']} | {r['after']:.2%} "
                      f"| {r['kept']:,} of {r['total']:,} | {r['total'] / r['kept']:.1f}x "
                      f"| {r['zero_groups']} of {r['groups']} | {r['wall']:.0f} s | {r['s_per_epoch']:.1f} |")
+    for r in rows:
+        if r.get("stages"):
+            parts = "; ".join(f"{name}: {'n/a' if acc is None else f'{acc:.2%}'} after {secs:.0f} s"
+                              for name, acc, secs in r["stages"])
+            lines.append(f"\n{r['name']} by stage (top-1 at its end, training seconds): {parts}")
     base = next((r["before"] for r in rows if r.get("before") is not None), None)
     if base is not None:
         lines.append(f"\nDense zoo LeNet: {base:.2%} top-1.")
@@ -91,12 +166,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--jobs", type=int, default=1, help="runs at once (threads are split between them)")
     p.add_argument("--threads", type=int, help="torch threads per run [cores / jobs]")
-    p.add_argument("--only", help="comma-separated subset of: " + ", ".join(RUNS))
+    p.add_argument("--group", default="71x", choices=list(GROUPS), help="a group of rows [71x]")
+    p.add_argument("--only", help="comma-separated runs instead of a group: " + ", ".join(RUNS))
     p.add_argument("--out", default="bench_out", help="folder for the pruned models and their logs")
     p.add_argument("--flags", default="", help="extra prune flags for every run, e.g. '--augment shift'")
     p.add_argument("--smoke", action="store_true", help="a few steps per run: checks the harness only")
     a = p.parse_args()
-    names = a.only.split(",") if a.only else list(RUNS)
+    names = a.only.split(",") if a.only else GROUPS[a.group]
     runs = {n: [*RUNS[n], *a.flags.split()] for n in RUNS}
     unknown = [n for n in names if n not in RUNS]
     if unknown:
