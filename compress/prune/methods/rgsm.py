@@ -1,15 +1,21 @@
 """``rgsm``: relaxed group-wise splitting for channel pruning (Yang, Lyu, Zhang, Qi, Xin, AI4I 2019,
 "Channel Pruning for Deep Neural Networks via a Relaxed Group-wise Splitting Method").
 
-    w <- w - eta grad( f(w) + lamb2 sum_g ||w_g|| ) - eta beta1 (w - u)
+    w <- optimizer step on grad( f(w) + lamb2 sum_g ||w_g|| ) + beta1 (w - u)   (``--pull optimizer``)
     u_g <- w_g 1{ ||w_g|| > sqrt(2 lamb1 / beta1) }        (group l0; ``--penalty l1``: group soft
                                                             threshold at lamb1 / beta1)
 
 A group is an input channel ``W[:, c]`` (``--group in``, the paper's choice) or an output filter
 ``W[o]`` (``--group out``). The group-lasso term is part of the loss (autograd; ``eps`` inside the norm
-keeps its gradient finite at zero). Channel sparsity = fraction of groups of ``u`` that are zero; the
-per-epoch log counts, per layer, the groups of ``u`` whose norm is below 1e-15 (how the RGSM papers
-count removed channels): ``metrics()["groups_removed"] = {layer: [removed, total]}``.
+keeps its gradient finite at zero). ``--pull seed`` / ``--reset epoch``: the seed code's pull outside the
+optimizer and its ``w = u`` at every epoch end (:class:`~compress.prune.methods.base.SplittingMethod`).
+Every prunable layer is penalised, fully connected ones included (the seed: conv layers only), unless
+targets name the layers. Channel targets (``--pcen``, ``--keep``, ``--targets``; channel mode is RGSM's
+default) make the hard prune after the method phase keep exactly each layer's count of groups, ranked
+by the trained ``w`` (so RGSM meets a channel budget, comparable with ``admm --sparsity channel``).
+Channel sparsity = fraction of groups of ``u`` that are zero; the per-epoch log counts, per layer, the
+groups of ``u`` whose norm is below 1e-15 (how the RGSM papers count removed channels):
+``metrics()["groups_removed"] = {layer: [removed, total]}``.
 """
 from __future__ import annotations
 

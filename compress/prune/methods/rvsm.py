@@ -2,11 +2,16 @@
 method for learning sparse neural networks via l1, l0, and transformed-l1 penalties", arXiv 1812.05719).
 
     L_beta(w, u) = f(w) + lamb P(u) + beta/2 ||w - u||^2,   per minibatch:
-    w <- w - eta grad f(w) - eta beta (w - u)        (the pull is added to the gradient, once per step)
+    w <- optimizer step on grad f(w) + beta (w - u)   (``--pull optimizer``: the pull joins the gradient,
+                                                      so momentum and weight decay act on it too)
     u <- prox_{(lamb/beta) P}(w)                     (l0: hard, l1: soft, tl1: transformed-l1 threshold)
 
-The sparse ``u`` is what is evaluated and, at the end, copied into the weights and exported.
-Convergence needs ``eta < 2 / (beta + L)``.
+The seed code's variants (tdinh15/rvsm-rgsm-admm): ``--pull seed`` moves ``w -= lr beta (w - u)`` before
+an optimizer step on ``grad f(w)`` alone; ``--reset epoch`` sets ``w = u`` after every epoch. The
+penalised layers are every prunable layer, fully connected ones included (the seed: conv layers only),
+or the targeted ones when ``--targets``/``--keep``/``--pcen`` are given; with targets the hard prune
+then keeps exactly each layer's count. Without targets the sparse ``u`` is what is evaluated and, at the
+end, copied into the weights and exported. Convergence needs ``eta < 2 / (beta + L)``.
 """
 from __future__ import annotations
 
