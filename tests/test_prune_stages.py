@@ -143,42 +143,39 @@ def test_progressive_flags_are_checked():
     assert one_shot.cycles() == [1, 1, 1]
 
 
-@pytest.mark.parametrize("stop", [3, 5])  # inside stage 1's retrain; inside stage 2's ADMM
-def test_progressive_resume_inside_a_later_stage_is_exact(tmp_path, stop):
+def assert_resume_is_exact(tmp_path, make, stop: int, epochs: int) -> dict:
+    """``make(seed) -> (net, method)`` trained uninterrupted, then killed at the start of epoch ``stop``
+    and resumed from its checkpoint into a differently initialized net: identical final weights.
+    Returns the checkpoint as saved at the interruption."""
     cfg = TrainConfig(lr=0.05, retrain_epochs=2, seed=3)
-    net_a, m_a = progressive()
+    net_a, m_a = make(0)
     train(net_a, m_a, loader(), loader(seed=2), cfg)
-
     ckpt = str(tmp_path / "run.ckpt")
     cfg_b = TrainConfig(lr=0.05, retrain_epochs=2, seed=3, checkpoint=ckpt)
-    net_b, m_b = progressive()
+    net_b, m_b = make(0)
     with pytest.raises(Interrupt):
         train(net_b, m_b, StopAfter(loader(), stop), loader(seed=2), cfg_b)
     saved = load_checkpoint(ckpt)
-    assert saved["epoch"] == stop and saved["method"]["masks"] is not None
-    net_c, m_c = progressive(seed=99)  # different init: everything comes from the checkpoint
-    res = train(net_c, m_c, loader(), loader(seed=2), cfg_b, resume=ckpt)
-    assert res.epochs == 8
+    assert saved["epoch"] == stop
+    net_c, m_c = make(99)  # different init: everything comes from the checkpoint
+    assert train(net_c, m_c, loader(), loader(seed=2), cfg_b, resume=ckpt).epochs == epochs
     for (k, a), (_, c) in zip(net_a.state_dict().items(), net_c.state_dict().items(), strict=True):
         assert torch.equal(a, c), k
+    return saved
+
+
+@pytest.mark.parametrize("stop", [3, 5])  # inside stage 1's retrain; inside stage 2's ADMM
+def test_progressive_resume_inside_a_later_stage_is_exact(tmp_path, stop):
+    saved = assert_resume_is_exact(tmp_path, lambda seed: progressive(seed), stop, epochs=8)
+    assert saved["method"]["masks"] is not None and saved["method"]["k"] == stop - 1
 
 
 def test_magnitude_rounds_resume_inside_round_two_is_exact(tmp_path):
-    def make(seed=0):
+    def make(seed):
         torch.manual_seed(seed)
         net = Tiny()
         layers = prunable_layers(net)
         return net, method_class("magnitude")(layers, Targets(TARGETS), rounds=3, round_epochs=2)
 
-    cfg = TrainConfig(lr=0.05, retrain_epochs=1, seed=3)
-    net_a, m_a = make()
-    train(net_a, m_a, loader(), loader(seed=2), cfg)
-    ckpt = str(tmp_path / "run.ckpt")
-    cfg_b = TrainConfig(lr=0.05, retrain_epochs=1, seed=3, checkpoint=ckpt)
-    net_b, m_b = make()
-    with pytest.raises(Interrupt):
-        train(net_b, m_b, StopAfter(loader(), 3), loader(seed=2), cfg_b)
-    net_c, m_c = make(seed=99)
-    train(net_c, m_c, loader(), loader(seed=2), cfg_b, resume=ckpt)
-    for (k, a), (_, c) in zip(net_a.state_dict().items(), net_c.state_dict().items(), strict=True):
-        assert torch.equal(a, c), k
+    saved = assert_resume_is_exact(tmp_path, make, 3, epochs=6)
+    assert saved["method"]["pruned"] == 2
