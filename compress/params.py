@@ -101,7 +101,9 @@ def click_options(owners: Mapping[str, Iterable[Param]]) -> Callable:
                 shown = f"{next(iter(defaults.values()))}"
             else:
                 shown = "; ".join(f"{o}: {d}" for o, d in defaults.items())
-            kind = click.Choice(list(p.choices)) if p.choices else p.type
+            choices = list(dict.fromkeys(c for o in owners.values() for q in o if q.name == p.name
+                                         for c in q.choices or ()))  # every owner's (each checks its own)
+            kind = click.Choice(choices) if choices else p.type
             metavar = None if p.choices else ("N" if p.type is int else "X")
             fn = click.option(p.flag, p.name, type=kind, default=None, metavar=metavar,
                               help=f"{p.help} [{shown}]")(fn)

@@ -57,6 +57,7 @@ def test_magnitude_rounds_as_typed(tmp_path, capsys):
     (["--method", "magnitude", "--round-epochs", "2"], "--round-epochs applies only with --rounds 2 or more"),
     (["--method", "admm", "--pull", "seed"], "--pull does not apply to admm (it is a flag of rgsm, rvsm)"),
     (["--method", "rvsm", "--reset", "always"], "Invalid value for '--reset'"),
+    (["--method", "rgsm", "--penalty", "tl1"], "rgsm: --penalty must be one of l0, l1, got 'tl1'"),
 ])
 def test_stepwise_and_seed_flags_errors(tmp_path, capsys, args, message):
     code, _, err = run(capsys, "prune", "lenet", "--data", "synthetic", "-o", str(tmp_path / "x.pt"), *args)
@@ -66,10 +67,10 @@ def test_stepwise_and_seed_flags_errors(tmp_path, capsys, args, message):
 def test_seed_variants_are_recorded(tmp_path, capsys):
     out = tmp_path / "r.pt"
     code, _, err = run(capsys, "prune", "lenet", "--method", "rvsm", "--epochs", "1", "--pull", "seed",
-                       "--reset", "epoch", "-o", str(out), *SMOKE)
-    assert code == 0, err
+                       "--reset", "epoch", "--penalty", "tl1", "-o", str(out), *SMOKE)
+    assert code == 0, err  # tl1 is RVSM's own choice of --penalty (RGSM, declared first, has l0 and l1)
     hp = load_model(str(out)).meta["hyperparameters"]
-    assert hp["pull"] == "seed" and hp["reset"] == "epoch"
+    assert hp["pull"] == "seed" and hp["reset"] == "epoch" and hp["penalty"] == "tl1"
 
 
 ALEXNET_21X = {"conv1": 0.81, "conv2": 0.20, "conv3": 0.19, "conv4": 0.20, "conv5": 0.20,
