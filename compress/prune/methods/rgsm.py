@@ -8,7 +8,7 @@
 A group is an input channel ``W[:, c]`` (``--group in``, the paper's choice) or an output filter
 ``W[o]`` (``--group out``). The group-lasso term is part of the loss (autograd; ``eps`` inside the norm
 keeps its gradient finite at zero). ``--pull seed`` / ``--reset epoch``: the seed code's pull outside the
-optimizer and its ``w = u`` at every epoch end (:class:`~compress.prune.methods.base.SplittingMethod`).
+optimizer and its ``w = u`` at every epoch end (:class:`~compress.prune.methods.splitting.SplittingMethod`).
 Every prunable layer is penalised, fully connected ones included (the seed: conv layers only), unless
 targets name the layers. Channel targets (``--pcen``, ``--keep``, ``--targets``; channel mode is RGSM's
 default) make the hard prune after the method phase keep exactly each layer's count of groups, ranked
@@ -29,7 +29,7 @@ from torch import nn
 from compress.params import Param
 from compress.prune import ops
 from compress.prune.methods import register
-from compress.prune.methods.base import PULL, RESET, SplittingMethod
+from compress.prune.methods.splitting import PULL, RESET, SplittingMethod
 from compress.prune.targets import PrunableLayer
 
 EPS = 1e-8

@@ -22,7 +22,7 @@ import torch
 from compress.params import Param
 from compress.prune import ops
 from compress.prune.methods import register
-from compress.prune.methods.base import PULL, RESET, SplittingMethod
+from compress.prune.methods.splitting import PULL, RESET, SplittingMethod
 from compress.prune.targets import PrunableLayer
 
 PENALTIES = ("l0", "l1", "tl1")
