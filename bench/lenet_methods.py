@@ -1,7 +1,7 @@
 """Every pruning method on the same setup, side by side: the zoo LeNet on real MNIST, pruned to the ADMM
 paper's per-layer ratios (``admm-71x``: conv1 20%, conv2 8%, ip1 0.9%, ip2 7%; the paper: 99.2% top-1
 at 71.2x), then accuracy, weights kept and wall time of each full run. Further groups of rows: past 150x
-(``admm-150x``: progressive ADMM, and one-shot ADMM and iterative magnitude with its 85-epoch budget),
+(``admm-150x``: progressive ADMM, and one-shot ADMM and iterative magnitude with its 100-epoch budget),
 Han's iterative rounds against one-shot at 71x, RGSM against ADMM channel pruning at equal channel
 counts (``--pcen 60 --sparsity channel``), the seed's four example commands as typed, and the RVSM/RGSM
 seed variants (``--pull``, ``--reset``) at both learning-rate schedules. Runs with stages (progressive
@@ -42,12 +42,14 @@ RUNS = {
     "rvsm": ["--method", "rvsm", "--targets", "admm-71x", "--epochs", "5", "--retrain-epochs", "5",
              "--augment", "none"],
     "rgsm": ["--method", "rgsm", "--lamb1", "5e-2", "--lamb2", "1e-4", "--epochs", "4", "--augment", "none"],
-    # past 150x: progressive ADMM with its defaults (2 stages of 15 ADMM iterations, 10 stage-retrain and 45
-    # retrain epochs: 85), and the same 85 epochs spent on one-shot ADMM and on iterative magnitude
+    # past 150x: progressive ADMM with its defaults (3 stages of 15 ADMM iterations, 2 x 5 stage-retrain and
+    # 45 retrain epochs: 100), and the same 100 epochs spent on one-shot ADMM and on iterative magnitude
     "admm-progressive-150x": ["--method", "admm", "--progressive", "--targets", "admm-150x"],
-    "admm-150x-85": ["--method", "admm", "--targets", "admm-150x", "--retrain-epochs", "70"],
-    "magnitude-rounds-150x-85": ["--method", "magnitude", "--targets", "admm-150x", "--rounds", "3",
-                                 "--round-epochs", "28", "--retrain-epochs", "29"],
+    "admm-progressive-150x-2stages": ["--method", "admm", "--progressive", "--targets", "admm-150x",
+                                      "--stages", "2", "--stage-retrain", "10"],
+    "admm-150x-100": ["--method", "admm", "--targets", "admm-150x", "--retrain-epochs", "85"],
+    "magnitude-rounds-150x-100": ["--method", "magnitude", "--targets", "admm-150x", "--rounds", "3",
+                                  "--round-epochs", "33", "--retrain-epochs", "34"],
     # Han's iterative schedule against one-shot, 30 epochs each
     "magnitude-30": ["--method", "magnitude", "--targets", "admm-71x", "--retrain-epochs", "30"],
     "magnitude-rounds-30": ["--method", "magnitude", "--targets", "admm-71x", "--rounds", "3",
@@ -68,7 +70,8 @@ RUNS = {
     "seed-admm": ["--method", "admm", "--pcen", "60", "--sparsity", "channel"],
 }
 GROUPS = {"71x": ["admm", "magnitude-60", "admm-plain", "magnitude", "rvsm", "rgsm"],
-          "150x": ["admm-progressive-150x", "admm-150x-85", "magnitude-rounds-150x-85"],
+          "150x": ["admm-progressive-150x", "admm-progressive-150x-2stages", "admm-150x-100",
+                   "magnitude-rounds-150x-100"],
           "rounds": ["magnitude-30", "magnitude-rounds-30"],
           "channel": ["admm-channel-60", "rgsm-channel-60", "rgsm-strong-channel-60", "magnitude-channel-60"],
           "seed": ["seed-default", "seed-rvsm", "seed-rgsm", "seed-admm"], "variants": []}

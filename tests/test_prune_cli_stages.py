@@ -34,10 +34,11 @@ def test_progressive_admm_as_typed_hits_the_150x_preset(tmp_path, capsys):
     sizes = {"conv1": 500, "conv2": 25000, "ip1": 400000, "ip2": 5000}
     assert kept(out) == {n: round(keep[n] * s) for n, s in sizes.items()}
     meta = load_model(str(out)).meta
-    assert meta["hyperparameters"]["progressive"] is True and meta["hyperparameters"]["stages"] == 2
+    assert meta["hyperparameters"]["progressive"] is True and meta["hyperparameters"]["stages"] == 3
     log = [json.loads(line) for line in (tmp_path / "p.log.jsonl").read_text().splitlines()]
     assert [(e["phase"], e.get("stage"), e.get("part")) for e in log] == [
-        ("method", 1, "admm"), ("method", 1, "retrain"), ("method", 2, "admm"), ("retrain", None, None)]
+        ("method", 1, "admm"), ("method", 1, "retrain"), ("method", 2, "admm"), ("method", 2, "retrain"),
+        ("method", 3, "admm"), ("retrain", None, None)]
 
 
 def test_magnitude_rounds_as_typed(tmp_path, capsys):
@@ -84,15 +85,15 @@ def test_alexnet_full_size_progressive_hits_every_stage_exactly(tmp_path):
                  "--data", "synthetic", "--max-steps", "1", "--batch-size", "2", "--admm-iters", "1",
                  "--stage-retrain", "1", "--retrain-epochs", "1", "--quiet", "--no-checkpoint",
                  "-o", str(out)]) == 0
-    model = load_model(str(out))
+    net = load_model(str(out)).net
     log = [json.loads(line) for line in (tmp_path / "alexnet_progressive.log.jsonl").read_text().splitlines()]
     assert [(e["phase"], e.get("stage")) for e in log] == [("method", 1), ("method", 1), ("method", 2),
-                                                          ("retrain", None)]
-    total = 0
+                                                          ("method", 2), ("method", 3), ("retrain", None)]
+    sizes = {name: net.layer(name).weight.numel() for name in ALEXNET_21X}
     for name, ratio in ALEXNET_21X.items():
-        w = model.net.layer(name).weight
-        assert int((w != 0).sum()) == round(ratio * w.numel()), name
-        total += w.numel()
-    # stage 1 (sqrt of each ratio) was exact too: the sparsity logged after its hard prune
-    stage1 = sum(round(r ** 0.5 * model.net.layer(n).weight.numel()) for n, r in ALEXNET_21X.items())
-    assert log[0]["sparsity"] == pytest.approx(1 - stage1 / total, abs=1e-12)
+        assert int((net.layer(name).weight != 0).sum()) == round(ratio * sizes[name]), name
+    # stages 1 and 2 (ratio ** (1/3), ratio ** (2/3)) were exact too: the sparsity logged after their
+    # hard prunes
+    for entry, s in ((log[0], 1), (log[2], 2)):
+        kept = sum(round(r ** (s / 3) * sizes[n]) for n, r in ALEXNET_21X.items())
+        assert entry["sparsity"] == pytest.approx(1 - kept / sum(sizes.values()), abs=1e-12), s

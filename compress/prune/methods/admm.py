@@ -49,9 +49,9 @@ class ADMM(Method):
         Param("epochs_per_iter", int, 1, "Epochs per ADMM iteration", low=1),
         Param("progressive", bool, False, "Prune in stages (progressive ADMM): ADMM, hard prune and masked "
               "retrain towards intermediate ratios, then ADMM again from the pruned model"),
-        Param("stages", int, 2, "Stages of --progressive: stage s of S keeps RATIO**(s/S) of each layer, the "
+        Param("stages", int, 3, "Stages of --progressive: stage s of S keeps RATIO**(s/S) of each layer, the "
               "last the targets", low=1),
-        Param("stage_retrain", int, 10, "Masked retrain epochs after each stage of --progressive but the "
+        Param("stage_retrain", int, 5, "Masked retrain epochs after each stage of --progressive but the "
               "last (that one: --retrain-epochs)", low=0),
     )
     default_pcen = 80.0
