@@ -143,7 +143,7 @@ def test_not_a_model_file(capsys, tmp_path):
     _fails(capsys, tmp_path, ["info", str(other)], "not a compress model file", "format 'compress-model'")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a zip")
-    _fails(capsys, tmp_path, ["info", str(junk)], "not a readable model file")
+    _fails(capsys, tmp_path, ["info", str(junk)], "junk.pt: a text file, not a model file; expected a model")
 
 
 def test_caffemodel_without_definition_asks_for_prototxt(capsys, tmp_path, tiny):
