@@ -58,6 +58,7 @@ def inspect_model_file(path: str | os.PathLike, expected: str) -> Inspection:
 
     path = str(path)
     if not zipfile.is_zipfile(path):
+        _refuse_raw_pickle(path, expected)
         raise CompressError(f"{path}: {describe_file(path)}, not a model file; {expected}")
     try:
         with zipfile.ZipFile(path) as zf:
@@ -85,6 +86,24 @@ def inspect_model_file(path: str | os.PathLike, expected: str) -> Inspection:
         raise CompressError(f"{path}: a PyTorch file, but not a compress model file (it lacks format "
                             f"'compress-model' and a net definition); {expected}")
     return Inspection(netdef, storage)
+
+
+def _refuse_raw_pickle(path: str, expected: str) -> None:
+    """A whole file that parses as a pickle (any protocol, text ones included): name what it would
+    call, or say it is a pickle; return when it is not one."""
+    if os.path.getsize(path) > PICKLE_LIMIT:
+        return
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        ops = list(pickletools.genops(data))
+    except Exception:  # noqa: BLE001 - not a pickle: pickletools raises ValueError and more
+        return
+    if not ops or ops[-1][0].name != "STOP" or ops[-1][2] + 1 != len(data):
+        return
+    scan_pickle(data, path)
+    raise CompressError(f"{path}: a Python pickle, not a model file (a PyTorch file in the legacy format, "
+                        f"or another pickle; it is never unpickled, as that could run code); {expected}")
 
 
 def check_expansion(path: str, inspection: Inspection, declared_bytes: int) -> None:

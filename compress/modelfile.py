@@ -191,7 +191,7 @@ def _blobs(blobs: dict, path: str) -> dict:
 
     out = {}
     for name, arrays in blobs.items():
-        where = f"{path}: corrupt model file: blobs[{_cut(name)}]"
+        where = f"{path}: corrupt model file: blobs[{_cut(repr(name))}]"
         if not isinstance(name, str) or not isinstance(arrays, (list, tuple)):
             raise CompressError(f"{where} should be a list of tensors under a layer name, found "
                                 f"{type(arrays).__name__}")

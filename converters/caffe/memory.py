@@ -11,7 +11,10 @@ anything is allocated, when that exceeds what the process can actually get. That
   ``memory.limit_in_bytes``/``memory.usage_in_bytes``; reclaimable ``inactive_file`` pages count as
   free), for the process's own cgroup and each parent up to the mount;
 * ``RLIMIT_AS`` minus the process's address space (``VmSize``) and ``RLIMIT_DATA`` minus its data
-  segment (``VmData``), the limits ``ulimit -v`` / ``-d`` set and a fork-per-case fuzzer uses.
+  segment (``VmData``), the limits ``ulimit -v`` / ``-d`` set and a fork-per-case fuzzer uses;
+
+less 10% headroom: the estimate counts tensors, not the interpreter or the allocator's overhead, and a
+net planned to the last byte of an address-space limit fails in its first large allocation.
 
 No torch here: the caffemodel reader uses it before reading large blobs.
 """
@@ -23,6 +26,7 @@ from dataclasses import dataclass
 from converters.errors import ConversionError
 
 _UNLIMITED = 1 << 62
+HEADROOM = 0.1  # share of the available memory the guard leaves free
 
 
 @dataclass(frozen=True)
@@ -34,11 +38,12 @@ class Available:
 
 
 def available_memory() -> Available:
-    """The memory this process can still allocate (see the module docstring), never negative."""
+    """The memory this process can still allocate (see the module docstring), less :data:`HEADROOM`
+    for what no estimate sees (the interpreter, the allocator's rounding and arenas); never negative."""
     candidates = [_meminfo(), *_cgroup(), *_rlimits()]
     best = min((c for c in candidates if c is not None), key=lambda c: c.nbytes,
                default=Available(_UNLIMITED, "no known limit"))
-    return Available(max(best.nbytes, 0), best.bound)
+    return Available(max(int(best.nbytes * (1 - HEADROOM)), 0), best.bound)
 
 
 def format_bytes(n: float) -> str:

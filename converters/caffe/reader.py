@@ -15,7 +15,6 @@ must be UTF-8 (protobuf's C++ does not check proto2 strings, Python hands them b
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -34,6 +33,7 @@ _BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH = 1, 2, 3, 4
 _BLOB_DATA, _BLOB_DIFF, _BLOB_SHAPE, _BLOB_DOUBLE_DATA, _BLOB_DOUBLE_DIFF = 5, 6, 7, 8, 9
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+_INT_MAX = 2**31 - 1
 _WIRE_NAMES = {0: "varint", 1: "64-bit", 2: "length-delimited", 3: "start-group", 4: "end-group",
                5: "32-bit"}
 
@@ -181,9 +181,7 @@ class _Scanner:
             shape = tuple(v or 0 for v in legacy)
         elif shape is None:  # Caffe would take shape () here; a 1-D blob is the useful reading
             shape = (data.size,)
-        if any(d < 0 for d in shape):
-            raise _WireError("corrupt", f"negative dimension in shape {_dims(shape)}")
-        count = math.prod(shape)  # exact: a product of int64 dims may not fit in one
+        count = _count(shape)
         if count != data.size:
             raise _WireError("mismatch", f"shape {_dims(shape)} needs {count:,} values, found {data.size:,}")
         return data.reshape(shape)
@@ -305,6 +303,23 @@ class _Scanner:
         if text.isprintable() or all(c.isprintable() or c in "\t\r\n" for c in text):
             return " (this looks like a text file; expected a binary .caffemodel, not a .prototxt)"
         return ""
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    """Caffe's ``Blob::Reshape`` checks: at most 32 axes, no negative dim, at most INT_MAX values
+    (checked exactly, axis by axis, so that dims whose product wraps int64 cannot slip through)."""
+    if len(shape) > 32:
+        raise _WireError("corrupt", f"shape {_dims(shape)} has {len(shape)} axes, at most 32 (Caffe's "
+                         "kMaxBlobAxes)")
+    count = 1
+    for d in shape:
+        if d < 0:
+            raise _WireError("corrupt", f"negative dimension in shape {_dims(shape)}")
+        if count and d > _INT_MAX // count:
+            raise _WireError("corrupt", f"shape {_dims(shape)} holds more than {_INT_MAX:,} values "
+                             "(Caffe's limit for a blob)")
+        count *= d
+    return count
 
 
 def _dims(shape: tuple[int, ...]) -> str:
