@@ -111,7 +111,8 @@ def read_model_file(path: str | os.PathLike) -> Model:
     except Exception as e:  # noqa: BLE001 - any failure to unpickle means "not our file"; say why briefly
         raise CompressError(f"{path}: not a readable model file (torch.load: {_torch_reason(e)})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        found = f"keys {sorted(map(str, data))[:6]}" if isinstance(data, dict) else type(data).__name__
+        found = (f"keys {[_cut(str(k), 40) for k in sorted(map(str, data))[:6]]}" if isinstance(data, dict)
+                 else type(data).__name__)
         raise CompressError(f"{path}: not a compress model file (expected format {FORMAT!r}; found {found})")
     version = data.get("version")
     if type(version) is not int or not 1 <= version <= VERSION:

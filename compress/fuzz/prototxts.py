@@ -1,5 +1,5 @@
-"""Mutated prototxts: token, value and graph mutations of LeNet, AlexNet, a V1 LeNet and a net that uses
-every supported layer type.
+"""Mutated prototxts: token, value and graph mutations of LeNet, AlexNet, a V1 LeNet, a train_val net and
+a net that uses every supported layer type.
 
 * token: a token of the text deleted, duplicated, swapped, replaced, or junk (braces, colons, NUL,
   bytes that are not UTF-8) inserted; the text cut short;
@@ -45,9 +45,10 @@ def generate(rng: random.Random) -> Case:
 
 
 def _pick(rng: random.Random) -> tuple[str, str]:
-    name = rng.choices(["lenet", "sink", "lenet-v1", "alexnet"], weights=[40, 40, 15, 5])[0]
+    name = rng.choices(["lenet", "sink", "lenet-v1", "train-val", "alexnet"], weights=[35, 35, 12, 13, 5])[0]
     text = {"lenet": seeds.lenet_prototxt, "sink": lambda: seeds.KITCHEN_SINK,
-            "lenet-v1": lambda: seeds.lenet_v1()[1], "alexnet": seeds.alexnet_prototxt}[name]()
+            "lenet-v1": lambda: seeds.lenet_v1()[1], "train-val": lambda: seeds.TRAIN_VAL,
+            "alexnet": seeds.alexnet_prototxt}[name]()
     return name, text
 
 

@@ -46,6 +46,25 @@ layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
 """
 
 
+# A train_val net: phase-dependent data layers (a label top), Accuracy and a loss that the builder drops.
+TRAIN_VAL = """
+name: "tv"
+layer { name: "mnist" type: "Data" top: "data" top: "label" include { phase: TRAIN }
+        transform_param { scale: 0.00390625 } data_param { source: "train_lmdb" batch_size: 64 } }
+layer { name: "mnist" type: "MemoryData" top: "data" top: "label" include { phase: TEST }
+        memory_data_param { batch_size: 4 channels: 1 height: 12 width: 12 } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 5 weight_filler { type: "msra" } } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "pool1" top: "ip1"
+        inner_product_param { num_output: 10 weight_filler { type: "xavier" variance_norm: AVERAGE } } }
+layer { name: "accuracy" type: "Accuracy" bottom: "ip1" bottom: "label" top: "accuracy"
+        include { phase: TEST } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" top: "loss" }
+"""
+
+
 @functools.cache
 def lenet_caffemodel() -> bytes:
     import zoo

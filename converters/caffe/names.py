@@ -28,6 +28,14 @@ def shown(name, limit: int = SHOWN_CHARS) -> str:
     return f"{text[:half]!r}...{text[-half:]!r} ({len(text):,} characters)"
 
 
+def cut(text: str, limit: int = 300) -> str:
+    """Free text (a parser's message) cut in the middle when longer than ``limit``."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]} ... {text[-half:]} ({len(text):,} characters)"
+
+
 def bare(name) -> str:
     """A name as it is when short (no quotes), else as :func:`shown` cuts it."""
     text = name if isinstance(name, str) else str(name)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from converters.caffe.names import bare, listed, shown
+from converters.caffe.names import bare, cut, listed, shown
 from converters.errors import ConversionError, UnsupportedLayerError
 
 Builder = Callable[..., nn.Module]
@@ -84,7 +84,7 @@ class CaffeBlobs:
 def layer_error(layer, message: str) -> ConversionError:
     """A ConversionError that names the layer: ``layer 'conv1' (Convolution): <message>`` (a long name
     is cut, see ``names.shown``)."""
-    return ConversionError(f"layer {shown(layer.name)} ({bare(layer.type)}): {message}")
+    return ConversionError(f"layer {shown(layer.name)} ({bare(layer.type)}): {cut(message, 600)}")
 
 
 def _load_all() -> None:
