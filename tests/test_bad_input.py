@@ -360,3 +360,15 @@ def test_a_file_that_is_not_a_model_says_what_it_is(capsys, tmp_path, kind, appe
                   "written by `compress convert` or `compress prune`), a .caffemodel (with its .prototxt), "
                   "a .prototxt, or a zoo name")
     assert "weights_only" not in line
+
+
+def test_a_malicious_pickle_is_refused_in_one_line_without_running(capsys, tmp_path):
+    from compress.fuzz import payloads, seeds
+
+    marker = tmp_path / "MARKER"
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(payloads.wrap(payloads.pickles(str(marker))["os.system"], "zip-in-model-dict",
+                                   seeds.lenet_model_file()))
+    line = _fails(capsys, tmp_path, ["convert", str(evil)], f"{evil}: refused: its pickle calls os.system, "
+                  "which would run code when unpickled")
+    assert not marker.exists() and "weights_only" not in line

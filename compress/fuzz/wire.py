@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from converters.caffe.writer import varint
+
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 
 
@@ -24,16 +26,6 @@ class Field:
     @property
     def is_message(self) -> bool:
         return isinstance(self.value, list)
-
-
-def varint(v: int) -> bytes:
-    v &= (1 << 64) - 1  # negative ints as protobuf writes them (ten bytes)
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
 
 
 def read_varint(data: bytes, pos: int) -> tuple[int, int]:
