@@ -12,6 +12,9 @@ from compress.errors import CompressError
 from compress.fuzz import Limits, failures, payloads, run_campaign, run_limited, seeds, summary_table, wire
 from compress.fuzz.campaign import TARGETS, make_case
 
+# The runner forks and limits children through /proc and rlimits: Linux only.
+pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+
 
 @pytest.mark.parametrize("call, outcome", [
     (lambda: None, "ok"),

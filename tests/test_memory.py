@@ -3,6 +3,7 @@ against the memory the process can actually get (cgroup v1/v2, RLIMIT_AS/RLIMIT_
 anything is allocated."""
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -18,6 +19,7 @@ from converters.caffe.prototxt import parse_net_text
 from converters.errors import ConversionError
 
 GB = 1 << 30
+linux_only = pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="forks under rlimits")
 
 
 def _net(body: str, shape: str = "dim: 1 dim: 3 dim: 8 dim: 8") -> str:
@@ -76,6 +78,7 @@ def test_weights_already_in_memory_are_not_counted_twice():
         build_net(parse_net_text(text), memory_limit=40 << 20)  # initialized: they must be allocated
 
 
+@linux_only
 def test_cli_refuses_weights_over_the_process_address_space_limit(tmp_path):
     # Before: an InnerProduct with 6.9 GB of weights died in _initialize with a traceback under a
     # 6 GB limit. Here 1.2 GB of weights under a limit 1 GB above the current address space.
@@ -90,6 +93,7 @@ def test_cli_refuses_weights_over_the_process_address_space_limit(tmp_path):
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["stderr.txt", "wide.prototxt"]
 
 
+@linux_only
 def test_cli_refuses_the_lrn_under_a_limit_and_writes_nothing(tmp_path):
     proto = tmp_path / "lrn.prototxt"
     proto.write_text(LRN_HUGE)
@@ -99,6 +103,7 @@ def test_cli_refuses_the_lrn_under_a_limit_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+@linux_only
 def test_available_memory_sees_rlimit_as_and_rlimit_data():
     def call():
         import resource
