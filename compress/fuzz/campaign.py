@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress.fuzz import caffemodels, modelfiles, prototxts
+from compress.fuzz import caffemodels, modelfiles, notmodels, prototxts
 from compress.fuzz.case import MARKER, Case
 from compress.fuzz.runner import CLEAN, OUTCOMES, Child, Limits, Mismatch, Verdict, start
 
@@ -31,7 +31,7 @@ TARGETS: dict[str, tuple[float, Callable[[random.Random, Path], Case]]] = {
     "prototxt": (0.30, lambda rng, d: prototxts.generate(rng)),
     "modelfile": (0.12, lambda rng, d: modelfiles.generate(rng)),
     "pickle": (0.05, lambda rng, d: modelfiles.generate_pickle(rng, str(d))),
-    "not-a-model": (0.05, lambda rng, d: modelfiles.generate_not_a_model(rng)),
+    "not-a-model": (0.05, lambda rng, d: notmodels.generate(rng)),
 }
 
 
