@@ -211,3 +211,11 @@ def test_clamped_layers_are_said_on_stderr_and_kept_in_the_meta(tmp_path, capsys
     meta = load_model(str(out)).meta
     assert [a["layer"] for a in meta["adjustments"]] == ["conv1"]
     assert int((load_model(str(out)).net.conv1.weight != 0).sum()) == 500  # its one input channel kept
+
+
+def test_the_report_says_what_the_accuracy_was_measured_on(tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    assert run(capsys, "prune", "lenet", *ADMM, "-o", str(out), "--quiet", *SMOKE)[0] == 0
+    code, text, err = run(capsys, "report", str(out), "--per-layer")
+    assert code == 0, err
+    assert "(synthetic data has random labels: its accuracy means nothing; accuracy on the first 64" in text
