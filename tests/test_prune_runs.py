@@ -15,6 +15,7 @@ from compress.errors import TrainingInterrupted
 from compress.prune.checkpoint import load_checkpoint
 from compress.prune.progress import Progress
 from compress.prune.trainer import TrainConfig, train
+from tests.nets import ctrl_c_after_saves
 from tests.test_prune_train import loader, make
 
 SMOKE = ["--data", "synthetic", "--max-steps", "2", "--batch-size", "16", "--limit", "64", "--device", "cpu"]
@@ -32,23 +33,9 @@ def interrupted_run(tmp_path, capsys, *extra):
     """Start a LeNet ADMM run, kill it after its first epoch's checkpoint; return the checkpoint path."""
     out = tmp_path / "m.pt"
     ckpt = tmp_path / "m.pt.ckpt"
-    calls = {"n": 0}
-    from compress.prune import trainer
-
-    original = trainer._Trainer._maybe_save
-
-    def save_then_stop(self):
-        original(self)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-
-    trainer._Trainer._maybe_save = save_then_stop
-    try:
+    with ctrl_c_after_saves(1):
         code, _, err = run(capsys, "prune", "lenet", *ADMM, "-o", str(out), "--checkpoint-every", "0",
                            "--quiet", *SMOKE, *extra)
-    finally:
-        trainer._Trainer._maybe_save = original
     assert code == 130, err
     assert f"resume with --resume {ckpt} (saved after epoch 1)" in err and "Traceback" not in err
     assert ckpt.is_file() and not out.exists()

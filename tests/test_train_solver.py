@@ -220,25 +220,14 @@ def test_prune_with_a_solver_hits_the_targets_and_writes_caffe_files(setup, caps
 
 
 def test_prune_with_a_solver_resumes_bit_exactly(setup, capsys):
-    from compress.prune import trainer
+    from tests.nets import ctrl_c_after_saves
 
     assert run(capsys, "train", "solver.prototxt", "-o", "t.caffemodel", "--quiet")[0] == 0
     args = ["prune", "t.caffemodel", "--solver", "solver.prototxt", "--method", "admm", "--pcen", "50",
             "--admm-iters", "2", "--max-iter", "6", "--quiet", "--checkpoint-every", "0"]
     assert run(capsys, *args, "-o", "a.pt")[0] == 0
-    original, calls = trainer._Trainer._maybe_save, {"n": 0}
-
-    def stop_after_third(self):
-        original(self)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-
-    trainer._Trainer._maybe_save = stop_after_third
-    try:
+    with ctrl_c_after_saves(3):
         code, _, err = run(capsys, *args, "-o", "b.pt")
-    finally:
-        trainer._Trainer._maybe_save = original
     assert code == 130 and "resume with --resume b.pt.ckpt" in err
     assert run(capsys, *args, "-o", "b.pt", "--resume", "b.pt.ckpt")[0] == 0
     assert Path("a.caffemodel").read_bytes() == Path("b.caffemodel").read_bytes()
