@@ -162,3 +162,14 @@ def test_finalize_leaves_layers_the_threshold_did_not_empty_alone():
     m.init(net)
     masks = m.finalize_masks(net, None)
     assert masks["fc"].tolist() == [[False, True, False], [True, False, False]] and m.adjustments == ()
+
+
+def test_prunable_layers_of_a_caffe_net_are_named_by_caffe_names(tmp_path):
+    from converters import caffe
+    from tests.nets import TINY
+
+    (tmp_path / "t.prototxt").write_text(TINY.replace('"conv1"', '"c.1"').replace('"ip1"', '"forward"'))
+    net = caffe.load(tmp_path / "t.prototxt")
+    layers = prunable_layers(net)
+    assert list(layers) == ["c.1", "forward"]
+    assert layers["c.1"].module is net.layer("c.1") and layers["forward"].module is net.layer("forward")

@@ -229,9 +229,9 @@ def test_bilinear_matches_caffe_loop(k):
 
 
 def test_filler_errors():
-    with pytest.raises(ConversionError, match="unknown filler type 'nope'"):
+    with pytest.raises(ConversionError, match=r"filler \('nope'\): unknown filler type"):
         filled(Filler(type="nope"), (2,))
-    with pytest.raises(ConversionError, match="sparse is only supported by the gaussian filler"):
+    with pytest.raises(ConversionError, match="sparse is supported by the gaussian filler only"):
         filled(Filler(type="xavier", sparse=3), (2, 2))
 
 

@@ -57,9 +57,12 @@ class PrunableLayer:
 
 
 def prunable_layers(model: nn.Module) -> dict[str, PrunableLayer]:
-    """Every Conv2d/ConvTranspose2d/Linear submodule with a weight, in module order."""
-    return {name: PrunableLayer(name, m) for name, m in model.named_modules()
-            if isinstance(m, PRUNABLE_TYPES) and getattr(m, "weight", None) is not None}
+    """Every Conv2d/ConvTranspose2d/Linear submodule with a weight, in module order, by its Caffe layer
+    name for a CaffeNet (whose attribute may be an escaped form of it: ``c.1`` -> ``layer_c_1``)."""
+    caffe = {n.attr: n.name for n in getattr(model, "nodes", ()) if getattr(n, "attr", "")}
+    found = [(caffe.get(name, name), m) for name, m in model.named_modules()
+             if isinstance(m, PRUNABLE_TYPES) and getattr(m, "weight", None) is not None]
+    return {name: PrunableLayer(name, m) for name, m in found}
 
 
 @dataclass(frozen=True)

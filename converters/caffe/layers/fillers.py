@@ -10,6 +10,14 @@ with ``transpose: true`` or a Deconvolution fills exactly as Caffe does); ``xavi
 ``random_seed``), else from torch's global generator. :func:`caffe_blob_fillers` gives the filler Caffe
 uses for each blob of a layer, its defaults included (constant 0 for convolution and inner-product
 weights without a ``weight_filler``).
+
+Parameters Caffe refuses (``include/caffe/filler.hpp``, ``caffe_rng_*`` in ``math_functions.cpp``) are
+refused here too, as a ConversionError (a ValueError) naming the field, before any value is drawn: an
+unknown type, ``sparse`` on any filler but ``gaussian`` (where ``sparse / num_outputs`` must be a
+probability), ``std <= 0``, ``min > max``, ``bilinear`` on a blob that is not a square 4-D kernel.
+Values that are NaN or infinite would fill the net with NaN or infinity and are refused as well. The
+builder runs the fillers on the meta device while planning (nothing drawn), so these errors name the
+layer and come before any allocation.
 """
 from __future__ import annotations
 
@@ -19,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from converters.caffe.names import shown
 from converters.errors import ConversionError
 
 _NORM = {0: "FAN_IN", 1: "FAN_OUT", 2: "AVERAGE"}
@@ -34,32 +43,50 @@ class Filler:
     std: float = 1.0
     sparse: int = -1
     variance_norm: str = "FAN_IN"
+    field: str = "filler"  # where it comes from (``weight_filler``), for messages
 
     @classmethod
-    def from_proto(cls, msg) -> Filler:
+    def from_proto(cls, msg, field: str = "filler") -> Filler:
         return cls(type=msg.type, value=msg.value, min=msg.min, max=msg.max, mean=msg.mean, std=msg.std,
-                   sparse=msg.sparse, variance_norm=_NORM.get(int(msg.variance_norm), "FAN_IN"))
+                   sparse=msg.sparse, variance_norm=_NORM.get(int(msg.variance_norm), "FAN_IN"), field=field)
 
     @torch.no_grad()
     def fill_(self, blob: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Fill ``blob`` (Caffe layout, possibly a view of a parameter) in place."""
-        fn = _FILLS.get(self.type)
-        if fn is None:
-            raise ConversionError(f"unknown filler type {self.type!r}; supported: "
-                                  f"{', '.join(sorted(_FILLS))}")
-        if self.sparse != -1 and self.type != "gaussian":
-            raise ConversionError(f"filler {self.type!r}: sparse is only supported by the gaussian filler "
-                                  f"(found sparse: {self.sparse})")
-        if self.sparse < -1:
-            raise ConversionError(f"filler {self.type!r}: sparse must be -1 (off) or >= 0, "
-                                  f"found {self.sparse}")
-        fn(self, blob, generator)
+        self.check(tuple(blob.shape))
+        _FILLS[self.type](self, blob, generator)
         return blob
+
+    def check(self, shape: tuple[int, ...]) -> None:
+        """Raise ConversionError if Caffe would refuse to fill a blob of ``shape`` with this filler."""
+        if self.type not in _FILLS:
+            self._refuse(f"unknown filler type; supported: {', '.join(sorted(_FILLS))}")
+        for name in _VALUES.get(self.type, ()):
+            if not math.isfinite(getattr(self, name)):
+                self._refuse(f"{name} must be a finite number, found {getattr(self, name)}")
+        if self.type != "gaussian" and self.sparse != -1:
+            self._refuse(f"sparse is supported by the gaussian filler only, found sparse: {self.sparse}")
+        if self.type == "uniform" and self.min > self.max:
+            self._refuse(f"min {self.min} is greater than max {self.max}")
+        if self.type == "gaussian":
+            if not self.std > 0:
+                self._refuse(f"std must be positive, found {self.std}")
+            if self.sparse < -1 or (self.sparse >= 0 and (not shape or self.sparse > shape[0])):
+                outputs = shape[0] if shape else "none"
+                self._refuse(f"sparse must be -1 or 0..num_outputs ({outputs}), found {self.sparse}")
+        if self.type == "bilinear" and (len(shape) != 4 or shape[2] != shape[3]):
+            self._refuse(f"needs a 4-D blob with a square kernel, found shape {tuple(shape)}")
+
+    def _refuse(self, message: str):
+        raise ConversionError(f"{self.field} ({shown(self.type)}): {message}")
+
+
+_VALUES = {"constant": ("value",), "uniform": ("min", "max"), "gaussian": ("mean", "std")}
 
 
 def filler_of(param, field: str) -> Filler | None:
     """The filler ``param.<field>`` if the prototxt sets it, else ``None`` (caller picks a default)."""
-    return Filler.from_proto(getattr(param, field)) if param.HasField(field) else None
+    return Filler.from_proto(getattr(param, field), field) if param.HasField(field) else None
 
 
 def _fans(blob: torch.Tensor) -> tuple[int, int]:
