@@ -139,6 +139,8 @@ def test_progressive_flags_are_checked():
         method_class("admm")(prunable_layers(Tiny()), Targets(TARGETS), stages=3, stage_retrain=1)
     with pytest.raises(CompressError, match="needs --admm-iters >= 1"):
         method_class("admm")(prunable_layers(Tiny()), Targets(TARGETS), progressive=True, admm_iters=0)
+    with pytest.raises(CompressError, match="admm: --progressive is a flag"):
+        method_class("admm")(prunable_layers(Tiny()), Targets(TARGETS), progressive="yes")
     one_shot = method_class("admm")(prunable_layers(Tiny()), Targets(TARGETS), admm_iters=3)
     assert one_shot.cycles() == [1, 1, 1]
 
