@@ -17,7 +17,8 @@ setup(
         # The upper bound makes a fresh install take the local CPU wheel instead of the newest
         # CUDA build; any torch a user already has in this range (CUDA builds included) is kept.
         "torch>=2.2,<2.14",
-        "onnx>=1.15",
+        "onnx>=1.20",  # INT2/UINT2 tensors and opset 25 (2-bit weights); INT4 from opset 21
+        "ml_dtypes>=0.5",  # int2/int4 numpy types that onnx.numpy_helper packs into raw_data
         "onnxruntime>=1.17",
         "protobuf>=7.34",  # fast repeated-float access via np.array(field); see README
         "numpy>=1.24",

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("info", "Show layers, output shapes and parameter counts in Caffe's names."),
     "zoo": ("zoo", "Models shipped with the tool (LeNet, AlexNet) and their target presets."),
     "prune": ("prune", "Fine-tune under ADMM/RVSM/RGSM/SGD, hard-prune to targets, retrain with masks."),
+    "quantize": ("quantize", "Quantize weights to 8/4/3/2-bit grids (PTQ), recorded in the model file."),
     "report": ("report", "Per-layer sparsity table (Markdown, CSV, JSON) of a pruned model."),
     "export": ("export", "Export to ONNX (sparse initializers where smaller), thinned, or .caffemodel."),
     "verify": ("verify", "Check an ONNX file against its PyTorch model with onnxruntime."),

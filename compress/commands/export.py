@@ -18,6 +18,7 @@ class ExportSummary:
     refused: dict[str, str]  # layer -> why its zero channels were kept
     notes: tuple[str, ...] = ()
     dense_requested: bool = False  # --dense
+    quantized: bool = False  # packed low-bit weights (the notes say how each layer is stored)
 
 
 def export_model(spec: str, output: str, *, to: str = "onnx", dense: bool = False, thin: bool = False,
@@ -41,6 +42,10 @@ def export_model(spec: str, output: str, *, to: str = "onnx", dense: bool = Fals
     meta.setdefault("source", model.path or spec)
     thinned: dict[str, tuple[int, int]] = {}
     refused: dict[str, str] = {}
+    quantized = "quantization" in meta
+    if thin and quantized:
+        raise CompressError(f"--thin is not supported for a quantized model yet ({spec}): its per-channel "
+                            "scales would have to follow the removed filters")
     if thin:
         from compress.thin import thin as thin_net
 
@@ -53,11 +58,11 @@ def export_model(spec: str, output: str, *, to: str = "onnx", dense: bool = Fals
         caffe.save(net, output, prototxt=deploy)
         files = {output: Path(output).stat().st_size, deploy: Path(deploy).stat().st_size}
         return ExportSummary(files, None, (), thinned, refused)
-    from converters.onnx.export import export_onnx
+    from compress.quant.export import export_any
 
-    r = export_onnx(net, output, sparse=not dense, meta=meta, opset=opset)
+    r = export_any(net, meta, output, dense=dense, opset=opset, where=model.path or spec)
     return ExportSummary({r.path: r.bytes}, r.dense_bytes, r.sparse_tensors, thinned, refused, r.notes,
-                         dense_requested=dense)
+                         dense_requested=dense, quantized=quantized)
 
 
 def _size(n: int) -> str:
@@ -78,7 +83,7 @@ def render(s: ExportSummary) -> str:
         if s.dense_bytes is not None:
             line += f" (dense export {_size(s.dense_bytes)}, {s.dense_bytes / size:.2f}x smaller)"
         lines.append(line)
-    if s.dense_bytes is not None:
+    if s.dense_bytes is not None and not s.quantized:
         if s.sparse_tensors:
             lines.append(f"sparse initializers ({len(s.sparse_tensors)}): {', '.join(s.sparse_tensors)}")
         else:
