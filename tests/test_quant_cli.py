@@ -1,0 +1,169 @@
+"""``compress quantize`` end to end (quantize -> export -> verify, caffemodel) and its bad input:
+one line, exit 1, nothing written."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from compress.cli import main
+from compress.modelfile import load_model, save_model
+from compress.quant.grid import LayerGrid, off_grid
+from compress.quant.record import read_grids
+from tests.nets import TINY, write_net
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    _, caffemodel = write_net(tmp_path, TINY, seed=0, name="tiny")
+    return str(caffemodel)
+
+
+def run(capsys, argv: list[str]) -> tuple[int, str, str]:
+    rc = main(argv)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def fails(capsys, tmp_path, argv: list[str], *expected: str) -> str:
+    before = set(tmp_path.iterdir())
+    rc, _, err = run(capsys, argv)
+    lines = [line for line in err.splitlines() if line.startswith("Error:")]
+    assert rc == 1 and len(lines) == 1 and "Traceback" not in err, err
+    for text in expected:
+        assert text in lines[0], lines[0]
+    assert set(tmp_path.iterdir()) == before  # nothing written, no temporary left
+    return lines[0]
+
+
+def test_quantize_export_verify(capsys, tmp_path, tiny):
+    q = tmp_path / "q.pt"
+    rc, out, err = run(capsys, ["quantize", tiny, "--bits", "4", "--scale", "mse", "-o", str(q)])
+    assert rc == 0, err
+    assert "conv1" in out and "ip1" in out and f"wrote {q}" in out
+    model = load_model(q)
+    rec = model.meta["quantization"]
+    assert (rec["bits"], rec["method"], rec["scale"], rec["per_channel"]) == (4, "ptq", "mse", True)
+    assert len(rec["layers"]["conv1"]["scales"]) == 4 and rec["layers"]["ip1"]["zero_point"] == 0
+    grids = read_grids(model.meta, model.net)
+    assert set(grids) == {"conv1", "ip1"}
+    onnx_path = tmp_path / "q.onnx"
+    rc, out, err = run(capsys, ["export", str(q), "-o", str(onnx_path)])
+    assert rc == 0, err
+    assert "conv1.weight: 4-bit" in out and "sparse initializers" not in out
+    rc, out, err = run(capsys, ["verify", str(onnx_path), "--against", str(q), "--json"])
+    assert rc == 0, err
+    assert json.loads(out)["max_abs_err"] < 1e-5
+
+
+def test_caffemodel_export_writes_the_dequantized_weights(capsys, tmp_path, tiny):
+    q = tmp_path / "q.pt"
+    assert run(capsys, ["quantize", tiny, "--bits", "3", "--per-tensor", "-o", str(q)])[0] == 0
+    cm = tmp_path / "q.caffemodel"
+    assert run(capsys, ["export", str(q), "--to", "caffemodel", "-o", str(cm)])[0] == 0
+    back = load_model(cm).net
+    rec = load_model(q).meta["quantization"]["layers"]
+    for name, entry in rec.items():
+        grid = LayerGrid(entry["bits"], torch.tensor(entry["scales"]))
+        assert off_grid(back.layer(name).weight, grid) == 0
+        assert torch.equal(back.layer(name).weight, load_model(q).net.layer(name).weight)
+
+
+def test_pruned_model_stays_exactly_as_sparse(capsys, tmp_path, tiny):
+    model = load_model(tiny)
+    with torch.no_grad():
+        w = model.net.ip1.weight
+        w[w.abs() < w.abs().median()] = 0.0
+    zeros = (model.net.ip1.weight == 0).clone()
+    pruned = tmp_path / "pruned.pt"
+    save_model(pruned, model.net, model.meta)
+    q = tmp_path / "q.pt"
+    assert run(capsys, ["quantize", str(pruned), "--bits", "2", "-o", str(q)])[0] == 0
+    after = load_model(q)
+    assert bool((after.net.ip1.weight[zeros] == 0).all())
+    assert {n: e["bits"] for n, e in after.meta["quantization"]["layers"].items()} == {"conv1": 2, "ip1": 2}
+
+
+@pytest.mark.parametrize("bits", ["0", "9"])
+def test_bits_out_of_range(capsys, tmp_path, tiny, bits):
+    fails(capsys, tmp_path, ["quantize", tiny, "--bits", bits, "-o", str(tmp_path / "q.pt")],
+          "bits must be an integer from 2 to 8", f"got {bits}")
+
+
+def test_degenerate_layer(capsys, tmp_path, tiny):
+    model = load_model(tiny)
+    with torch.no_grad():
+        model.net.ip1.weight.zero_()
+    zero = tmp_path / "zero.pt"
+    save_model(zero, model.net, model.meta)
+    argv = ["quantize", str(zero), "--bits", "2", "--per-tensor", "-o", str(tmp_path / "q.pt")]
+    fails(capsys, tmp_path, argv, "layer 'ip1'", "every weight is zero", "2-bit per-tensor grid has no range")
+
+
+def test_already_quantized_is_refused(capsys, tmp_path, tiny):
+    q = tmp_path / "q.pt"
+    assert run(capsys, ["quantize", tiny, "--bits", "4", "-o", str(q)])[0] == 0
+    for bits in ("8", "4", "2"):
+        fails(capsys, tmp_path, ["quantize", str(q), "--bits", bits, "-o", str(tmp_path / "q2.pt")],
+              "already quantized (4-bit per-channel max grid, ptq)", "quantize the unquantized model")
+
+
+def test_corrupt_model_file(capsys, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x80\x02garbage" * 10)
+    fails(capsys, tmp_path, ["quantize", str(bad), "--bits", "4", "-o", str(tmp_path / "q.pt")],
+          "not a readable model file")
+
+
+def test_corrupt_record_is_refused_on_export(capsys, tmp_path, tiny):
+    q = tmp_path / "q.pt"
+    assert run(capsys, ["quantize", tiny, "--bits", "4", "-o", str(q)])[0] == 0
+    model = load_model(q)
+    meta = json.loads(json.dumps(model.meta))
+    meta["quantization"]["layers"]["ip1"]["scales"] = [0.5]  # one scale for 5 channels
+    broken = tmp_path / "broken.pt"
+    save_model(broken, model.net, meta)
+    fails(capsys, tmp_path, ["export", str(broken), "-o", str(tmp_path / "b.onnx")],
+          "corrupt quantization record", "layer 'ip1'", "expected 5 positive finite scale(s)")
+    with torch.no_grad():
+        model.net.conv1.weight[0, 0, 0, 0] = 0.123456
+    edited = tmp_path / "edited.pt"
+    save_model(edited, model.net, model.meta)
+    fails(capsys, tmp_path, ["export", str(edited), "-o", str(tmp_path / "e.onnx")],
+          "layer 'conv1': 1 of 72 weights are not on the recorded 4-bit grid")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--method", "qgt"], "--method qgt fine-tunes with the trainer"),
+    (["--method", "admm"], "--method admm fine-tunes with the trainer"),
+    (["--layer", "fc9"], "no quantizable layer matches 'fc9'"),
+])
+def test_other_bad_options(capsys, tmp_path, tiny, argv, expected):
+    fails(capsys, tmp_path, ["quantize", tiny, "--bits", "4", *argv, "-o", str(tmp_path / "q.pt")], expected)
+
+
+def test_thin_of_a_quantized_model_is_refused(capsys, tmp_path, tiny):
+    q = tmp_path / "q.pt"
+    assert run(capsys, ["quantize", tiny, "--bits", "4", "-o", str(q)])[0] == 0
+    fails(capsys, tmp_path, ["export", str(q), "--thin", "-o", str(tmp_path / "t.onnx")],
+          "--thin is not supported for a quantized model")
+
+
+def test_opset_too_old(capsys, tmp_path, tiny):
+    q = tmp_path / "q.pt"
+    assert run(capsys, ["quantize", tiny, "--bits", "2", "-o", str(q)])[0] == 0
+    fails(capsys, tmp_path, ["export", str(q), "--opset", "21", "-o", str(tmp_path / "o.onnx")],
+          "opset 21 is too old for 2-bit weights")
+
+
+def test_zoo_lenet_through_onnxruntime(capsys, tmp_path):
+    q, onnx_path = tmp_path / "lenet_q4.pt", tmp_path / "lenet_q4.onnx"
+    assert run(capsys, ["quantize", "lenet", "--bits", "4", "--keep-first-last-8bit", "-o", str(q)])[0] == 0
+    rc, out, err = run(capsys, ["export", str(q), "-o", str(onnx_path)])
+    assert rc == 0, err
+    assert onnx_path.stat().st_size < 230_000  # 430.5K weights at 4 bits (8 for conv1, ip2) + biases
+    rc, out, err = run(capsys, ["verify", str(onnx_path), "--against", str(q), "--json", "--batch-size", "8"])
+    assert rc == 0, err
+    result = json.loads(out)
+    assert result["max_abs_err"] < 1e-5 and result["top1_agreement"] == 1.0
