@@ -87,6 +87,7 @@ class Report:
     accuracy_before: float | None = None
     accuracy_after: float | None = None
     baseline: str | None = None
+    quantization: object | None = None  # compress.report.quant.QuantInfo of a quantized model
 
     @property
     def total(self) -> LayerRow:
@@ -259,9 +260,12 @@ def build_report(net: nn.Module, meta: dict | None = None, *, model: str | None 
         v = meta.get(key)
         return str(v) if v is not None else None
 
+    from compress.report.quant import quant_info
+
     return Report(rows=tuple(rows), model=model, source=text("source"), method=text("method"),
                   sparsity=text("sparsity"), group=text("group"), accuracy_before=num("accuracy_before"),
-                  accuracy_after=num("accuracy_after"), baseline=baseline_name)
+                  accuracy_after=num("accuracy_after"), baseline=baseline_name,
+                  quantization=quant_info(net, meta, where=model or "model"))
 
 
 __all__ = ["LayerRow", "Report", "build_report", "layer_rows", "prunable_layers", "total_row"]
