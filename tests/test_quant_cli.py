@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 from compress.cli import main
 from compress.modelfile import load_model, save_model
@@ -143,11 +145,23 @@ def test_other_bad_options(capsys, tmp_path, tiny, argv, expected):
     fails(capsys, tmp_path, ["quantize", tiny, "--bits", "4", *argv, "-o", str(tmp_path / "q.pt")], expected)
 
 
-def test_thin_of_a_quantized_model_is_refused(capsys, tmp_path, tiny):
+def test_thin_of_a_quantized_model_keeps_the_scales_of_the_kept_filters(capsys, tmp_path, tiny):
+    model = load_model(tiny)
+    with torch.no_grad():
+        model.net.conv1.weight[1].zero_()  # a dead filter: thinning removes it and ip1's inputs from it
+    pruned = tmp_path / "pruned.pt"
+    save_model(pruned, model.net, model.meta)
     q = tmp_path / "q.pt"
-    assert run(capsys, ["quantize", tiny, "--bits", "4", "-o", str(q)])[0] == 0
-    fails(capsys, tmp_path, ["export", str(q), "--thin", "-o", str(tmp_path / "t.onnx")],
-          "--thin is not supported for a quantized model")
+    assert run(capsys, ["quantize", str(pruned), "--bits", "4", "--scale", "mse", "-o", str(q)])[0] == 0
+    scales = load_model(q).meta["quantization"]["layers"]["conv1"]["scales"]
+    out = tmp_path / "t.onnx"
+    rc, text, err = run(capsys, ["export", str(q), "--thin", "-o", str(out)])
+    assert rc == 0, err
+    assert "thinned conv1: 4 -> 3 filters" in text
+    stored = {i.name: i for i in onnx.load(out).graph.initializer}["conv1.weight_scale"]
+    assert numpy_helper.to_array(stored).tolist() == [scales[0], scales[2], scales[3]]
+    rc, text, err = run(capsys, ["verify", str(out), "--against", str(q), "--json"])
+    assert rc == 0 and json.loads(text)["max_abs_err"] < 1e-5, err
 
 
 def test_opset_too_old(capsys, tmp_path, tiny):

@@ -130,3 +130,22 @@ def test_admm_step_updates_z_and_u():
     assert torch.allclose(z, torch.tensor([[0.3, 0.0, -0.6], [0.0, 0.0, 0.4]]))  # Proj(W + U)
     assert torch.allclose(u2, u + w - z)
     assert bool((z[~mask] == 0).all()) and bool((u2[~mask] == 0).all())  # masked entries stay zero
+
+
+def test_grids_follow_thinning_in_order():
+    from compress.quant.thin import regrid_after_thinning
+
+    scales = torch.tensor([0.5, 0.25, 0.125, 1.0])
+    grid = LayerGrid(4, scales)
+    before = torch.tensor([[1.0, -0.5], [0.0, 0.0], [0.25, 0.375], [3.0, -7.0]])  # rows on their scales
+    assert off_grid(before, grid) == 0
+    holder = nn.Module()
+    holder.fc = nn.Linear(2, 3, bias=False)
+    with torch.no_grad():
+        holder.fc.weight.copy_(before[[0, 2, 3]])  # row 1 (all zero) was removed
+    got = regrid_after_thinning({"fc": grid}, holder)["fc"]
+    assert got.scales.tolist() == [0.5, 0.125, 1.0]
+    with torch.no_grad():
+        holder.fc.weight[1, 0] = 0.3  # not a multiple of any later scale: thinning changed a weight
+    with pytest.raises(CompressError, match="none of the remaining recorded scales"):
+        regrid_after_thinning({"fc": grid}, holder)

@@ -43,13 +43,15 @@ def export_model(spec: str, output: str, *, to: str = "onnx", dense: bool = Fals
     thinned: dict[str, tuple[int, int]] = {}
     refused: dict[str, str] = {}
     quantized = "quantization" in meta
-    if thin and quantized:
-        raise CompressError(f"--thin is not supported for a quantized model yet ({spec}): its per-channel "
-                            "scales would have to follow the removed filters")
     if thin:
         from compress.thin import thin as thin_net
 
         result = thin_net(net)
+        if quantized:  # the per-channel scales follow the removed filters
+            from compress.quant.record import read_grids
+            from compress.quant.thin import thinned_meta
+
+            meta = thinned_meta(meta, read_grids(meta, net, where=model.path or spec), result.net)
         net, thinned, refused = result.net, result.removed, result.skipped
         meta["thinned"] = {k: list(v) for k, v in thinned.items()}
     if to == "caffemodel":

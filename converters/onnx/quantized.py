@@ -7,10 +7,12 @@ replaced by integers and a few nodes that rebuild the same float tensor under th
 
 - dense: ``<layer>.weight_q`` (INT2/INT4/INT8 codes, the weight's shape) and ``<layer>.weight_scale``
   (float32, one per slice along axis 0, or a scalar) into ``DequantizeLinear(axis=0)``;
-- sparse (:mod:`converters.onnx.lowbit`): ``<layer>.weight_q`` (the nonzero codes and fillers, 1-D)
-  and ``<layer>.weight_skip`` (UINT2/UINT4/UINT8 skip counts) -> positions ``CumSum(skip + 1) - 1``;
-  each entry's scale ``Gather(scale, position // (numel / C))``; ``DequantizeLinear`` of the values with
-  those scales; ``ScatterElements`` into ``ConstantOfShape`` zeros; ``Reshape`` to the weight's shape.
+- sparse (:mod:`converters.onnx.lowbit`): ``<layer>.weight_q`` (the nonzero codes and fillers, 1-D),
+  ``<layer>.weight_skip`` (UINT2/UINT4/UINT8 skip counts), ``<layer>.weight_scale`` and
+  ``<layer>.weight_shape`` into one ``compress.SparseDequantize`` node, a model-local ONNX function
+  (written once; onnxruntime inlines it): positions ``CumSum(skip + 1) - 1``, each entry's scale
+  ``Gather(scale, position // slice)``, ``DequantizeLinear`` of the codes with those scales,
+  ``ScatterElements`` into ``ConstantOfShape`` zeros, ``Reshape`` to the weight's shape.
 
 Either way the only float tensors left in the file are the biases, the scales and any layer that was not
 quantized; ``DequantizeLinear`` computes ``q * s`` in float32, the very values the PyTorch model holds,
@@ -82,11 +84,13 @@ def export_quantized_onnx(net, path: str | Path, grids: dict[str, WeightGrid], *
         model = _raise_opset(model, opset)
     dense_bytes = model.ByteSize()
     layers = quantize_initializers(model, net, grids, opset, sparse=sparse)
+    del model.graph.value_info[:]  # the exporter's intermediate shapes: hints onnxruntime re-derives
     props = metadata_props(net, meta or {}, notes)
-    props["quantization"] = json.dumps({name: {"bits": grids[name].bits, "storage": enc.describe(),
-                                               "bytes": enc.payload_bytes} for name, enc in layers.items()})
+    props["quantization"] = json.dumps({name: f"{grids[name].bits}-bit {enc.kind}"
+                                        for name, enc in layers.items()}, separators=(",", ":"))
     helper.set_model_props(model, props)
-    model.ir_version = max(model.ir_version, helper.find_min_ir_version_for(list(model.opset_import)))
+    standard = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    model.ir_version = max(model.ir_version, helper.find_min_ir_version_for(standard))
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
@@ -135,6 +139,9 @@ def quantize_initializers(model: onnx.ModelProto, net, grids: dict[str, WeightGr
     existing = list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes + existing)
+    if any(e.kind == "sparse" for e in out.values()):
+        model.functions.append(sparse_dequantize_function(opset))
+        model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
     return out
 
 
@@ -154,14 +161,10 @@ def grid_codes(w: np.ndarray, grid: WeightGrid, layer: str) -> np.ndarray:
     return q.astype(np.int64)
 
 
-def _scale_init(name: str, grid: WeightGrid) -> TensorProto:
-    s = np.asarray(grid.scales, dtype=np.float32).reshape(-1)
-    return numpy_helper.from_array(s.reshape(()) if s.size == 1 else s, f"{name}_scale")
-
-
 def _dense(name: str, codes: np.ndarray, grid: WeightGrid, enc: lowbit.Encoding):
     q = lowbit.pack(codes, lowbit.weight_storage(grid.bits), f"{name}_q")
-    scale = _scale_init(name, grid)
+    s = np.asarray(grid.scales, dtype=np.float32).reshape(-1)
+    scale = numpy_helper.from_array(s.reshape(()) if s.size == 1 else s, f"{name}_scale")
     node = helper.make_node("DequantizeLinear", [q.name, scale.name], [name], name=f"{name}/DequantizeLinear",
                             axis=0)
     return [q, scale], [node]
@@ -169,36 +172,53 @@ def _dense(name: str, codes: np.ndarray, grid: WeightGrid, enc: lowbit.Encoding)
 
 def _sparse(name: str, codes: np.ndarray, grid: WeightGrid, enc: lowbit.Encoding):
     flat = codes.reshape(-1)
-    skips, real = lowbit.encode_positions(np.flatnonzero(flat), enc.index_bits)
+    nonzero = np.flatnonzero(flat)
+    skips, real = lowbit.encode_positions(nonzero, enc.index_bits)
     values = np.zeros(skips.size, dtype=np.int64)
-    values[real] = flat[np.flatnonzero(flat)]
+    values[real] = flat[nonzero]
     q = lowbit.pack(values, lowbit.weight_storage(grid.bits), f"{name}_q")
     skip = lowbit.pack(skips, lowbit.index_storage(enc.index_bits), f"{name}_skip")
-    scale = _scale_init(name, grid)
-    i64 = {f"{name}_one": np.array(1, np.int64), f"{name}_axis": np.array(0, np.int64),
-           f"{name}_numel": np.array([flat.size], np.int64), f"{name}_shape": np.array(codes.shape, np.int64)}
-    inits = [q, skip, scale] + [numpy_helper.from_array(v, k) for k, v in i64.items()]
-    p = f"{name}/"
+    scale = numpy_helper.from_array(np.asarray(grid.scales, dtype=np.float32).reshape(-1), f"{name}_scale")
+    shape = numpy_helper.from_array(np.array(codes.shape, dtype=np.int64), f"{name}_shape")
+    node = helper.make_node(SPARSE_OP, [q.name, skip.name, scale.name, shape.name], [name], name=name,
+                            domain=DOMAIN)
+    return [q, skip, scale, shape], [node]
 
-    def node(op: str, inputs: list[str], output: str, **attrs) -> onnx.NodeProto:
-        return helper.make_node(op, inputs, [output], name=p + output.rsplit("/", 1)[-1], **attrs)
 
-    nodes = [node("Cast", [skip.name], p + "skip64", to=TensorProto.INT64),
-             node("Add", [p + "skip64", f"{name}_one"], p + "steps"),
-             node("CumSum", [p + "steps", f"{name}_axis"], p + "ends"),
-             node("Sub", [p + "ends", f"{name}_one"], p + "positions")]
-    entry_scale = scale.name
-    if np.asarray(grid.scales).size > 1:
-        per_slice = np.array(flat.size // codes.shape[0], np.int64)
-        inits.append(numpy_helper.from_array(per_slice, f"{name}_slice"))
-        nodes += [node("Div", [p + "positions", f"{name}_slice"], p + "channel"),
-                  node("Gather", [scale.name, p + "channel"], p + "entry_scale", axis=0)]
-        entry_scale = p + "entry_scale"
-    nodes += [node("DequantizeLinear", [q.name, entry_scale], p + "values", axis=0),
-              node("ConstantOfShape", [f"{name}_numel"], p + "zeros"),  # float32 zeros by default
-              node("ScatterElements", [p + "zeros", p + "positions", p + "values"], p + "flat", axis=0),
-              helper.make_node("Reshape", [p + "flat", f"{name}_shape"], [name], name=p + "Reshape")]
-    return inits, nodes
+DOMAIN, SPARSE_OP = "compress", "SparseDequantize"
+
+
+def sparse_dequantize_function(opset: int) -> onnx.FunctionProto:
+    """``compress.SparseDequantize(q, skip, scale, shape) -> weight``, a model-local ONNX function
+    (onnxruntime inlines it) so that each sparse layer costs one node:
+
+        positions = CumSum(Cast(skip) + 1) - 1
+        weight = Reshape(ScatterElements(zeros(prod(shape)), positions,
+                         DequantizeLinear(q, Gather(scale, positions // (prod(shape) / len(scale))))),
+                         shape)
+    """
+    n = helper.make_node
+
+    def const(out: str, value: int) -> onnx.NodeProto:
+        return n("Constant", [], [out], value=numpy_helper.from_array(np.array(value, np.int64)))
+
+    nodes = [const("one", 1), const("zero", 0),
+             n("Cast", ["skip"], ["skip64"], to=TensorProto.INT64),
+             n("Add", ["skip64", "one"], ["steps"]),
+             n("CumSum", ["steps", "zero"], ["ends"]),
+             n("Sub", ["ends", "one"], ["positions"]),
+             n("ReduceProd", ["shape"], ["numel"], keepdims=1),
+             n("Shape", ["scale"], ["scales"]),
+             n("Div", ["numel", "scales"], ["per_scale"]),
+             n("Div", ["positions", "per_scale"], ["channel"]),
+             n("Gather", ["scale", "channel"], ["entry_scale"], axis=0),
+             n("DequantizeLinear", ["q", "entry_scale"], ["values"], axis=0),
+             n("ConstantOfShape", ["numel"], ["zeros"]),  # float32 zeros by default
+             n("ScatterElements", ["zeros", "positions", "values"], ["flat"], axis=0),
+             n("Reshape", ["flat", "shape"], ["weight"])]
+    return helper.make_function(DOMAIN, SPARSE_OP, ["q", "skip", "scale", "shape"], ["weight"], nodes,
+                                [helper.make_opsetid("", opset)],
+                                doc_string="kept codes and skip counts -> the dequantized dense weight")
 
 
 def decode_weights(model: onnx.ModelProto, names: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -222,7 +242,8 @@ def decode_weights(model: onnx.ModelProto, names: list[str] | None = None) -> di
     graph = helper.make_graph(order, "decode", [], [helper.make_tensor_value_info(v, TensorProto.FLOAT, None)
                                                   for v in names],
                               [i for i in model.graph.initializer if i.name in used])
-    sub = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    sub = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version,
+                            functions=list(model.functions))
     session = ort.InferenceSession(sub.SerializeToString(), providers=["CPUExecutionProvider"])
     return dict(zip(names, session.run(names, {}), strict=True))
 
@@ -233,7 +254,7 @@ def _depends_on_dq(value: str, produced: dict[str, onnx.NodeProto]) -> bool:
         n = produced.get(stack.pop())
         if n is None or n.name in seen:
             continue
-        if n.op_type == "DequantizeLinear":
+        if n.op_type in ("DequantizeLinear", SPARSE_OP):
             return True
         seen.add(n.name)
         stack.extend(n.input)
