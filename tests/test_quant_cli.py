@@ -181,3 +181,13 @@ def test_zoo_lenet_through_onnxruntime(capsys, tmp_path):
     assert rc == 0, err
     result = json.loads(out)
     assert result["max_abs_err"] < 1e-5 and result["top1_agreement"] == 1.0
+
+
+def test_data_measures_and_records_top1(capsys, tmp_path, tiny):
+    q = tmp_path / "q.pt"
+    rc, out, err = run(capsys, ["quantize", tiny, "--bits", "8", "--data", "synthetic", "--limit", "64",
+                                "-o", str(q)])
+    assert rc == 0, err
+    rec = load_model(q).meta["quantization"]
+    assert rec["dataset"] == "synthetic" and 0 <= rec["accuracy"] <= 1 and 0 <= rec["accuracy_before"] <= 1
+    assert f"top-1: {rec['accuracy_before']:.2%} before, {rec['accuracy']:.2%} after" in out

@@ -11,11 +11,12 @@ replaced by integers and a few nodes that rebuild the same float tensor under th
   ``<layer>.weight_skip`` (UINT2/UINT4/UINT8 skip counts), ``<layer>.weight_scale`` and
   ``<layer>.weight_shape`` into one ``compress.SparseDequantize`` node, a model-local ONNX function
   (written once; onnxruntime inlines it): positions ``CumSum(skip + 1) - 1``, each entry's scale
-  ``Gather(scale, position // slice)``, ``DequantizeLinear`` of the codes with those scales,
-  ``ScatterElements`` into ``ConstantOfShape`` zeros, ``Reshape`` to the weight's shape.
+  ``Gather(scale, position // slice)``, the codes dequantized with those scales (``Cast`` and ``Mul``,
+  which onnxruntime folds at load, see :func:`sparse_dequantize_function`), ``ScatterElements`` into
+  ``ConstantOfShape`` zeros, ``Reshape`` to the weight's shape.
 
 Either way the only float tensors left in the file are the biases, the scales and any layer that was not
-quantized; ``DequantizeLinear`` computes ``q * s`` in float32, the very values the PyTorch model holds,
+quantized; the graph computes ``q * s`` in float32, the very values the PyTorch model holds,
 so onnxruntime and PyTorch agree to the rounding of the convolutions themselves. The codes are
 recovered from the weights (``round(w / s)``) and the product is checked bit for bit before anything is
 written: a weight that is not on its grid is an error, never silently re-rounded.
@@ -58,7 +59,7 @@ class QuantExportResult(ExportResult):
 
 
 def required_opset(grids: dict[str, WeightGrid]) -> int:
-    """The lowest opset whose DequantizeLinear takes every layer's storage type."""
+    """The lowest opset whose DequantizeLinear and Cast take every layer's storage type."""
     return max([TORCH_OPSET] + [lowbit.weight_storage(g.bits).min_opset for g in grids.values()])
 
 
@@ -75,7 +76,7 @@ def export_quantized_onnx(net, path: str | Path, grids: dict[str, WeightGrid], *
     elif opset < need:
         widths = sorted({g.bits for g in grids.values() if lowbit.weight_storage(g.bits).min_opset > opset})
         raise ConversionError(f"opset {opset} is too old for {'/'.join(map(str, widths))}-bit weights: "
-                              f"their packed type needs DequantizeLinear from opset {need}")
+                              f"their packed type (and DequantizeLinear of it) needs opset {need}")
     if opset > newest:
         raise ConversionError(f"opset {opset} is newer than this onnx ({onnx.__version__}) knows ({newest})")
     model, notes = to_onnx_model(net, opset=min(opset, TORCH_OPSET), batch_size=batch_size,
@@ -194,8 +195,12 @@ def sparse_dequantize_function(opset: int) -> onnx.FunctionProto:
 
         positions = CumSum(Cast(skip) + 1) - 1
         weight = Reshape(ScatterElements(zeros(prod(shape)), positions,
-                         DequantizeLinear(q, Gather(scale, positions // (prod(shape) / len(scale))))),
-                         shape)
+                         Cast(q) * Gather(scale, positions // (prod(shape) / len(scale)))), shape)
+
+    ``Cast(q) * s`` is ``DequantizeLinear(q, s)`` (zero point 0) to the bit, written out because
+    onnxruntime keeps a ``DequantizeLinear`` for run time (its QDQ fusions) and so would rebuild the
+    dense weight at every inference; the plain ops fold into a constant once, when the session loads,
+    so a sparse quantized model runs as fast as the float one (the dense weight is in memory either way).
     """
     n = helper.make_node
 
@@ -212,7 +217,8 @@ def sparse_dequantize_function(opset: int) -> onnx.FunctionProto:
              n("Div", ["numel", "scales"], ["per_scale"]),
              n("Div", ["positions", "per_scale"], ["channel"]),
              n("Gather", ["scale", "channel"], ["entry_scale"], axis=0),
-             n("DequantizeLinear", ["q", "entry_scale"], ["values"], axis=0),
+             n("Cast", ["q"], ["codes"], to=TensorProto.FLOAT),  # exact: small integers
+             n("Mul", ["codes", "entry_scale"], ["values"]),  # = DequantizeLinear(q, entry_scale)
              n("ConstantOfShape", ["numel"], ["zeros"]),  # float32 zeros by default
              n("ScatterElements", ["zeros", "positions", "values"], ["flat"], axis=0),
              n("Reshape", ["flat", "shape"], ["weight"])]
