@@ -14,11 +14,11 @@ from compress.quant.record import KEY, describe, read_grids
 
 def onnx_grids(net, meta: dict, *, where: str = "model") -> dict | None:
     """``{Caffe layer name: WeightGrid}`` of a quantized model (None when it is not quantized)."""
-    from converters.onnx.quantized import WeightGrid
-
     grids = read_grids(meta, net, where=where)
     if grids is None:
         return None
+    from converters.onnx.quantized import WeightGrid
+
     caffe_name = {n.attr: n.name for n in getattr(net, "nodes", [])}
     return {caffe_name.get(name, name): WeightGrid(g.bits, g.scales.numpy()) for name, g in grids.items()}
 

@@ -54,14 +54,15 @@ class QuantInfo:
 def quant_info(net, meta: dict, *, where: str = "model") -> QuantInfo | None:
     """The per-layer storage of a quantized ``net`` (None when ``meta`` records no quantization)."""
     from compress.quant.export import onnx_grids
+
+    grids = onnx_grids(net, meta, where=where)
+    if grids is None:
+        return None
     from compress.quant.record import KEY, describe
     from compress.report.rows import prunable_layers
     from converters.onnx.lowbit import choose_encoding
     from converters.onnx.quantized import grid_codes, required_opset
 
-    grids = onnx_grids(net, meta, where=where)
-    if grids is None:
-        return None
     opset = required_opset(grids)
     rows = []
     for name, _, module in prunable_layers(net):

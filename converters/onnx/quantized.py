@@ -84,7 +84,7 @@ def export_quantized_onnx(net, path: str | Path, grids: dict[str, WeightGrid], *
     if opset > TORCH_OPSET:
         model = _raise_opset(model, opset)
     dense_bytes = model.ByteSize()
-    layers = quantize_initializers(model, net, grids, opset, sparse=sparse)
+    layers = quantize_initializers(model, grids, opset, sparse=sparse)
     del model.graph.value_info[:]  # the exporter's intermediate shapes: hints onnxruntime re-derives
     props = metadata_props(net, meta or {}, notes)
     props["quantization"] = json.dumps({name: f"{grids[name].bits}-bit {enc.kind}"
@@ -114,7 +114,7 @@ def _raise_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
         raise ConversionError(f"cannot raise the exported graph to opset {opset}: {first}") from None
 
 
-def quantize_initializers(model: onnx.ModelProto, net, grids: dict[str, WeightGrid], opset: int, *,
+def quantize_initializers(model: onnx.ModelProto, grids: dict[str, WeightGrid], opset: int, *,
                           sparse: bool = True) -> dict[str, lowbit.Encoding]:
     """Replace each ``<layer>.weight`` initializer of ``grids`` by packed codes and decoding nodes
     (in place, decoding nodes first in the graph); returns each layer's encoding."""
