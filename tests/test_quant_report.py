@@ -47,7 +47,7 @@ def test_per_layer_bits_and_sizes(models, capsys):
     text = render(report, "markdown")
     header = [c.strip() for c in text.splitlines()[0].strip("|").split("|")]
     assert header[-3:] == ["Bits", "Stored as", "Size (KB)"]
-    assert "Quantization: 4-bit per-channel max grid, ptq" in text
+    assert "Quantization: 4-bit per-channel mse grid, ptq" in text
     rows = list(csv.DictReader(io.StringIO(render(report, "csv"))))
     assert rows[0]["bits"] == "4" and int(rows[-1]["bytes"]) == report.quantization.bytes
     d = json.loads(render(report, "json"))

@@ -34,8 +34,9 @@ def render(result) -> str:
               help="ptq: no training. qgt, admm: fine-tune on --data (quantization-guided training, ADMM).")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True,
               help="One scale per output channel (axis 0), or one per layer.")
-@click.option("--scale", type=click.Choice(("max", "mse")), default="max", show_default=True,
-              help="max: max|w| / L. mse: the clip with the least squared error.")
+@click.option("--scale", type=click.Choice(("mse", "max")), default="mse", show_default=True,
+              help="mse: the clip with the least squared error (never worse than max; far better at 2 "
+                   "bits). max: max|w| / L, no clipping.")
 @click.option("--keep-first-last-8bit", is_flag=True, help="Quantize the first and last layer to 8 bits.")
 @click.option("--layer", "layers", multiple=True, metavar="NAME",
               help="Quantize only these layers (names or patterns; repeatable). Default: every "

@@ -21,7 +21,7 @@ from compress.quant.scale import SCALE_METHODS
 class QuantConfig:
     bits: int
     per_channel: bool = True
-    scale: str = "max"  # a key of SCALE_METHODS: "max" or "mse"
+    scale: str = "mse"  # a key of SCALE_METHODS: "mse" (never worse than "max") or "max"
     first_last_bits: int | None = None
     layers: tuple[str, ...] = ()  # names or patterns; empty: every prunable layer
 
