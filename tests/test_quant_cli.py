@@ -108,7 +108,8 @@ def test_already_quantized_is_refused(capsys, tmp_path, tiny):
     assert run(capsys, ["quantize", tiny, "--bits", "4", "-o", str(q)])[0] == 0
     for bits in ("8", "4", "2"):
         fails(capsys, tmp_path, ["quantize", str(q), "--bits", bits, "-o", str(tmp_path / "q2.pt")],
-              "already quantized (4-bit per-channel mse grid, ptq)", "quantize the unquantized model")
+              "already quantized (4-bit per-channel mse grid, ptq)",
+              f"quantize the unquantized model ({tiny})")
 
 
 def test_corrupt_model_file(capsys, tmp_path):

@@ -54,17 +54,17 @@ def quantize(model: str, config: QuantConfig, *, method: str = "ptq", output: st
     net, meta = loaded.net, dict(loaded.meta)
     name = loaded.path or str(model)
     if is_quantized(meta):
-        source = meta.get("source")
+        source = meta[KEY].get("input") if isinstance(meta[KEY], dict) else None
         raise CompressError(f"{name} is already quantized ({describe(meta[KEY])}); quantizing it again would "
                             "round its weights a second time: quantize the unquantized model instead"
-                            + (f" (its source: {source})" if source else ""))
+                            + (f" ({source})" if source else ""))
     evaluate = _evaluator(data, net, meta, batch_size, limit, device) if data else None
     before = evaluate() if evaluate else None
     t0 = time.perf_counter()
     layers = METHODS[method](net, config)
     seconds = time.perf_counter() - t0
     after = evaluate() if evaluate else None
-    record = make_record(config, method, {n: q.grid for n, q in layers.items()})
+    record = {**make_record(config, method, {n: q.grid for n, q in layers.items()}), "input": name}
     if data:
         record.update(dataset=data, accuracy_before=before, accuracy=after)
     meta = {**meta, "source": meta.get("source", name), KEY: record}

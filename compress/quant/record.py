@@ -6,6 +6,7 @@ and records the grid under ``meta["quantization"]``::
 
     {"method": "ptq", "bits": 4, "per_channel": true, "scale": "mse", "first_last_bits": 8 | null,
      "layers": {"conv1": {"bits": 8, "axis": 0 | null, "zero_point": 0, "scales": [float32 values]}, ...},
+     "input": "lenet_admm.pt",                                     # what was quantized
      "accuracy_before": ..., "accuracy": ..., "dataset": ...}      # optional, when measured
 
 ``axis`` 0: one scale per slice along axis 0 of the PyTorch weight; null: one scale for the tensor.
@@ -41,6 +42,8 @@ def is_quantized(meta: dict | None) -> bool:
 
 def describe(record: dict) -> str:
     """``4-bit per-channel mse grid (8-bit first/last), ptq``."""
+    if not isinstance(record, dict):
+        return "unreadable record"
     how = "per-channel" if record.get("per_channel") else "per-tensor"
     text = f"{record.get('bits')}-bit {how} {record.get('scale', '')} grid".replace("  ", " ")
     if record.get("first_last_bits"):
