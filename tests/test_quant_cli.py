@@ -109,7 +109,7 @@ def test_already_quantized_is_refused(capsys, tmp_path, tiny):
     for bits in ("8", "4", "2"):
         fails(capsys, tmp_path, ["quantize", str(q), "--bits", bits, "-o", str(tmp_path / "q2.pt")],
               "already quantized (4-bit per-channel mse grid, ptq)",
-              f"quantize the unquantized model ({tiny})")
+              f"quantize the unquantized model instead ({tiny})")
 
 
 def test_corrupt_model_file(capsys, tmp_path):
