@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo test test-slow lint bench fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,15 @@ test-slow: setup
 
 bench: setup
 	$(BIN)/python bench/run_all.py
+
+# The fuzz suite (compress/fuzz): mutated caffemodels, prototxts, model files, malicious pickles and
+# non-model files, each loaded in a forked child under memory/time limits; exit status 1 on any outcome
+# other than "ok" or "clean error". FUZZ_FLAGS adds options, e.g. FUZZ_FLAGS="--keep fuzz-failures".
+FUZZ_CASES ?= 3000
+FUZZ_SEED ?= 1
+FUZZ_FLAGS ?=
+fuzz: setup
+	$(BIN)/python -m compress.fuzz --cases $(FUZZ_CASES) --seed $(FUZZ_SEED) $(FUZZ_FLAGS)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

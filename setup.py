@@ -19,14 +19,19 @@ setup(
         "torch>=2.2,<2.14",
         "onnx>=1.20",  # INT2/UINT2 tensors and opset 25 (2-bit weights); INT4 from opset 21
         "ml_dtypes>=0.5",  # int2/int4 numpy types that onnx.numpy_helper packs into raw_data
-        "onnxruntime>=1.17",
+        # measured on the packed exports: 1.24.1 runs IR 13 / opset 25 (INT2 DequantizeLinear, UINT2 Cast);
+        # 1.23 runs the 4-bit ones (Cast from INT4/UINT4 in the sparse decoding) but not IR 13;
+        # 1.19-1.22 only dense INT4 DequantizeLinear
+        "onnxruntime>=1.24.1",
         "protobuf>=7.34",  # fast repeated-float access via np.array(field); see README
         "numpy>=1.24",
         "click>=8.1",
         "PyYAML>=6",  # --targets FILE.yaml
+        "lmdb>=1.4",  # Caffe Data layers (backend: LMDB)
     ],
     extras_require={
-        "test": ["pytest>=7", "opencv-python-headless>=4.5,<5", "ruff", "Pillow"],  # both image decoders
+        # both image decoders; h5py for the HDF5Data layer tests
+        "test": ["pytest>=7", "opencv-python-headless>=4.5,<5", "ruff", "Pillow", "h5py"],
         "plot": ["matplotlib"],
         "images": ["Pillow"],  # image-folder datasets (cv2 is used instead when installed)
     },

@@ -17,8 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "Convert a Caffe model (.caffemodel + .prototxt) to a compress model file."),
     "info": ("info", "Show layers, output shapes and parameter counts in Caffe's names."),
     "zoo": ("zoo", "Models shipped with the tool (LeNet, AlexNet) and their target presets."),
+    "train": ("train", "Train a Caffe net from its solver.prototxt exactly as caffe train does."),
     "prune": ("prune", "Fine-tune under ADMM/RVSM/RGSM/SGD, hard-prune to targets, retrain with masks."),
-    "quantize": ("quantize", "Quantize weights to 8/4/3/2-bit grids (PTQ), recorded in the model file."),
+    "quantize": ("quantize", "Quantize weights to 8/4/3/2-bit grids by PTQ, QGT or ADMM training."),
+    "eval": ("eval", "Top-1/top-5 accuracy and loss of a model on a test set (PyTorch or onnxruntime)."),
     "report": ("report", "Per-layer sparsity table (Markdown, CSV, JSON) of a pruned model."),
     "export": ("export", "Export to ONNX (sparse initializers where smaller), thinned, or .caffemodel."),
     "verify": ("verify", "Check an ONNX file against its PyTorch model with onnxruntime."),
@@ -59,7 +61,7 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning user errors into one line and exit status 1."""
-    from compress.errors import USER_ERRORS
+    from compress.errors import USER_ERRORS, TrainingInterrupted
 
     try:
         # With standalone_mode=False click returns ctx.exit()'s code (or the command's return value).
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code
+    except TrainingInterrupted as e:
+        click.echo(f"Interrupted: {_one_line(e)}", err=True)
+        return 130
     except USER_ERRORS as e:
         if os.environ.get("COMPRESS_DEBUG"):
             raise

@@ -10,6 +10,10 @@ class DivergenceError(CompressError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+class TrainingInterrupted(CompressError):
+    """Ctrl-C during training; the message names the checkpoint to resume from."""
+
+
 # What the CLI reports as one line: library code raises ValueError subclasses (CompressError,
 # converters.errors.ConversionError, ...) for bad input, and OSError for files. Set COMPRESS_DEBUG=1
 # to see the traceback instead.

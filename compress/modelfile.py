@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from compress.errors import CompressError
+from converters.errors import ConversionError
 
 FORMAT = "compress-model"
 VERSION = 1
@@ -92,37 +93,151 @@ def save_model(path: str | os.PathLike, net, meta: dict | None = None) -> None:
 
 
 def read_model_file(path: str | os.PathLike) -> Model:
-    """Load a model file; anything else (another ``.pt``, a corrupt file) is a clear CompressError."""
+    """Load a model file; anything else (another ``.pt``, a corrupt or crafted file) is a CompressError
+    that says what the file appears to be. Checked before unpickling (``compress/archive.py``): what the
+    pickle names, the format marker, and that the storages expand to no more than the net definition
+    declares; after: every field's type, ``meta`` a JSON object, every blob a dense float CPU tensor."""
     import torch
 
+    from compress.archive import check_expansion, inspect_model_file
     from converters.caffe.builder import build_net
-    from converters.caffe.prototxt import parse_net_text
 
-    expected = "expected a model file written by `compress convert` or `compress prune`"
+    path = str(path)
+    inspection = inspect_model_file(path, ACCEPTED)
+    netdef = _parse_netdef(inspection.netdef, path)
+    check_expansion(path, inspection, 4 * _plan(netdef, path).param_count())
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to unpickle means "not our file"; say why briefly
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CompressError(f"{path}: not a readable model file ({expected}; torch.load: {first})") from None
+        raise CompressError(f"{path}: not a readable model file (torch.load: {_torch_reason(e)})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        found = f"keys {sorted(map(str, data))[:6]}" if isinstance(data, dict) else type(data).__name__
-        raise CompressError(f"{path}: not a compress model file ({expected}, with format {FORMAT!r}; "
-                            f"found {found})")
+        found = (f"keys {[_cut(str(k), 40) for k in sorted(map(str, data))[:6]]}" if isinstance(data, dict)
+                 else type(data).__name__)
+        raise CompressError(f"{path}: not a compress model file (expected format {FORMAT!r}; found {found})")
     version = data.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise CompressError(f"{path}: model file version {version!r}, this tool reads up to {VERSION} "
+    if type(version) is not int or not 1 <= version <= VERSION:
+        raise CompressError(f"{path}: model file version {_cut(version)}, this tool reads 1 to {VERSION} "
                             "(written by a newer compress?)")
     for key, kind in (("netdef", str), ("blobs", dict), ("meta", str)):
         if not isinstance(data.get(key), kind):
             raise CompressError(f"{path}: corrupt model file: {key!r} should be a {kind.__name__}, "
                                 f"found {type(data.get(key)).__name__}")
+    if data["netdef"] != inspection.netdef:
+        raise CompressError(f"{path}: corrupt model file: it holds two different net definitions")
+    meta = parse_meta(data["meta"], path)
+    blobs = _blobs(data["blobs"], path)
     try:
-        meta = json.loads(data["meta"])
-    except ValueError as e:
-        raise CompressError(f"{path}: corrupt model file: meta is not JSON ({e})") from None
-    net = build_net(parse_net_text(data["netdef"], filename=f"{path} (net definition)"), data["blobs"],
-                    source=f"model file {path}")
-    return Model(net, meta, str(path))
+        net = build_net(netdef, blobs, source=f"model file {path}")
+    except ConversionError as e:
+        raise CompressError(str(e) if path in str(e) else f"model file {path}: {e}") from None
+    return Model(net, meta, path)
+
+
+ACCEPTED = ("expected a model file (.pt written by `compress convert` or `compress prune`), a .caffemodel "
+            "(with its .prototxt), a .prototxt, or a zoo name")
+
+# Types of the meta keys this tool reads (ARCHITECTURE.md); other keys are kept as they are.
+META_TYPES: dict[str, type | tuple[type, ...]] = {
+    "source": str, "method": str, "hyperparameters": dict, "targets": dict, "sparsity": str, "group": str,
+    "dataset": str, "accuracy_before": (int, float), "accuracy_after": (int, float), "preprocess": dict,
+    "created": str, "history": list, "zoo": str, "prototxt": str, "initialized": bool,
+}
+META_DEPTH = 32
+
+
+def parse_meta(text: str, path: str) -> dict:
+    """``meta`` JSON text -> dict; refuses what later code could not use (not an object, a known key of
+    the wrong type, nesting deeper than :data:`META_DEPTH`)."""
+    try:
+        meta = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else _cut(str(e))
+        raise CompressError(f"{path}: corrupt model file: meta is not JSON ({reason})") from None
+    if not isinstance(meta, dict):
+        raise CompressError(f"{path}: corrupt model file: meta should be a JSON object, found a JSON "
+                            f"{type(meta).__name__}")
+    depth = _depth(meta)
+    if depth > META_DEPTH:
+        raise CompressError(f"{path}: corrupt model file: meta is nested {depth} deep (at most {META_DEPTH})")
+    for key, kind in META_TYPES.items():
+        value = meta.get(key)
+        wrong = not isinstance(value, kind) or isinstance(value, bool) and kind is not bool
+        if value is not None and wrong:
+            raise CompressError(f"{path}: corrupt model file: meta[{key!r}] should be "
+                                f"{_kind_name(kind)}, found {type(value).__name__}")
+    return meta
+
+
+def _parse_netdef(text: str, path: str):
+    from converters.caffe.prototxt import parse_net_text
+
+    try:
+        return parse_net_text(text, filename=f"{path} (net definition)")
+    except ConversionError as e:
+        raise CompressError(f"corrupt model file: {e}") from None
+
+
+def _plan(netdef, path: str):
+    from converters.caffe.builder import plan_net
+
+    try:
+        return plan_net(netdef)
+    except ConversionError as e:
+        raise CompressError(f"model file {path}: {e}") from None
+
+
+def _blobs(blobs: dict, path: str) -> dict:
+    """``{layer: [float32 CPU tensors]}`` checked one by one (``torch.load`` accepts far more)."""
+    import torch
+
+    out = {}
+    for name, arrays in blobs.items():
+        where = f"{path}: corrupt model file: blobs[{_cut(repr(name))}]"
+        if not isinstance(name, str) or not isinstance(arrays, (list, tuple)):
+            raise CompressError(f"{where} should be a list of tensors under a layer name, found "
+                                f"{type(arrays).__name__}")
+        tensors = []
+        for i, t in enumerate(arrays):
+            if not isinstance(t, torch.Tensor):
+                raise CompressError(f"{where}[{i}] should be a tensor, found {type(t).__name__}")
+            if t.layout != torch.strided or t.device.type != "cpu" or not t.dtype.is_floating_point:
+                raise CompressError(f"{where}[{i}] should be a dense float CPU tensor, found a {t.layout} "
+                                    f"{t.dtype} tensor on {t.device.type}")
+            tensors.append(t.detach().to(torch.float32).contiguous())
+        out[name] = tensors
+    return out
+
+
+def _depth(value) -> int:
+    """Nesting depth of JSON data, without recursion."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        v, d = todo.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            todo.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def _kind_name(kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {str: "a string", dict: "an object", list: "a list", int: "a number", float: "a number",
+             bool: "true or false"}
+    return " or ".join(dict.fromkeys(names[k] for k in kinds))
+
+
+def _torch_reason(e: BaseException) -> str:
+    """torch.load's own reason, without its advice to load with ``weights_only=False``."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+    for line in lines:
+        if line.startswith("WeightsUnpickler error:"):
+            return _cut(line.removeprefix("WeightsUnpickler error:").strip())
+    return _cut(lines[0])
+
+
+def _cut(value, limit: int = 120) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _from_zoo(entry) -> Model:

@@ -68,7 +68,7 @@ def test_distillation_changes_the_steps_and_leaves_the_teacher_as_given(tmp_path
         train(net, m, loader(), None, TrainConfig(lr=0.05, retrain_epochs=1, distill=Distill(alpha, 2.0),
                                                     checkpoint=ckpt))
         results[alpha] = net.fc.weight.detach().clone()
-    teacher = load_checkpoint(ckpt)["teacher"]
+    teacher = load_checkpoint(ckpt)["task"]["teacher"]
     assert all(torch.equal(teacher[f"net.{k}"], v) for k, v in before.items())
     assert not torch.equal(results[0.0], results[0.9])
 

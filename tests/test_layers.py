@@ -402,10 +402,33 @@ def test_reshape(dims, axis, num_axes, bottom, expected):
 
 
 def test_reshape_errors():
-    with pytest.raises(ConversionError, match="does not match"):
+    with pytest.raises(ConversionError, match=r"the new shape has 14 values, the bottom \[2, 3, 4\] has 24"):
         build("type: 'Reshape' reshape_param { shape { dim: 0 dim: 7 } }", (2, 3, 4))
     with pytest.raises(ConversionError, match="at most one -1"):
         build("type: 'Reshape' reshape_param { shape { dim: -1 dim: -1 } }", (2, 3))
+
+
+@pytest.mark.parametrize("param, bottom, message", [
+    # a 0 (copy) past the bottom's last axis: "tuple index out of range" before
+    ("shape { dim: 0 dim: 0 dim: 0 }", (2, 3), "dim 2 is 0 (copy the bottom's axis 2), but the bottom has 2"),
+    ("axis: 1 shape { dim: 0 dim: 0 }", (2, 3), "shape dim 1 is 0 (copy the bottom's axis 2)"),
+    ("axis: 3 shape { dim: 1 }", (2, 3), "axis 3 out of range for a 2-D bottom"),
+    ("axis: -4 shape { dim: 1 }", (2, 3), "axis -4 out of range for a 2-D bottom"),
+    ("axis: 1 num_axes: 2 shape { dim: 3 }", (2, 3), "axis 1 + num_axes 2 runs past the 2-D bottom"),
+    ("shape { dim: -1 dim: 4 }", (2, 3), "cannot infer the -1: the bottom's 6 values are not a multiple of"),
+    ("shape { dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 "
+     "dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 "
+     "dim: 1 dim: 1 dim: 1 dim: 1 dim: 1 dim: 6 }", (2, 3), "the top would have 33 axes, at most 32"),
+])
+def test_odd_reshapes_say_which_rule_fails(param, bottom, message):
+    with pytest.raises(ConversionError) as e:
+        build(f"name: 'r' type: 'Reshape' bottom: 'x' top: 'y' reshape_param {{ {param} }}", bottom)
+    assert message in str(e.value) and str(e.value).startswith("layer 'r' (Reshape): shape [")
+
+
+def test_reshape_in_place_is_refused_as_in_caffe():
+    with pytest.raises(ConversionError, match="cannot be computed in place"):
+        build("name: 'r' type: 'Reshape' bottom: 'x' top: 'x' reshape_param { shape { dim: 6 } }", (2, 3))
 
 
 def test_flatten_concat_split():

@@ -27,6 +27,7 @@ from google.protobuf import text_format
 
 from converters import caffe
 from converters.caffe.layers.base import supported_types
+from converters.caffe.layers.loss import TRAINING_TYPES
 from converters.caffe.proto import caffe_pb2
 from converters.caffe.upgrade import V1_TYPES
 from tests.nets import random_blobs
@@ -202,7 +203,9 @@ CASES: dict[str, list[Case]] = {
     ],
 }
 # Data layers become net inputs (checked in test_caffe_io.py); Input is the first layer of every case.
-NOT_LAYERS = {"Input", "Data", "DummyData", "HDF5Data", "ImageData", "MemoryData", "WindowData"}
+# Training-only layers exist only in phase nets (checked against BVLC transcriptions in test_loss_layers.py).
+NOT_LAYERS = {"Input", "Data", "DummyData", "HDF5Data", "ImageData", "MemoryData", "WindowData",
+              *TRAINING_TYPES}
 ALL_CASES = [(t, c) for t, cases in CASES.items() for c in cases]
 
 

@@ -92,6 +92,44 @@ def test_tl1_hand_value():
     assert float(ops.tl1_threshold(t(1.0), 0.1, 1.0)) == pytest.approx(expected, rel=1e-6)
 
 
+def tl1_decimal(x: float, mu: float, a: float) -> float:
+    """The TL1 prox for |x| above the threshold, to ~40 digits: the largest root in [0, |x|] of the
+    stationarity condition u - |x| + mu a (a+1) / (a+u)^2 = 0 (f < 0 at the minimum of f or at 0, f > 0
+    at |x|), by bisection in decimal arithmetic: independent of the closed form and of floats."""
+    from decimal import Decimal, localcontext
+
+    with localcontext() as ctx:
+        ctx.prec = 60
+        X, M, A = Decimal(abs(x)), Decimal(mu), Decimal(a)
+        c = M * A * (A + 1)
+
+        def f(u):
+            return u - X + c / (A + u) ** 2
+
+        lo, hi = max(Decimal(0), (2 * c) ** (Decimal(1) / 3) - A), X
+        assert f(lo) < 0 < f(hi)
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
+        return math.copysign(float(lo), x)
+
+
+@pytest.mark.parametrize("a", [0.01, 1.0, 1000.0, 1e6])
+def test_tl1_is_accurate_in_float32_for_every_a(a):
+    # mu = 1e-4 as in the issue (8e-5 error at a = 1000 against a threshold of 1e-4): a = 0.01 is on the
+    # sqrt branch (t = 0.0092), the others on t = mu (a+1)/a. Points from 1.5 t (away from the jump).
+    mu = 1e-4
+    t_val = ops.tl1_threshold_value(mu, a)
+    xs = [x for x in (1.5 * t_val, -3 * t_val, 1e-3, 0.01, -0.05, 0.1, 0.5, 2.0) if abs(x) >= 1.5 * t_val]
+    w = torch.tensor(xs, dtype=torch.float32)
+    for dtype, rel in ((torch.float32, 8 * 2.0**-24), (torch.float64, 8 * 2.0**-53)):
+        got = ops.tl1_threshold(w.to(dtype), mu, a).tolist()
+        for x, g in zip(w.tolist(), got, strict=True):
+            assert abs(g - tl1_decimal(x, mu, a)) <= rel * abs(x), (x, g)
+    below = torch.tensor([0.5 * t_val, -0.99 * t_val])
+    assert ops.tl1_threshold(below, mu, a).tolist() == [0.0, 0.0]
+
+
 def conv_weight():
     """(out=2, in=3, 1, 1): input channel norms 5, 0, 13; output filter norms sqrt(153), sqrt(41)."""
     return torch.tensor([[3.0, 0.0, 12.0], [4.0, 0.0, 5.0]]).reshape(2, 3, 1, 1)

@@ -116,7 +116,7 @@ def test_corrupt_model_file(capsys, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x80\x02garbage" * 10)
     fails(capsys, tmp_path, ["quantize", str(bad), "--bits", "4", "-o", str(tmp_path / "q.pt")],
-          "not a readable model file")
+          "not a model file")
 
 
 def test_corrupt_record_is_refused_on_export(capsys, tmp_path, tiny):

@@ -90,3 +90,11 @@ def test_cli_quant_table_and_its_misuse(models, tmp_path, capsys):
     assert "several only with --quant-table" in capsys.readouterr().err
     assert main(["report", models["q4"], "--data", "mnist"]) == 2
     assert "--data and --limit apply to --quant-table" in capsys.readouterr().err
+
+
+def test_quant_table_measures_the_exported_file_through_compress_eval(models):
+    """--data goes through compress.evaluate on the exported ONNX file: synthetic labels are random,
+    so the row has no accuracy and says why (the images did run through onnxruntime)."""
+    row = quant_table([models["q4"]], data="synthetic", limit=8)[0]
+    assert row.accuracy is None
+    assert row.accuracy_source == "onnxruntime, synthetic test (8): random labels, no accuracy"

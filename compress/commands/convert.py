@@ -9,11 +9,12 @@ import click
 def convert_model(model: str, output: str, *, prototxt: str | None = None,
                   input_shape: tuple[int, ...] | None = None):
     """Load ``model`` (anything :func:`compress.modelfile.load_model` accepts) and save it as a model
-    file at ``output``. The output path is checked before any loading; returns the loaded Model."""
+    file at ``output``. The output is checked before any loading (writable, not one of the files
+    ``model`` is read from); returns the loaded Model."""
     from compress.modelfile import load_model, save_model
-    from converters.atomic import check_output_path
+    from compress.outputs import check_outputs
 
-    check_output_path(output)
+    check_outputs([output], models=[(model, prototxt)])
     shapes = None
     if input_shape:
         from converters.caffe.prototxt import read_net_text
@@ -68,16 +69,16 @@ def parse_shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
 
 @click.command("convert")
 @click.argument("model", metavar="MODEL")
-@click.option("--prototxt", metavar="NET.prototxt",
-              help="Net definition (deploy or train_val); default: MODEL's .prototxt sibling, else a "
-                   "matching zoo net.")
-@click.option("-o", "--output", required=True, metavar="OUT.pt", help="Model file to write.")
+@click.option("--prototxt", metavar="FILE", show_default="MODEL's .prototxt sibling, else a matching zoo net",
+              help="Net definition (deploy or train_val)")
+@click.option("-o", "--output", required=True, metavar="FILE", help="Model file to write (.pt)")
 @click.option("--input-shape", callback=parse_shape, metavar="N,C,H,W",
-              help="Input shape for a train_val definition whose data layer leaves it open.")
+              help="Input shape for a train_val definition whose data layer leaves it open")
 def command(model: str, prototxt: str | None, output: str, input_shape: tuple[int, ...] | None) -> None:
-    """Convert a Caffe model (MODEL.caffemodel + its prototxt) to a compress model file.
+    """Convert a Caffe model (.caffemodel + .prototxt) to a compress model file.
 
-    MODEL may also be a model file, a .prototxt alone (initialized weights) or a zoo name.
+    MODEL is a .caffemodel (its definition from --prototxt); it may also be a model file, a .prototxt
+    alone (initialized weights) or a zoo name.
     """
     from converters.caffe import summarize
 

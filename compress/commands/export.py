@@ -1,12 +1,11 @@
 """``compress export MODEL -o FILE``: sparse ONNX (only where smaller), thinned nets, or .caffemodel."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
-
-TARGETS = ("onnx", "caffemodel")
 
 
 @dataclass(frozen=True)
@@ -21,50 +20,134 @@ class ExportSummary:
     quantized: bool = False  # packed low-bit weights (the notes say how each layer is stored)
 
 
-def export_model(spec: str, output: str, *, to: str = "onnx", dense: bool = False, thin: bool = False,
+@dataclass(frozen=True)
+class ExportOptions:
+    """What to write and how; validated at construction (options that do not apply to the format
+    are errors, not silently ignored). ``deploy`` defaults to the output with ``.prototxt``."""
+
+    output: str
+    to: str  # a key of WRITERS
+    dense: bool = False
+    thin: bool = False
+    opset: int | None = None
+    deploy: str | None = None
+
+    def __post_init__(self) -> None:
+        from compress.errors import CompressError
+
+        if self.to not in WRITERS:
+            raise CompressError(f"--to must be one of {', '.join(WRITERS)}, got {self.to!r}")
+        for flag, value, applies in (("--dense", self.dense, "onnx"), ("--opset", self.opset, "onnx"),
+                                     ("--deploy", self.deploy, "caffemodel")):
+            if value not in (None, False) and self.to != applies:
+                raise CompressError(f"{flag} applies to {applies} output only, not to {self.to} "
+                                    f"({self.output})")
+        if self.to == "caffemodel" and self.deploy is None:
+            deploy = str(Path(self.output).with_suffix(".prototxt"))
+            if deploy == self.output:
+                raise CompressError(f"the deploy prototxt would overwrite the output {self.output}; "
+                                    "give --deploy")
+            object.__setattr__(self, "deploy", deploy)
+
+    def outputs(self) -> tuple[str, ...]:
+        """Every file this export writes."""
+        return tuple(p for p in (self.output, self.deploy) if p is not None)
+
+
+Writer = Callable[[object, dict, ExportOptions], ExportSummary]
+WRITERS: dict[str, Writer] = {}
+SUFFIXES: dict[str, str] = {}  # output extension -> format it implies
+
+
+def writer(name: str, *suffixes: str) -> Callable[[Writer], Writer]:
+    """Register ``fn(net, meta, options)`` as the writer of format ``name``, implied by ``suffixes``."""
+
+    def deco(fn: Writer) -> Writer:
+        WRITERS[name] = fn
+        SUFFIXES.update(dict.fromkeys(suffixes, name))
+        return fn
+
+    return deco
+
+
+def export_format(output: str, to: str | None) -> str:
+    """The format to write: ``to`` if given, else implied by the output's extension; a ``to`` that the
+    extension contradicts (``--to caffemodel -o x.onnx``) is an error, as is an output whose extension
+    implies nothing when ``to`` is not given."""
+    from compress.errors import CompressError
+
+    implied = SUFFIXES.get(Path(output).suffix.lower())
+    if to is None:
+        if implied is None:
+            names = " or ".join(SUFFIXES)
+            raise CompressError(f"cannot tell the export format from {output}: name it {names}, "
+                                f"or give --to {'|'.join(WRITERS)}")
+        return implied
+    if implied is not None and implied != to:
+        raise CompressError(f"--to {to} contradicts the output's extension: {output} names a {implied} file")
+    return to
+
+
+def export_model(spec: str, output: str, *, to: str | None = None, dense: bool = False, thin: bool = False,
                  opset: int | None = None, prototxt: str | None = None,
                  deploy: str | None = None) -> ExportSummary:
-    """Load ``spec`` (model file, .caffemodel or zoo name), optionally thin it, and export it."""
-    from compress.errors import CompressError
-    from compress.modelfile import load_model
-    from converters.atomic import check_output_path
+    """Load ``spec`` (model file, .caffemodel or zoo name), optionally thin it, and export it.
 
-    if to not in TARGETS:
-        raise CompressError(f"--to must be one of {', '.join(TARGETS)}, got {to!r}")
-    check_output_path(output)
-    if to == "caffemodel":
-        deploy = deploy or str(Path(output).with_suffix(".prototxt"))
-        if Path(deploy).resolve() == Path(output).resolve():
-            raise CompressError(f"the deploy prototxt would overwrite the output {output}; give --deploy")
-        check_output_path(deploy)
+    The format is ``to``, or the one the output's extension implies (:func:`export_format`). Every
+    output is checked before the model is loaded: writable, and none of the files the model is read
+    from (``compress.outputs.check_outputs``)."""
+    from compress.modelfile import load_model
+    from compress.outputs import check_outputs
+
+    models = [(spec, prototxt)]
+    check_outputs([output, deploy], models=models)  # first: never a word about formats for `-o MODEL`
+    opts = ExportOptions(output, export_format(output, to), dense=dense, thin=thin, opset=opset,
+                         deploy=deploy)
+    check_outputs(opts.outputs(), models=models)  # with the default deploy path
     model = load_model(spec, prototxt)
     net, meta = model.net, dict(model.meta)
     meta.setdefault("source", model.path or spec)
     thinned: dict[str, tuple[int, int]] = {}
     refused: dict[str, str] = {}
-    quantized = "quantization" in meta
+    grids = None
+    if "quantization" in meta:  # the record is checked against the weights before any work
+        from compress.quant.record import read_grids
+
+        grids = read_grids(meta, net, where=model.path or spec)
     if thin:
         from compress.thin import thin as thin_net
 
         result = thin_net(net)
-        if quantized:  # the per-channel scales follow the removed filters
-            from compress.quant.record import read_grids
+        if grids is not None:  # the per-channel scales follow the removed filters
             from compress.quant.thin import thinned_meta
 
-            meta = thinned_meta(meta, read_grids(meta, net, where=model.path or spec), result.net)
+            meta = thinned_meta(meta, grids, result.net)
         net, thinned, refused = result.net, result.removed, result.skipped
         meta["thinned"] = {k: list(v) for k, v in thinned.items()}
-    if to == "caffemodel":
-        from converters import caffe
+    summary = WRITERS[opts.to](net, meta, opts)
+    return replace(summary, thinned=thinned, refused=refused)
 
-        caffe.save(net, output, prototxt=deploy)
-        files = {output: Path(output).stat().st_size, deploy: Path(deploy).stat().st_size}
-        return ExportSummary(files, None, (), thinned, refused)
+
+@writer("onnx", ".onnx")
+def _write_onnx(net, meta: dict, opts: ExportOptions) -> ExportSummary:
+    """Float ONNX (sparse initializers where smaller), or, for a model whose file records a quantization
+    grid, packed low-bit integers (:func:`compress.quant.export.export_any` decides from ``meta``)."""
     from compress.quant.export import export_any
+    from compress.quant.record import is_quantized
 
-    r = export_any(net, meta, output, dense=dense, opset=opset, where=model.path or spec)
-    return ExportSummary({r.path: r.bytes}, r.dense_bytes, r.sparse_tensors, thinned, refused, r.notes,
-                         dense_requested=dense, quantized=quantized)
+    r = export_any(net, meta, opts.output, dense=opts.dense, opset=opts.opset)
+    return ExportSummary({r.path: r.bytes}, r.dense_bytes, r.sparse_tensors, {}, {}, r.notes,
+                         dense_requested=opts.dense, quantized=is_quantized(meta))
+
+
+@writer("caffemodel", ".caffemodel")
+def _write_caffemodel(net, meta: dict, opts: ExportOptions) -> ExportSummary:
+    """The weights as a .caffemodel and its deploy prototxt (a quantized model's dequantized weights)."""
+    from converters import caffe
+
+    caffe.save(net, opts.output, prototxt=opts.deploy)
+    files = {p: Path(p).stat().st_size for p in opts.outputs()}
+    return ExportSummary(files, None, (), {}, {})
 
 
 def _size(n: int) -> str:
@@ -96,26 +179,26 @@ def render(s: ExportSummary) -> str:
 
 
 @click.command("export")
-@click.argument("model")
-@click.option("-o", "--output", required=True, metavar="FILE", help="model.onnx, or model.caffemodel.")
-@click.option("--to", "to", type=click.Choice(TARGETS), default="onnx", show_default=True)
-@click.option("--dense", is_flag=True, help="ONNX: keep every initializer dense.")
-@click.option("--thin", is_flag=True, help="Remove zero filters/channels first (exact; faster model).")
-@click.option("--opset", type=int, help="ONNX opset (default: the exporter's).")
-@click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL.")
-@click.option("--deploy", metavar="FILE",
-              help="--to caffemodel: where to write the deploy prototxt (default: beside the output).")
-def command(model: str, output: str, to: str, dense: bool, thin: bool, opset: int | None,
+@click.argument("model", metavar="MODEL")
+@click.option("-o", "--output", required=True, metavar="FILE",
+              help="File to write; its extension (.onnx, .caffemodel) sets the format")
+@click.option("--to", "to", type=click.Choice(list(WRITERS)), show_default="from the output's extension",
+              help="Output format, when the extension does not say it")
+@click.option("--dense", is_flag=True, help="ONNX: keep every initializer dense")
+@click.option("--thin", is_flag=True, help="Remove zero filters and channels first (exact; a faster model)")
+@click.option("--opset", type=int, metavar="N", show_default="the exporter's", help="ONNX opset")
+@click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL")
+@click.option("--deploy", metavar="FILE", show_default="the output with .prototxt",
+              help="Caffemodel: where to write the deploy prototxt")
+def command(model: str, output: str, to: str | None, dense: bool, thin: bool, opset: int | None,
             prototxt: str | None, deploy: str | None) -> None:
-    """Export MODEL (a model file, a .caffemodel or a zoo name) to ONNX or back to Caffe.
+    """Export to ONNX (sparse initializers where smaller), thinned, or .caffemodel.
 
-    ONNX weights go into sparse initializers only where that is smaller than dense (above ~67%
-    zeros); the size is reported against the dense export. --thin removes zero filters exactly.
+    MODEL is a zoo name, a model file or a .caffemodel. ONNX weights go into sparse initializers
+    only where that is smaller than dense (above ~67% zeros); the size is reported against the dense
+    export. --thin removes zero filters exactly. Nothing is written over an input: -o must not name
+    MODEL or a file it is read from.
     """
-    if dense and to != "onnx":
-        raise click.UsageError("--dense applies to --to onnx only")
-    if deploy and to != "caffemodel":
-        raise click.UsageError("--deploy applies to --to caffemodel only")
     summary = export_model(model, output, to=to, dense=dense, thin=thin, opset=opset,
                            prototxt=prototxt, deploy=deploy)
     click.echo(render(summary), nl=False)

@@ -36,10 +36,13 @@ def _shape(shape) -> str:
 
 @click.command("info")
 @click.argument("model", metavar="MODEL")
-@click.option("--prototxt", metavar="NET.prototxt", help="Net definition for a .caffemodel MODEL.")
+@click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL")
 def command(model: str, prototxt: str | None) -> None:
-    """Layers of MODEL (model file, .caffemodel, .prototxt or zoo name): type, top shape(s) at the
-    declared input shape, and parameter count (weights + biases), in Caffe's names."""
+    """Show layers, output shapes and parameter counts in Caffe's names.
+
+    MODEL is a zoo name, a model file, a .caffemodel or a .prototxt; each layer's type, top shape(s) at
+    the declared input shape, and parameter count (weights + biases).
+    """
     from compress.commands.convert import show_warnings
 
     show_warnings()

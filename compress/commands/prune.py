@@ -1,115 +1,88 @@
 """``compress prune MODEL --method admm|rvsm|rgsm|default|magnitude``: parse, call
-:func:`compress.prune.api.prune`, print a per-layer summary."""
+:func:`compress.prune.api.prune`, print a per-layer summary.
+
+The method flags (``--rho``, ``--beta``, ``--lamb1``...) are made from each method's ``params``
+declaration (:mod:`compress.params`); a flag that the chosen method does not read is an error."""
 from __future__ import annotations
 
 import click
 
-METHODS = ("admm", "rvsm", "rgsm", "default", "magnitude")
+from compress.commands._training import pop_training, train_config, training_options
+from compress.params import click_options, refuse_foreign
+from compress.prune.methods import available, method_class
+
+METHOD_PARAMS = {name: method_class(name).params for name in available()}
+# training flags a solver.prototxt decides instead (refused beside --solver)
+SOLVER_DECIDES = ("data", "batch_size", "limit", "lr", "lr_schedule", "optimizer", "momentum", "weight_decay",
+                  "retrain_lr", "retrain_weight_decay", "augment", "max_steps", "amp")
 
 
 @click.command("prune")
 @click.argument("model")
-@click.option("--method", type=click.Choice(METHODS), default="admm", show_default=True)
-@click.option("--prototxt", help="Net definition for a .caffemodel that matches no zoo net.")
-@click.option("--data", default="mnist", show_default=True, help="mnist, synthetic, or a directory.")
-@click.option("-o", "--output", help="Pruned model file (default: <model>_<method>.pt).")
+@click.option("--method", type=click.Choice(available()), default="admm", show_default=True,
+              help="Pruning method (each reads only its own flags below)")
+@click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel that matches no zoo net")
+@click.option("-o", "--output", metavar="FILE", help="Pruned model file [<model>_<method>.pt]")
 # targets
-@click.option("--targets", help="Keep ratios: FILE.yaml, FILE.json or a preset (admm-71x, admm-21x...).")
-@click.option("--keep", multiple=True, metavar="LAYER=RATIO", help="Keep ratio of one layer (repeatable).")
-@click.option("--pcen", type=float, help="Percent of weights to prune in every layer (admm/magnitude: 80).")
+@click.option("--targets", metavar="SPEC",
+              help="Keep ratios: FILE.yaml, FILE.json or a preset (admm-71x, admm-21x, han-12x, han-9x)")
+@click.option("--keep", multiple=True, metavar="LAYER=RATIO", help="Keep ratio of one layer (repeatable)")
+@click.option("--pcen", type=float, metavar="PERCENT",
+              help="Percent of weights to prune in every layer [admm, magnitude: 80]")
 @click.option("--sparsity", type=click.Choice(["elem", "channel"]),
-              help="Prune elements or channel groups (default: elem; rgsm: channel).")
+              help="Prune elements or channel groups [elem; rgsm: channel]")
 @click.option("--group", type=click.Choice(["in", "out"]), default="in", show_default=True,
-              help="Channel group: input channel W[:, c] or output filter W[o].")
-# admm
-@click.option("--rho", type=float, help="ADMM penalty per layer [1e-3].")
-@click.option("--rho-growth", type=float, help="rho multiplier per ADMM iteration [1.3].")
-@click.option("--admm-iters", type=int, help="ADMM iterations [15].")
-@click.option("--epochs-per-iter", type=int, help="Epochs per ADMM iteration [1].")
-# rvsm / rgsm / default
-@click.option("--epochs", type=int, help="Method-phase epochs for default/rvsm/rgsm [1/10/10].")
-@click.option("--beta", type=float, help="RVSM relaxation [1e-2].")
-@click.option("--lamb", type=float, help="RVSM penalty weight [1e-6].")
-@click.option("--penalty", type=click.Choice(["l0", "l1", "tl1"]), help="RVSM/RGSM penalty [l0].")
-@click.option("--tl1-a", type=float, help="Transformed-l1 parameter a [1].")
-@click.option("--beta1", type=float, help="RGSM relaxation [1].")
-@click.option("--lamb1", type=float, help="RGSM group-l0 weight [1e-2].")
-@click.option("--lamb2", type=float, help="RGSM group-lasso weight [1e-5].")
-# training
-@click.option("--retrain-epochs", type=click.IntRange(min=0),
-              help="Masked retrain epochs [admm: 45; with targets: 10; without: 0].")
-@click.option("--retrain-lr", type=float, help="Retrain learning rate [--lr].")
-@click.option("--retrain-weight-decay", type=click.FloatRange(min=0),
-              help="Retrain weight decay [--weight-decay].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True)
-@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True)
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True,
-              help="W-step optimizer (SGD with momentum as Caffe's solver; Adam as the ADMM authors' LeNet).")
-@click.option("--distill", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="ALPHA",
-              help="Knowledge distillation from the model as loaded: loss = (1-ALPHA) CE + ALPHA T^2 KL.")
-@click.option("--distill-temperature", type=click.FloatRange(min=0, min_open=True), default=4.0,
-              show_default=True, metavar="T", help="Softmax temperature of --distill.")
-@click.option("--augment", multiple=True, type=click.Choice(["shift", "mirror", "none"]),
-              help="Augment training batches (repeatable): shift = random +-2 px translation, "
-                   "mirror = random left-right flip (Caffe's mirror: true), none = off "
-                   "[mnist and idx data: shift; others: none].")
-@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--amp", is_flag=True, help="Mixed precision (fp16 + GradScaler on CUDA, bf16 on CPU).")
-@click.option("--max-steps", type=click.IntRange(min=1),
-              help="Steps per epoch (smoke runs; caps evaluation too).")
-@click.option("--limit", type=click.IntRange(min=1), help="Use the first N samples of each data split.")
-@click.option("--resume", type=click.Path(), help="Checkpoint to continue from (<output>.ckpt).")
-@click.option("--log", "log", type=click.Path(), help="Metrics, JSON lines [<output>.log.jsonl].")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def command(model, method, prototxt, data, output, targets, keep, pcen, sparsity, group, rho, rho_growth,
-            admm_iters, epochs_per_iter, epochs, beta, lamb, penalty, tl1_a, beta1, lamb1, lamb2,
-            retrain_epochs, retrain_lr, retrain_weight_decay, lr, lr_schedule, optimizer, distill,
-            distill_temperature, augment, momentum, weight_decay, batch_size, seed, device, amp, max_steps,
-            limit, resume, log, quiet):
-    """Fine-tune MODEL under a pruning METHOD, hard-prune it to its targets, retrain with masks.
+              help="Channel group: input channel W[:, c] or output filter W[o]")
+@click.option("--solver", metavar="FILE",
+              help="A Caffe solver.prototxt: its train_val net, data layers, optimizer and lr policy drive "
+                   "the run, MODEL gives the weights by layer name; one epoch = one run of its schedule")
+@click.option("--max-iter", type=click.IntRange(min=1), metavar="N",
+              help="With --solver: iterations per epoch instead of the solver's max_iter")
+@click_options(METHOD_PARAMS)
+@training_options
+@click.pass_context
+def command(ctx, model, method, prototxt, output, targets, keep, pcen, sparsity, group, solver, max_iter,
+            **options):
+    """Fine-tune under ADMM/RVSM/RGSM/SGD, hard-prune to targets, retrain with masks.
 
-    MODEL is a zoo name (lenet, alexnet), a model file, or a .caffemodel.
+    MODEL is a zoo name (lenet, alexnet), a model file, or a .caffemodel. Each method reads only its
+    own flags (listed with its default in brackets); giving another method's flag is an error.
 
     \b
     compress prune lenet --method admm --targets admm-71x --data mnist -o lenet_admm.pt
     compress prune lenet --method rgsm --lamb1 5e-3 --lamb2 2e-5 -o lenet_rgsm.pt
     compress prune alexnet --targets admm-21x --data synthetic --max-steps 2 --admm-iters 1 --retrain-epochs 1
+    compress prune lenet_iter_10000.caffemodel --solver lenet_solver.prototxt --targets admm-71x -o lenet.pt
+
+    With --solver, each ADMM iteration (--admm-iters), each method-phase epoch and each masked-retrain
+    epoch (--retrain-epochs, 1 by default) is one run of the solver's schedule: max_iter iterations
+    (--max-iter) with its lr policy restarting at base_lr; tests every test_interval; the pruned weights
+    are also written as <output>.caffemodel with the deploy <output>.prototxt.
     """
     from pathlib import Path
 
-    from compress.prune.api import prune
+    from compress.prune.api import DataSpec, PruneConfig, TargetSpec, prune
 
-    hyper = {"rho": rho, "rho_growth": rho_growth, "admm_iters": admm_iters,
-             "epochs_per_iter": epochs_per_iter, "epochs": epochs, "beta": beta, "lamb": lamb,
-             "penalty": penalty, "tl1_a": tl1_a, "beta1": beta1, "lamb1": lamb1, "lamb2": lamb2}
-    output = output or f"{Path(model).stem}_{method}.pt"
-    result = prune(model, method=method, data=data, output=output, prototxt=prototxt, targets=targets,
-                   keep=keep, pcen=pcen, sparsity=sparsity, group=group, hyper=hyper, lr=lr,
-                   momentum=momentum,
-                   weight_decay=weight_decay, batch_size=batch_size, retrain_epochs=retrain_epochs,
-                   retrain_lr=retrain_lr, retrain_weight_decay=retrain_weight_decay, lr_schedule=lr_schedule,
-                   optimizer=optimizer, distill=distill, augment=_augment(augment),
-                   distill_temperature=distill_temperature, seed=seed,
-                   device=device, amp=amp,
-                   max_steps=max_steps, resume=resume, log=log, progress=not quiet, data_limit=limit)
+    t = pop_training(options)
+    refuse_foreign(METHOD_PARAMS, method, options)
+    if solver is not None:
+        given = [f"--{n.replace('_', '-')}" for n in SOLVER_DECIDES
+                 if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} cannot be combined with --solver: the solver and "
+                                   "its net decide the data, batch size and optimization")
+    elif max_iter is not None:
+        raise click.UsageError("--max-iter applies with --solver only")
+    cfg = PruneConfig(method=method, hyper=options,
+                      targets=TargetSpec(targets, tuple(keep), pcen, sparsity, group),
+                      data=DataSpec(t["data"], t["batch_size"], t["limit"]), train=train_config(t),
+                      device=t["device"], prototxt=prototxt,
+                      output=output or f"{Path(model).stem}_{method}.pt", resume=t["resume"],
+                      keep_checkpoint=t["keep_checkpoint"], checkpoints=not t["no_checkpoint"],
+                      solver=solver, max_iter=max_iter)
+    result = prune(model, cfg)
     if result.is_main:
         click.echo(render(result))
-
-
-def _augment(names: tuple[str, ...]) -> tuple[str, ...] | None:
-    """``--augment``: none given -> the data's default (None); ``none`` -> off."""
-    if not names:
-        return None
-    if "none" in names:
-        if len(names) > 1:
-            raise click.BadParameter("'none' cannot be combined with other augmentations",
-                                     param_hint="'--augment'")
-        return ()
-    return names
 
 
 def render(result) -> str:
@@ -125,6 +98,9 @@ def render(result) -> str:
 
     def pct(a):
         return "n/a" if a is None else f"{a:.2%}"
-    rows.append(f"accuracy {pct(result.accuracy_before)} -> {pct(result.accuracy_after)}"
-                + (f"; saved {result.output}" if result.output else ""))
+    meaningless = any("means nothing" in n for n in result.notes)
+    acc = ("accuracy n/a" if meaningless
+           else f"accuracy {pct(result.accuracy_before)} -> {pct(result.accuracy_after)}")
+    notes = f" ({'; '.join(result.notes)})" if result.notes else ""
+    rows.append(acc + notes + (f"; saved {result.output}" if result.output else ""))
     return "\n".join(rows)

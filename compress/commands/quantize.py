@@ -29,30 +29,37 @@ def render(result) -> str:
 
 @click.command("quantize")
 @click.argument("model")
-@click.option("--bits", type=int, required=True, help="Weight bits: 8, 4, 3 or 2 (any of 2..8).")
+@click.option("--bits", type=int, required=True, metavar="N", help="Weight bits: 8, 4, 3 or 2 (any of 2..8)")
 @click.option("--method", type=click.Choice(METHODS), default="ptq", show_default=True,
-              help="ptq: no training. qgt, admm: fine-tune on --data (quantization-guided training, ADMM).")
+              help="Method: ptq (no training), qgt or admm (fine-tune on --data: quantization-guided "
+                   "training, ADMM)")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True,
-              help="One scale per output channel (axis 0), or one per layer.")
+              help="One scale per output channel (axis 0), or one per layer")
 @click.option("--scale", type=click.Choice(("mse", "max")), default="mse", show_default=True,
-              help="mse: the clip with the least squared error (never worse than max; far better at 2 "
-                   "bits). max: max|w| / L, no clipping.")
-@click.option("--keep-first-last-8bit", is_flag=True, help="Quantize the first and last layer to 8 bits.")
-@click.option("--layer", "layers", multiple=True, metavar="NAME",
-              help="Quantize only these layers (names or patterns; repeatable). Default: every "
-                   "Convolution/Deconvolution/InnerProduct layer.")
-@click.option("--data", metavar="mnist|DIR|synthetic", help="Measure top-1 before and after (test split).")
-@click.option("--limit", type=click.IntRange(min=1), help="Evaluate on the first N test samples only.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="Evaluation device: cpu, cuda, auto.")
-@click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL.")
-@click.option("-o", "--output", required=True, metavar="OUT.pt", help="Quantized model file.")
+              help="Scale choice: mse = the clip of least squared error (never worse than max; far better at "
+                   "2 bits), max = max|w| / L, no clipping")
+@click.option("--keep-first-last-8bit", is_flag=True, help="Quantize the first and last layer to 8 bits")
+@click.option("--layer", "layers", multiple=True, metavar="NAME", show_default="every Convolution, "
+              "Deconvolution and InnerProduct layer", help="Quantize only these layers (names or patterns; "
+              "repeatable)")
+@click.option("--data", metavar="SPEC", help="Measure top-1 before and after on this test set (mnist, DIR)")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", show_default="the whole test set",
+              help="Evaluate on the first N test images only")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
+              help="Images per evaluation batch")
+@click.option("--device", default="cpu", show_default=True, metavar="DEVICE",
+              help="Evaluation device: cpu, cuda or auto")
+@click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL")
+@click.option("-o", "--output", required=True, metavar="FILE", help="Quantized model file to write (.pt)")
 def command(model: str, bits: int, method: str, per_channel: bool, scale: str, keep_first_last_8bit: bool,
             layers: tuple[str, ...], data: str | None, limit: int | None, batch_size: int, device: str,
             prototxt: str | None, output: str) -> None:
-    """Quantize MODEL's weights to BITS on symmetric signed grids (zero stays exactly zero, so a pruned
-    model stays as sparse); biases stay float32. The model file records the grid, and
-    `compress export OUT.pt -o OUT.onnx` then writes the weights packed at their bit width.
+    """Quantize weights to 8/4/3/2-bit grids by PTQ, QGT or ADMM training.
+
+    MODEL is a zoo name, a model file or a .caffemodel, dense or pruned. Weights go onto symmetric
+    signed grids (zero stays exactly zero, so a pruned model stays as sparse); biases stay float32. The
+    model file records the grid, and `compress export OUT.pt -o OUT.onnx` writes the weights packed at
+    their bit width.
 
     \b
     Example:

@@ -19,43 +19,45 @@ def report_model(spec: str, *, prototxt: str | None = None, baseline: str | None
 
 @click.command("report")
 @click.argument("models", metavar="[MODEL]...", nargs=-1)
-@click.option("--per-layer", is_flag=True, help="One row per prunable layer (otherwise the Total row only).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="markdown", show_default=True)
-@click.option("--baseline", metavar="DENSE", help="Dense model to compare with, layer by layer.")
-@click.option("--plot", "plot_path", metavar="FILE.png",
-              help="Also write a bar chart of weights kept per layer.")
-@click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL.")
-@click.option("-o", "--output", metavar="FILE", help="Write the report here instead of stdout.")
+@click.option("--per-layer", is_flag=True, help="One row per prunable layer (otherwise the Total row only)")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="markdown", show_default=True,
+              help="Output format")
+@click.option("--baseline", metavar="MODEL", help="Dense model to compare with, layer by layer")
+@click.option("--plot", "plot_path", metavar="FILE",
+              help="Also write a bar chart of weights kept per layer (.png)")
+@click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL")
+@click.option("-o", "--output", metavar="FILE", show_default="stdout", help="Where to write the report")
 @click.option("--quant-table", is_flag=True,
-              help="The quantization table (Method | bits | Size (KB) | Accuracy), one row per MODEL.")
-@click.option("--data", metavar="mnist|DIR", help="--quant-table: top-1 of each exported ONNX file on this "
-              "test split (default: the accuracy each model file records).")
-@click.option("--limit", type=click.IntRange(min=1), help="--quant-table --data: the first N test images.")
+              help="The quantization table (Method | bits | Size (KB) | Accuracy), one row per MODEL")
+@click.option("--data", metavar="SPEC", show_default="the accuracy each model file records",
+              help="With --quant-table: top-1 of each exported ONNX file on this test set (mnist, DIR)")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", show_default="the whole test set",
+              help="With --quant-table --data: evaluate the first N test images only")
 def command(models: tuple[str, ...], per_layer: bool, fmt: str, baseline: str | None, plot_path: str | None,
             prototxt: str | None, output: str | None, quant_table: bool, data: str | None,
             limit: int | None) -> None:
-    """Per-layer sparsity of MODEL: weights, nonzero weights and kept %, as in the ADMM paper's tables
-    (biases not counted), plus filters/channels kept and MACs before/after.
+    """Per-layer sparsity table (Markdown, CSV, JSON) of a pruned model.
 
-    With no MODEL, reports the newest `compress prune` output in the current directory. A quantized
-    model adds bits, storage and size per layer; --quant-table compares several models by the size of
-    their exported ONNX files and their accuracy (the seed's quantization table).
+    For each prunable layer of MODEL: weights, nonzero weights and kept %, as in the ADMM paper's
+    tables (biases not counted), plus filters/channels kept and MACs before/after. A quantized model
+    adds bits, storage and size per layer.
+
+    With no MODEL, reports the newest `compress prune` output in the current directory. With
+    --quant-table, one row per MODEL (several may be given): the size of its exported ONNX file and
+    its accuracy, as the seed's quantization table.
     """
+    from compress.outputs import check_outputs
     from compress.report.render import render
-    from converters.atomic import check_output_path
 
-    for path in (output, plot_path):
-        if path:
-            check_output_path(path)
     if quant_table or data or limit:
-        from compress.report.quant_table import quant_table as table
-        from compress.report.quant_table import render_quant_table
-
         if not quant_table or not models or per_layer or baseline or plot_path:
             raise click.UsageError("--quant-table takes one or more MODELs, with --data/--limit/--format/-o "
                                    "only; --data and --limit apply to --quant-table")
-        text = render_quant_table(table(list(models), data=data, limit=limit, prototxt=prototxt), fmt)
-        _emit(text, output)
+        from compress.report.quant_table import quant_table as table
+        from compress.report.quant_table import render_quant_table
+
+        check_outputs([output], models=[(m, prototxt) for m in models])
+        _emit(render_quant_table(table(list(models), data=data, limit=limit, prototxt=prototxt), fmt), output)
         return
     if len(models) > 1:
         raise click.UsageError("give one MODEL (several only with --quant-table)")
@@ -65,6 +67,8 @@ def command(models: tuple[str, ...], per_layer: bool, fmt: str, baseline: str | 
 
         model = str(latest_pruned("."))
         click.echo(f"Reporting the newest pruned model here: {model}", err=True)
+    inputs = [(model, prototxt)] + ([(baseline, None)] if baseline else [])
+    check_outputs([output, plot_path], models=inputs)
     report = report_model(model, prototxt=prototxt, baseline=baseline)
     text = render(report, fmt, per_layer=per_layer)
     if plot_path:
@@ -75,6 +79,7 @@ def command(models: tuple[str, ...], per_layer: bool, fmt: str, baseline: str | 
 
 
 def _emit(text: str, output: str | None) -> None:
+    """``text`` to ``output`` (atomically) or to stdout."""
     from converters.atomic import atomic_write_text
 
     if output:

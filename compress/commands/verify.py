@@ -47,22 +47,30 @@ def summary(result, onnx_path: str, against: str, data: str | None, seed: int, r
 
 
 @click.command("verify")
-@click.argument("onnx_file", metavar="MODEL.onnx")
-@click.option("--against", required=True, metavar="MODEL", help="Model file, .caffemodel or zoo name.")
-@click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel --against.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
-@click.option("--data", metavar="mnist|DIR", help="Real test images instead of random inputs.")
-@click.option("--atol", type=click.FloatRange(min=0), default=1e-4, show_default=True)
-@click.option("--rtol", type=click.FloatRange(min=0), default=1e-3, show_default=True,
-              help="Relative to the output's max |value|.")
-@click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Timed onnxruntime runs (after one warm-up).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.argument("onnx_file", metavar="FILE")
+@click.option("--against", required=True, metavar="MODEL", help="The model FILE was exported from")
+@click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel --against")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, metavar="N",
+              help="Inputs per run")
+@click.option("--seed", type=int, default=0, show_default=True, metavar="N", help="Seed of the random inputs")
+@click.option("--data", metavar="SPEC", show_default="random inputs",
+              help="Test images instead: mnist, synthetic or a directory")
+@click.option("--atol", type=click.FloatRange(min=0), default=1e-4, show_default=True, metavar="X",
+              help="Absolute tolerance")
+@click.option("--rtol", type=click.FloatRange(min=0), default=1e-3, show_default=True, metavar="X",
+              help="Tolerance relative to the output's max |value|")
+@click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True, metavar="N",
+              help="Timed onnxruntime runs (after one warm-up)")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object")
 def command(onnx_file: str, against: str, prototxt: str | None, batch_size: int, seed: int, data: str | None,
             atol: float, rtol: float, repeats: int, as_json: bool) -> None:
-    """Run the same inputs through MODEL.onnx (onnxruntime) and MODEL (PyTorch): max absolute and
-    relative error, top-1 agreement, onnxruntime latency. Exits 1 when the error exceeds the tolerance."""
+    """Check an ONNX file against its PyTorch model with onnxruntime.
+
+    The same inputs go through FILE (onnxruntime) and MODEL (PyTorch): max absolute and relative
+    error, top-1 agreement, onnxruntime latency.
+
+    Exits 1 when the error exceeds the tolerance.
+    """
     from compress.errors import CompressError
 
     result = verify_model(onnx_file, against, prototxt=prototxt, data=data, batch_size=batch_size, seed=seed,

@@ -42,10 +42,13 @@ def render_rows(rows: list[ZooRow]) -> str:
 
 @click.group("zoo")
 def command() -> None:
-    """Models shipped with the tool (use their names wherever a MODEL is taken)."""
+    """Models shipped with the tool (LeNet, AlexNet) and their target presets.
+
+    Their names work wherever a MODEL is taken.
+    """
 
 
 @command.command("list")
 def list_() -> None:
-    """Name, input shape, parameters, whether trained weights ship, pruning presets."""
+    """List the zoo: name, input shape, parameters, whether trained weights ship, pruning presets."""
     click.echo(render_rows(zoo_rows()), nl=False)

@@ -1,13 +1,18 @@
-"""``prune(...)``: the library function behind ``compress prune``.
+"""``prune(model, config)``: the library function behind ``compress prune``.
 
 Loads the model and the data, builds the targets and the method, runs the trainer (method phase,
 hard prune, masked retrain), and saves the pruned model with a ``meta`` record (method,
 hyperparameters, targets, sparsity mode, dataset, accuracy before/after, per-epoch history).
+Everything about the run comes in one :class:`PruneConfig`; the command line fills it from flags.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import hashlib
 import os
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,13 +21,53 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
-from compress.prune.distill import Distill
 from compress.prune.distributed import init_distributed
+from compress.prune.fronts import LoaderFront, SolverFront
 from compress.prune.methods import method_class
-from compress.prune.targets import prunable_layers, resolve_targets
-from compress.prune.trainer import Logits, TrainConfig, evaluate, train
+from compress.prune.targets import prunable_layers, render_adjustments, resolve_targets
+from compress.prune.trainer import TrainConfig, train
 
 ZOO_NAMES = ("lenet", "alexnet")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """The targets as given: a file or preset, ``LAYER=RATIO`` pairs, or the seed's global ``pcen``."""
+
+    targets: str | None = None
+    keep: tuple[str, ...] = ()
+    pcen: float | None = None
+    sparsity: str | None = None  # None: the method's default (elem; rgsm: channel)
+    group: str = "in"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the training and test batches come from (``compress.data.get_data``)."""
+
+    spec: str | None = None  # None: the model's recorded dataset, else mnist where the net fits it
+    batch_size: int = 64
+    limit: int | None = None  # the first N samples of each split (smoke runs)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """One pruning run. ``train.retrain_epochs`` / ``train.augment`` None: the method's / data's
+    default; ``train.checkpoint`` / ``train.log`` default to ``<output>.ckpt`` / ``<output>.log.jsonl``."""
+
+    method: str = "admm"
+    hyper: Mapping[str, Any] = field(default_factory=dict)  # the method's Params, None = default
+    targets: TargetSpec = field(default_factory=TargetSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "auto"
+    prototxt: str | None = None
+    output: str | None = None
+    resume: str | None = None
+    keep_checkpoint: bool = False  # keep <output>.ckpt after a successful run
+    checkpoints: bool = True  # False: write none (a killed run cannot be resumed)
+    solver: str | None = None  # a Caffe solver.prototxt: its net, data and optimization (fronts.py)
+    max_iter: int | None = None  # with ``solver``: iterations per epoch instead of its max_iter
 
 
 @dataclass(frozen=True)
@@ -34,6 +79,7 @@ class PruneResult:
     accuracy_after: float | None
     layers: dict[str, dict] = field(default_factory=dict)  # {layer: {"numel", "nonzero", "target"}}
     is_main: bool = True  # False on the other ranks of a torchrun job (they neither write nor print)
+    notes: tuple[str, ...] = ()  # what the numbers mean (synthetic labels, a limited test set)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -47,7 +93,7 @@ def resolve_device(device: str) -> torch.device:
         raise CompressError(f"--device must be auto, cpu or cuda[:N], got {device!r}") from None
 
 
-def _load(model: str | nn.Module, prototxt: str | None) -> tuple[nn.Module, dict, str]:
+def load_net(model: str | nn.Module, prototxt: str | None) -> tuple[nn.Module, dict, str]:
     if isinstance(model, nn.Module):
         return model, {}, getattr(model, "name", type(model).__name__)
     from compress.modelfile import load_model
@@ -56,105 +102,130 @@ def _load(model: str | nn.Module, prototxt: str | None) -> tuple[nn.Module, dict
     return loaded.net, dict(loaded.meta or {}), str(model)
 
 
-def prune(model: str | nn.Module, *, method: str = "admm", data: str = "mnist", output: str | None = None,
-          prototxt: str | None = None, targets: str | None = None, keep: tuple[str, ...] = (),
-          pcen: float | None = None, sparsity: str | None = None, group: str = "in",
-          hyper: dict[str, Any] | None = None, lr: float = 0.01, momentum: float = 0.9,
-          weight_decay: float = 5e-4, batch_size: int = 64, retrain_epochs: int | None = None,
-          retrain_lr: float | None = None, retrain_weight_decay: float | None = None,
-          lr_schedule: str = "cosine", optimizer: str = "sgd",
-          distill: float = 0.0, distill_temperature: float = 4.0, augment: tuple[str, ...] | None = None,
-          seed: int = 0,
-          device: str = "auto", amp: bool = False, max_steps: int | None = None,
-          resume: str | None = None, log: str | None = None, checkpoint: str | None = None,
-          progress: bool = False, data_limit: int | None = None) -> PruneResult:
-    """Prune ``model`` (zoo name, model file, ``.caffemodel``, or an ``nn.Module``) with ``method``.
+def prune(model: str | nn.Module, config: PruneConfig | None = None, **overrides: Any) -> PruneResult:
+    """Prune ``model`` (zoo name, model file, ``.caffemodel``, or an ``nn.Module``) as ``config`` says.
 
-    ``hyper`` holds the method's hyperparameters (``rho``, ``beta``, ``lamb1``...; see each method's
-    ``defaults``). ``distill`` > 0 adds soft targets from the model as loaded (knowledge distillation,
-    weight ``distill``, temperature ``distill_temperature``); ``augment`` names training-batch
-    augmentations (``shift``, ``mirror``: ``compress.data.augment``; None: the data source's default,
-    ``shift`` for MNIST-style digits). ``retrain_epochs`` None: the method's default when it prunes to
-    targets, else 0. ``checkpoint`` defaults to ``<output>.ckpt`` and ``log`` to ``<output>.log.jsonl``.
+    ``overrides`` replace top-level fields of ``config`` (``prune("lenet", method="magnitude")``).
     """
-    from converters.atomic import check_output_path
+    cfg = dataclasses.replace(config or PruneConfig(), **overrides)
+    tc = cfg.train
+    if cfg.output is not None:
+        from compress.outputs import check_outputs
 
-    if output is not None:
-        check_output_path(output)
-        checkpoint = checkpoint or f"{output}.ckpt"
-        log = log or f"{os.path.splitext(output)[0]}.log.jsonl"
-    if resume is not None and not os.path.isfile(resume):
-        raise CompressError(f"checkpoint not found: {resume}")
-    cls = method_class(method)
-    kd = Distill(distill, distill_temperature)
-    dev = resolve_device(device)
+        tc = dataclasses.replace(tc, checkpoint=tc.checkpoint or f"{cfg.output}.ckpt",
+                                 log=tc.log or f"{os.path.splitext(cfg.output)[0]}.log.jsonl")
+        check_outputs([cfg.output, tc.log], models=[(model, cfg.prototxt)] if isinstance(model, str) else [])
+    if not cfg.checkpoints:
+        tc = dataclasses.replace(tc, checkpoint=None)
+    if cfg.resume is not None and not os.path.isfile(cfg.resume):
+        raise CompressError(f"checkpoint not found: {cfg.resume}")
+    cls = method_class(cfg.method)
+    dev = resolve_device(cfg.device)
     dist = init_distributed(dev)
     try:
         dev = dist.device(dev)
-        torch.manual_seed(seed)
-        net, meta, name = _load(model, prototxt)
+        torch.manual_seed(tc.seed)
+        front = (SolverFront if cfg.solver else LoaderFront)(model, cfg, dev, dist)
+        net, meta, name = front.net, front.meta, front.name
         layers = prunable_layers(net)
         if not layers:
             raise CompressError(f"{name}: no prunable layers (Conv2d, ConvTranspose2d or Linear)")
-        sparsity = sparsity or cls.default_sparsity
-        if targets is None and not keep and pcen is None:
+        t = cfg.targets
+        sparsity = t.sparsity or cls.default_sparsity
+        pcen = t.pcen
+        if t.targets is None and not t.keep and pcen is None:
             pcen = cls.default_pcen
-        tgt = resolve_targets(layers, targets=targets, keep=keep, pcen=pcen, sparsity=sparsity,
-                              group=group, model_name=meta.get("zoo") or Path(name).stem.lower())
-        m = cls(layers, tgt, group=group, **(hyper or {}))
-        splits = _data(data, net, batch_size, seed, dist.enabled, data_limit)
-        if augment is None:
-            augment = tuple(splits.meta.get("augment", ()))
-        if retrain_epochs is None:
-            retrain_epochs = cls.default_retrain_epochs if tgt is not None else 0
-        cfg = TrainConfig(lr=lr, momentum=momentum, weight_decay=weight_decay, retrain_epochs=retrain_epochs,
-                          retrain_lr=retrain_lr, retrain_weight_decay=retrain_weight_decay,
-                          lr_schedule=lr_schedule, optimizer=optimizer, seed=seed,
-                          max_steps=max_steps, amp=amp, distill=kd, augment=tuple(augment),
-                          checkpoint=checkpoint,
-                          log=log, progress=progress, info={"model": name, "data": data})
-        net.to(dev)
-        before = evaluate(Logits(net), splits.test, dev, amp, max_steps, dist)
-        if resume is None and log and dist.is_main and os.path.exists(log):
-            os.unlink(log)  # a fresh run starts a fresh log; a resumed one appends
-        result = train(net, m, splits.train, splits.test, cfg, dev, dist, resume)
+        tgt = resolve_targets(layers, targets=t.targets, keep=t.keep, pcen=pcen, sparsity=sparsity,
+                              group=t.group, model_name=meta.get("zoo") or Path(name).stem.lower())
+        m = cls(layers, tgt, group=t.group, **dict(cfg.hyper))
+        adjusted = tgt.adjustments(layers) if tgt is not None else []
+        if adjusted and dist.is_main:
+            print(render_adjustments(adjusted), file=sys.stderr, flush=True)
+        augment = front.augment(tc.augment)
+        retrain = tc.retrain_epochs if tc.retrain_epochs is not None else front.retrain_default(cls, tgt)
+        hyper = {**m.hyperparameters(), **front.hyperparameters(tc), "retrain_epochs": retrain,
+                 "distill": tc.distill.alpha, "distill_temperature": tc.distill.temperature,
+                 "augment": list(augment), "seed": tc.seed, "amp": tc.amp, "max_steps": tc.max_steps,
+                 "world_size": dist.world_size}
+        identity = {"weights": weights_digest(net), "data": front.dataset,
+                    "limit": cfg.data.limit, "hyperparameters": hyper,
+                    "targets": tgt.as_dict() if tgt else None, "sparsity": sparsity, "group": t.group}
+        tc = dataclasses.replace(tc, retrain_epochs=retrain, augment=augment, info=identity)
+        before = front.before(tc)
+        if cfg.resume is None and tc.log and dist.is_main and os.path.exists(tc.log):
+            os.unlink(tc.log)  # a fresh run starts a fresh log; a resumed one appends
+        if tc.progress and dist.is_main:
+            pct = "n/a" if before is None else f"{before:.2%}"
+            steps = f" of at most {tc.max_steps} steps" if tc.max_steps else ""
+            print(f"{name}: {cfg.method} on {front.describe()}, {m.total_epochs()} method + "
+                  f"{retrain if m.prunes else 0} retrain epochs{steps}; top-1 before: {pct}",
+                  file=sys.stderr, flush=True)
+        kwargs = front.train_kwargs(m, tc)
+        result = train(net, m, kwargs.pop("train_data"), kwargs.pop("test_data"), tc, dev, dist, cfg.resume,
+                       **kwargs)
         net.cpu().eval()
+        if m.adjustments and dist.is_main:
+            print(render_adjustments(m.adjustments), file=sys.stderr, flush=True)
+        adjusted = [*adjusted, *m.adjustments]
         layer_stats = {n: {"numel": layer.weight.numel(), "nonzero": int((layer.weight != 0).sum()),
                            "target": tgt.keep.get(n) if tgt else None} for n, layer in layers.items()}
-        new_meta = {**meta, "source": meta.get("source", name), "method": method,
-                    "hyperparameters": {**m.hyperparameters(), "lr": lr, "momentum": momentum,
-                                        "weight_decay": weight_decay, "batch_size": batch_size,
-                                        "retrain_epochs": retrain_epochs, "retrain_lr": retrain_lr,
-                                        "retrain_weight_decay": retrain_weight_decay,
-                                        "lr_schedule": lr_schedule, "optimizer": optimizer,
-                                        "distill": distill, "distill_temperature": distill_temperature,
-                                        "augment": list(augment),
-                                        "seed": seed, "amp": amp,
-                                        "max_steps": max_steps, "world_size": dist.world_size},
-                    "targets": tgt.as_dict() if tgt else None, "sparsity": sparsity, "group": group,
-                    "dataset": data, "accuracy_before": before, "accuracy_after": result.accuracy,
-                    "history": result.history, "created": _dt.datetime.now(_dt.timezone.utc).isoformat()}
-        if splits.meta.get("preprocess") and "preprocess" not in meta:
-            new_meta["preprocess"] = splits.meta["preprocess"]
-        if output is not None and dist.is_main:
+        notes = front.notes()
+        new_meta = {**meta, "source": meta.get("source", name), "method": cfg.method,
+                    "hyperparameters": hyper,
+                    "targets": tgt.as_dict() if tgt else None, "sparsity": sparsity, "group": t.group,
+                    "dataset": front.dataset, "accuracy_before": before, "accuracy_after": result.accuracy,
+                    "accuracy_notes": list(notes), "adjustments": [a.as_dict() for a in adjusted],
+                    "history": result.history,
+                    "created": _dt.datetime.now(_dt.timezone.utc).isoformat(), **front.meta_extra()}
+        if cfg.output is not None and dist.is_main:
             from compress.modelfile import save_model
 
-            save_model(output, net, new_meta)
+            save_model(cfg.output, net, new_meta)
+            front.save_extra(cfg.output, net)
+            if tc.checkpoint and not cfg.keep_checkpoint and os.path.exists(tc.checkpoint):
+                os.unlink(tc.checkpoint)  # the model file holds everything now
         dist.barrier()
-        return PruneResult(output, new_meta, result.history, before, result.accuracy, layer_stats,
-                           is_main=dist.is_main)
+        return PruneResult(cfg.output, new_meta, result.history, before, result.accuracy, layer_stats,
+                           is_main=dist.is_main, notes=notes)
     finally:
         dist.close()
 
 
-def _data(spec: str, net: nn.Module, batch_size: int, seed: int, distributed: bool, limit: int | None):
+def weights_digest(net: nn.Module) -> str:
+    """A short digest of every parameter and buffer: the identity of the model a run started from."""
+    h = hashlib.blake2b(digest_size=12)
+    for key, t in net.state_dict().items():
+        h.update(key.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def default_data(net: nn.Module, meta: dict, name: str) -> str:
+    """No ``--data``: the dataset the model was pruned on, else MNIST where the net takes 1x28x28."""
+    if isinstance(meta.get("dataset"), str) and meta["dataset"]:
+        return meta["dataset"]
+    inputs = getattr(net, "inputs", None) or {}
+    shape = tuple(next(iter(inputs.values())))[1:] if inputs else None
+    if shape == (1, 28, 28):
+        return "mnist"
+    classes = _classes(net)
+    need = "x".join(map(str, shape)) if shape else "unknown-shape"
+    raise CompressError(f"{name} takes {need} inputs{f' and has {classes} classes' if classes else ''}: "
+                        "pass its data with --data DIR (an image folder with one subfolder per class, "
+                        "or MNIST idx files), --data synthetic for a smoke run, or --solver SOLVER.prototxt")
+
+
+def _classes(net: nn.Module) -> int | None:
+    last = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    return last[-1].out_features if last else None
+
+
+def load_splits(spec: str, net: nn.Module, data: DataSpec, seed: int, distributed: bool):
     from compress.data import get_data
 
     inputs = getattr(net, "inputs", None)
     if not inputs:
         raise CompressError("the model declares no input shape; cannot build its data loaders")
     shape = tuple(next(iter(inputs.values())))
-    last = [m for m in net.modules() if isinstance(m, nn.Linear)]
-    classes = last[-1].out_features if last else None
-    return get_data(spec, shape, batch_size=batch_size, seed=seed, num_classes=classes, limit=limit,
-                    distributed=distributed)
+    return get_data(spec, shape, batch_size=data.batch_size, seed=seed, num_classes=_classes(net),
+                    limit=data.limit, distributed=distributed)

@@ -8,19 +8,28 @@ global ``--pcen`` (percent of weights to *prune* in every prunable layer).
 
 Preset file format: ``{"<preset>": {"description": "...", "keep": {"<layer>": ratio, ...}}, ...}``.
 A targets file is either ``{"keep": {...}}`` or the bare ``{layer: ratio}`` mapping.
+
+No silent layer deaths: a layer keeps ``round(ratio * n)`` of its ``n`` weights (elem) or groups
+(channel) but never 0, unless its own target is exactly 0 in a per-layer source (a targets file or
+``--keep LAYER=0``); a global ``--pcen`` (100 included) leaves every layer at least one weight or group.
+In channel mode with ``--group out`` the last prunable layer (the classifier: its output filters are the
+classes) is excluded unless ``--keep`` names it. Both are reported (``Targets.adjustments``,
+``render_adjustments``), as is a layer that a method's thresholds emptied and whose largest weight or
+group was kept (``Method.adjustments``).
 """
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 from torch import nn
 
 from compress.errors import CompressError
+from compress.prune import ops
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 SPARSITY_MODES = ("elem", "channel")
@@ -48,19 +57,56 @@ class PrunableLayer:
 
 
 def prunable_layers(model: nn.Module) -> dict[str, PrunableLayer]:
-    """Every Conv2d/ConvTranspose2d/Linear submodule with a weight, in module order."""
-    return {name: PrunableLayer(name, m) for name, m in model.named_modules()
-            if isinstance(m, PRUNABLE_TYPES) and getattr(m, "weight", None) is not None}
+    """Every Conv2d/ConvTranspose2d/Linear submodule with a weight, in module order, by its Caffe layer
+    name for a CaffeNet (whose attribute may be an escaped form of it: ``c.1`` -> ``layer_c_1``)."""
+    caffe = {n.attr: n.name for n in getattr(model, "nodes", ()) if getattr(n, "attr", "")}
+    found = [(caffe.get(name, name), m) for name, m in model.named_modules()
+             if isinstance(m, PRUNABLE_TYPES) and getattr(m, "weight", None) is not None]
+    return {name: PrunableLayer(name, m) for name, m in found}
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """A layer pruned otherwise than its ratio alone says: ``excluded`` (not pruned), ``clamped`` (its
+    ratio rounds to 0 kept: 1 is kept) or ``rescued`` (a method's threshold zeroed it; its largest
+    weight or group was kept). ``kept``/``total`` count ``unit`` (weights or groups)."""
+
+    layer: str
+    action: str
+    reason: str
+    kept: int | None = None
+    total: int | None = None
+    unit: str = ""
+
+    def line(self) -> str:
+        """One line for stderr: ``conv1: clamped, keeps 1 of 1 groups (...)``."""
+        count = f", keeps {self.kept} of {self.total} {self.unit}" if self.kept is not None else ""
+        return f"{self.layer}: {self.action}{count} ({self.reason})"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def render_adjustments(adjustments: Iterable[Adjustment]) -> str:
+    """One line per adjusted layer (empty string when none), for stderr."""
+    return "\n".join(a.line() for a in adjustments)
 
 
 @dataclass(frozen=True)
 class Targets:
-    """Per-layer keep ratios, validated at construction (ratios in [0, 1], known modes)."""
+    """Per-layer keep ratios, validated at construction (ratios in [0, 1], known modes).
+
+    ``allow_empty``: a ratio of exactly 0 is the user's own per-layer request to empty that layer (a
+    targets file, ``--keep``); False for a global ratio (``--pcen``), which never empties a layer.
+    ``excluded``: layers left unpruned on purpose, with the reason (reported, see ``adjustments``).
+    """
 
     keep: Mapping[str, float]
     sparsity: str = "elem"
     group: str = "in"
     source: str = field(default="", compare=False)
+    allow_empty: bool = True
+    excluded: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.sparsity not in SPARSITY_MODES:
@@ -79,7 +125,11 @@ class Targets:
                 raise CompressError(f"keep ratio of layer {name!r} must be in [0, 1], got {ratio!r}"
                                     + (f" (from {self.source})" if self.source else ""))
             clean[name] = r
+        both = sorted(set(clean) & set(self.excluded))
+        if both:
+            raise CompressError(f"layer(s) {', '.join(both)} both targeted and excluded")
         object.__setattr__(self, "keep", MappingProxyType(clean))
+        object.__setattr__(self, "excluded", MappingProxyType(dict(self.excluded)))
 
     def check_layers(self, layers: Iterable[str]) -> None:
         """Every targeted layer must exist and be prunable."""
@@ -92,6 +142,39 @@ class Targets:
 
     def as_dict(self) -> dict[str, float]:
         return dict(self.keep)
+
+    # --- counts ------------------------------------------------------------------------------
+    @property
+    def unit(self) -> str:
+        return "groups" if self.sparsity == "channel" else "weights"
+
+    def units(self, layer: PrunableLayer) -> int:
+        """What the ratio counts in ``layer``: its weights (elem) or its groups (channel)."""
+        shape = layer.weight.shape
+        if self.sparsity == "channel":
+            return ops.num_groups(shape, *layer.group_args(self.group))
+        return math.prod(shape)
+
+    def asks_empty(self, name: str) -> bool:
+        """Whether the user asked for ``name`` to be emptied: its own ratio is exactly 0."""
+        return self.allow_empty and self.keep.get(name) == 0.0
+
+    def count(self, layer: PrunableLayer) -> int:
+        """Weights or groups ``layer`` keeps: ``round(ratio * n)``, at least 1 unless asked for 0."""
+        n = self.units(layer)
+        k = ops.keep_count(self.keep[layer.name], n)
+        return 1 if k == 0 < n and not self.asks_empty(layer.name) else k
+
+    def adjustments(self, layers: Mapping[str, PrunableLayer]) -> list[Adjustment]:
+        """The excluded layers, then the targeted layers whose ratio rounds to 0 kept (clamped to 1)."""
+        out = [Adjustment(n, "excluded", why) for n, why in self.excluded.items()]
+        for name, ratio in self.keep.items():
+            n, k = self.units(layers[name]), self.count(layers[name])
+            if k != ops.keep_count(ratio, n):
+                why = (f"{self.source or 'its target'} keeps {ratio:.4g} x {n} {self.unit}, which rounds "
+                       "to 0; a layer is emptied only when its own target is 0")
+                out.append(Adjustment(name, "clamped", why, k, n, self.unit))
+        return out
 
 
 def presets_dir() -> Path:
@@ -159,7 +242,9 @@ def resolve_targets(layers: Iterable[str], *, targets: str | None = None, keep: 
     """Build and check the targets from the command-line forms; None when none was given.
 
     ``--targets`` gives the base mapping, ``--keep`` adds or overrides layers; ``--pcen`` (percent
-    pruned) applies to every prunable layer and cannot be combined with the other two.
+    pruned) applies to every prunable layer and cannot be combined with the other two. ``layers`` are
+    the prunable layers in module order: in channel mode with ``group="out"`` the last one (the
+    classifier, whose output filters are the classes) is excluded unless ``--keep`` names it.
     """
     layers = list(layers)
     keep = list(keep)
@@ -168,17 +253,25 @@ def resolve_targets(layers: Iterable[str], *, targets: str | None = None, keep: 
     if pcen is not None:
         if not (math.isfinite(pcen) and 0 <= pcen <= 100):
             raise CompressError(f"--pcen is a percentage of weights to prune in [0, 100], got {pcen}")
-        return Targets({n: 1 - pcen / 100 for n in layers}, sparsity, group, source=f"--pcen {pcen:g}")
-    if not targets and not keep:
+        mapping = {n: 1 - pcen / 100 for n in layers}
+        source, named = f"--pcen {pcen:g}", {}
+    elif not targets and not keep:
         return None
-    mapping: dict = {}
-    sources = []
-    if targets:
-        mapping, src = _read_mapping(targets, model_name)
-        sources.append(src)
-    if keep:
-        mapping.update(parse_keep(keep))
-        sources.append("--keep")
-    t = Targets(mapping, sparsity, group, source=" + ".join(sources))
-    t.check_layers(layers)
-    return t
+    else:
+        mapping, sources, named = {}, [], {}
+        if targets:
+            mapping, src = _read_mapping(targets, model_name)
+            sources.append(src)
+        if keep:
+            named = parse_keep(keep)
+            mapping.update(named)
+            sources.append("--keep")
+        source = " + ".join(sources)
+        Targets(mapping, source=source).check_layers(layers)
+    excluded = {}
+    last = layers[-1] if layers else None
+    if sparsity == "channel" and group == "out" and last in mapping and last not in named:
+        del mapping[last]
+        excluded[last] = ("the last layer: pruning its output filters with --group out removes whole "
+                          f"classes; name it with --keep {last}=RATIO to prune it anyway")
+    return Targets(mapping, sparsity, group, source=source, allow_empty=pcen is None, excluded=excluded)

@@ -1,42 +1,44 @@
-"""One training loop for every pruning method: the method phase, the hard prune, the masked retrain.
+"""One training loop for every pruning method and every front door: the method phase, the hard prune,
+the masked retrain.
 
-    epochs [0, method.total_epochs())      the method's hooks shape the steps (penalties, u/Z updates);
-                                            ``end_iteration`` after every ``method.cycle_epochs()``
-    hard prune                              ``method.finalize_masks`` -> {layer: mask}, frozen
-    epochs [.., + retrain_epochs)           masked gradients and the mask re-applied after every
-                                            optimizer step, so zeros stay exactly zero through momentum
-                                            and weight decay (fresh optimizer, learning-rate cycle restarts)
+    method phase        the method's hooks shape the steps (penalties, u/Z updates); ``end_iteration``
+                        after every learning-rate cycle (an ADMM iteration)
+    hard prune          ``method.finalize_masks`` -> {layer: mask}, frozen
+    retrain             masked gradients and the mask re-applied after every optimizer step, so zeros
+                        stay exactly zero through momentum and weight decay (fresh optimizer, the
+                        learning-rate cycle restarts)
 
-The learning rate follows a cosine from its base value within each cycle (an ADMM iteration, the
-whole phase otherwise), computed from the step counters alone, so a resumed run sets the same values.
-Every epoch re-seeds torch from ``(seed, epoch)`` (data order, dropout), and ends with an atomic
-checkpoint: resuming from it reproduces the uninterrupted run bit for bit on CPU.
-With ``cfg.distill`` the task loss of both phases takes soft targets from a frozen copy of the model as
-it was given (``compress.prune.distill``); ``cfg.augment`` names augmentations of the training batches
-(``compress.data.augment``).
+The run is a list of segments (:mod:`compress.prune.schedule`): with data loaders one per epoch, with a
+Caffe solver cut at its test interval. Each segment ends with an evaluation, a log entry and, at most
+every ``checkpoint_every`` seconds, an atomic checkpoint; the last segment always checkpoints. The
+learning rate is a function of the step counters alone, and every epoch re-seeds torch from
+``(seed, epoch)`` (data order, dropout, augmentation), so resuming from a checkpoint reproduces the
+uninterrupted run bit for bit on CPU. What is trained and scored comes from a *task*
+(:mod:`compress.prune.task`): a classifier on ``(x, y)`` batches by default.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import math
-import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DistributedSampler
 
 from compress.data.augment import augmenter
-from compress.errors import CompressError, DivergenceError
+from compress.errors import CompressError, DivergenceError, TrainingInterrupted
 from compress.prune.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from compress.prune.distill import Distill, distillation_loss, frozen_copy
+from compress.prune.distill import Distill
 from compress.prune.distributed import DistContext
 from compress.prune.methods.base import Method
+from compress.prune.progress import Progress
+from compress.prune.schedule import SCHEDULES, Segment, epoch_segments, schedule
 from compress.prune.targets import prunable_layers
+from compress.prune.task import ClassifierTask, Logits, autocast, evaluate  # noqa: F401  (re-exported)
 
 # The W-step optimizer. SGD with momentum is Caffe's solver (the ADMM authors' AlexNet runs); Adam is
 # what the authors' TensorFlow LeNet used. Weight decay is L2 added to the gradient in both.
@@ -48,34 +50,41 @@ OPTIMIZERS = {
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Everything the loop needs to know about a run, filled by command-line flags or a solver."""
+
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    retrain_epochs: int = 0
+    retrain_epochs: int | None = 0  # None: the front door decides (prune: the method's default)
     retrain_lr: float | None = None  # default: lr
     retrain_weight_decay: float | None = None  # default: weight_decay
-    lr_schedule: str = "cosine"  # or "constant"
+    lr_schedule: str = "cosine"  # a key of compress.prune.schedule.SCHEDULES
     optimizer: str = "sgd"  # a key of OPTIMIZERS
     seed: int = 0
     max_steps: int | None = None  # per epoch (smoke runs); also caps evaluation batches
     amp: bool = False
     distill: Distill = field(default_factory=Distill)  # soft targets from the model as loaded
-    augment: tuple[str, ...] = ()  # names in compress.data.augment, applied to training batches
+    augment: tuple[str, ...] | None = ()  # compress.data.augment names (None: the data's default)
     checkpoint: str | None = None
+    checkpoint_every: float = 0.0  # seconds between checkpoints (0: after every epoch)
     log: str | None = None
     progress: bool = False
-    info: dict[str, Any] = field(default_factory=dict)  # stored in checkpoints, checked on resume
+    info: dict[str, Any] = field(default_factory=dict)  # what defines the run: stored, checked on resume
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise CompressError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise CompressError(f"lr schedule must be cosine or constant, got {self.lr_schedule!r}")
-        augmenter(self.augment)  # validates the names
+        if self.lr_schedule not in SCHEDULES:
+            raise CompressError(f"lr schedule must be one of {', '.join(SCHEDULES)}, "
+                                f"got {self.lr_schedule!r}")
+        augmenter(self.augment or ())  # validates the names
         if self.weight_decay < 0 or (self.retrain_weight_decay or 0) < 0:
             raise CompressError("weight decay must be >= 0")
-        if not self.lr > 0 or self.retrain_epochs < 0 or (self.max_steps is not None and self.max_steps < 1):
+        if not self.lr > 0 or (self.retrain_epochs or 0) < 0 or (self.max_steps is not None
+                                                                 and self.max_steps < 1):
             raise CompressError("need lr > 0, retrain epochs >= 0 and max steps >= 1")
+        if not self.checkpoint_every >= 0:
+            raise CompressError(f"checkpoint interval must be >= 0 seconds, got {self.checkpoint_every}")
 
 
 @dataclass
@@ -85,56 +94,6 @@ class TrainResult:
     masks: dict[str, torch.Tensor] | None
     epochs: int
     steps: int
-
-
-class Logits(nn.Module):
-    """The net's logits: a Caffe net ending in Softmax is trained on the Softmax's bottom blob."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        nodes = getattr(net, "nodes", None)
-        self.blob = nodes[-1].bottoms[0] if nodes and nodes[-1].type == "Softmax" else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.blob is None:
-            return self.net(x)
-        return self.net.forward_blobs(x)[self.blob]
-
-
-def autocast(device: torch.device, amp: bool):
-    if not amp:
-        return contextlib.nullcontext()
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable | None, device: torch.device, amp: bool = False,
-             max_batches: int | None = None, dist: DistContext | None = None) -> float | None:
-    """Top-1 accuracy of ``model`` (logits) on ``loader``; restores the train/eval flag after.
-    Under DDP with a sharded test loader the counts are summed over the ranks."""
-    if loader is None:
-        return None
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
-    try:
-        for i, (x, y) in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast(device, amp):
-                correct += (model(x).argmax(1) == y).sum()
-            seen += len(y)
-    finally:
-        model.train(was_training)
-    if dist is not None and dist.enabled and isinstance(getattr(loader, "sampler", None), DistributedSampler):
-        counts = torch.stack([correct.double(), torch.tensor(float(seen), device=device, dtype=torch.double)])
-        torch.distributed.all_reduce(counts)
-        correct, seen = counts[0], int(counts[1])
-    return float(correct) / seen if seen else None
 
 
 def seed_epoch(loader: Any, seed: int, epoch: int) -> None:
@@ -150,6 +109,54 @@ def seed_epoch(loader: Any, seed: int, epoch: int) -> None:
             obj.set_epoch(epoch)
 
 
+class MicroBatches(tuple):
+    """The batches of one optimizer step whose gradients accumulate (Caffe's ``iter_size``): each is
+    forwarded and backpropagated in turn, the loss reported is their mean."""
+
+
+class Observer:
+    """Hooks of a front door into the loop (the Caffe one logs and displays every iteration and writes
+    snapshots); the default does nothing. ``state_dict`` rides in checkpoints."""
+
+    def step(self, trainer: _Trainer, it: int, loss: float, rate: float, info: dict) -> None:
+        """After update number ``it`` (0-based) with its mean ``loss`` and the ``rate`` it used."""
+
+    def segment_end(self, trainer: _Trainer, entry: dict) -> None:
+        """After a segment's evaluation and log entry (``trainer.step`` updates done)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class LoaderBatches:
+    """Batches of a data loader, one pass per segment, re-seeded from (seed, segment index)."""
+
+    def __init__(self, loader: Iterable, seed: int, max_steps: int | None) -> None:
+        self.loader, self.seed, self.max_steps = loader, seed, max_steps
+        try:
+            self.steps_per_epoch: int | None = len(loader)  # type: ignore[arg-type]
+        except TypeError:
+            self.steps_per_epoch = None
+        if max_steps is not None:
+            self.steps_per_epoch = min(max_steps, self.steps_per_epoch or max_steps)
+
+    def segment(self, index: int, steps: int | None) -> Iterator:
+        seed_epoch(self.loader, self.seed, index)
+        for i, batch in enumerate(self.loader):
+            if steps is not None and i >= steps:
+                break
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {}  # a function of the segment index
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 def sparsity(method: Method, masks: dict | None) -> float:
     """Fraction of zero weights over all prunable layers (the method's sparse view before the prune)."""
     view = method.sparse_weights() if masks is None else {}
@@ -163,36 +170,45 @@ def sparsity(method: Method, masks: dict | None) -> float:
 
 def train(net: nn.Module, method: Method, train_data: Iterable, test_data: Iterable | None,
           cfg: TrainConfig, device: torch.device | str = "cpu", dist: DistContext | None = None,
-          resume: str | None = None) -> TrainResult:
-    """Run the method phase, the hard prune and the masked retrain on ``net`` (in place)."""
-    return _Trainer(net, method, train_data, test_data, cfg, torch.device(device), dist or DistContext(),
-                    resume).run()
+          resume: str | None = None, *, task=None, batches=None, segments: list[Segment] | None = None,
+          optimizer=None, observer: Observer | None = None) -> TrainResult:
+    """Run the method phase, the hard prune and the masked retrain on ``net`` (in place).
+
+    By default a :class:`ClassifierTask` over ``(x, y)`` loaders, one segment per epoch, and the
+    optimizer named by ``cfg.optimizer``; the Caffe front door passes its own ``task``, ``batches``,
+    ``segments``, ``optimizer`` factory ``(params, lr, weight_decay, cfg) -> Optimizer`` and
+    ``observer``. An optimizer with a ``last_rate`` attribute reports the rate it used itself."""
+    device = torch.device(device)
+    dist = dist or DistContext()
+    net.to(device)
+    if task is None:
+        task = ClassifierTask(net, test_data, device, amp=cfg.amp, distill=cfg.distill,
+                              augment=cfg.augment or (), max_eval_batches=cfg.max_steps)
+    if batches is None:
+        batches = LoaderBatches(dist.shard(train_data, cfg.seed), cfg.seed, cfg.max_steps)
+    if segments is None:
+        retrain = (cfg.retrain_epochs or 0) if method.prunes else 0
+        segments = epoch_segments(method.total_epochs(), method.cycle_epochs(), retrain,
+                                  batches.steps_per_epoch)
+    return _Trainer(net, method, task, batches, segments, cfg, device, dist, optimizer,
+                    observer or Observer(), resume).run()
 
 
 class _Trainer:
-    def __init__(self, net, method, train_data, test_data, cfg, device, dist, resume) -> None:
-        self.net, self.method, self.cfg, self.device, self.dist = net.to(device), method, cfg, device, dist
-        self.logits = Logits(self.net)
-        # the teacher is the model as given, before any step; a checkpoint carries it, so a resumed
-        # run distills from the same teacher whatever model it was started from
-        self.teacher = frozen_copy(self.logits) if cfg.distill.enabled else None
-        self.augment = augmenter(cfg.augment)
-        self.model = dist.wrap(self.logits, device)
-        self.train_data = dist.shard(train_data, cfg.seed)
-        self.test_data = test_data
-        self.method_epochs = method.total_epochs()
-        self.cycle = method.cycle_epochs()
-        self.total_epochs = self.method_epochs + (cfg.retrain_epochs if method.prunes else 0)
+    def __init__(self, net, method, task, batches, segments, cfg, device, dist, optimizer, observer,
+                 resume) -> None:
+        self.net, self.method, self.task, self.batches, self.observer = net, method, task, batches, observer
+        self.segments, self.cfg, self.device, self.dist = segments, cfg, device, dist
+        self.make_optimizer = optimizer or OPTIMIZERS[cfg.optimizer]
+        self.model = dist.wrap(task.module, device)
+        self.schedule = schedule(cfg.lr_schedule)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
+        self.progress = Progress(cfg.progress and dist.is_main)
         self.masks: dict[str, torch.Tensor] | None = None
         self.epoch = self.step = 0
         self.history: list[dict] = []
-        try:
-            self.steps_per_epoch = len(self.train_data)
-        except TypeError:
-            self.steps_per_epoch = None
-        if cfg.max_steps is not None:
-            self.steps_per_epoch = min(cfg.max_steps, self.steps_per_epoch or cfg.max_steps)
+        self.saved: tuple[str, int] | None = None  # (path, epoch) of the newest checkpoint
+        self.last_save = time.monotonic()
         self.opt = self._optimizer(cfg.lr)
         if resume:
             self._resume(resume)
@@ -202,7 +218,7 @@ class _Trainer:
     # --- set-up ------------------------------------------------------------------------------
     def _optimizer(self, lr: float, weight_decay: float | None = None) -> torch.optim.Optimizer:
         wd = self.cfg.weight_decay if weight_decay is None else weight_decay
-        return OPTIMIZERS[self.cfg.optimizer](self.net.parameters(), lr, wd, self.cfg)
+        return self.make_optimizer(self.net.parameters(), lr, wd, self.cfg)
 
     def _retrain_optimizer(self) -> torch.optim.Optimizer:
         return self._optimizer(self.cfg.retrain_lr or self.cfg.lr, self.cfg.retrain_weight_decay)
@@ -214,15 +230,17 @@ class _Trainer:
 
     def _resume(self, path: str) -> None:
         ckpt = load_checkpoint(path)
-        if ckpt["info"].get("method") != self.method.name:
-            raise CompressError(f"checkpoint {path} is from method {ckpt['info'].get('method')!r}, "
-                                f"not {self.method.name!r}")
-        if (ckpt.get("teacher") is None) != (self.teacher is None):
-            raise CompressError(f"checkpoint {path} was written {'without' if self.teacher else 'with'} "
-                                f"--distill; resume with the same setting")
-        self.net.load_state_dict(ckpt["model"])
-        if self.teacher is not None:
-            self.teacher.load_state_dict(ckpt["teacher"])
+        check_same_run(ckpt.get("info", {}), {"method": self.method.name, **self.cfg.info}, path)
+        if ckpt.get("segments") is not None and ckpt["segments"] != len(self.segments):
+            raise CompressError(f"checkpoint {path} belongs to a run of {ckpt['segments']} epochs, "
+                                f"this one has {len(self.segments)}")
+        try:
+            self.net.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[1:2] or [str(e)[:200]]
+            raise CompressError(f"checkpoint {path} holds another model's weights "
+                                f"({first[0].strip()})") from None
+        self.task.load_state_dict(ckpt.get("task") or {"teacher": ckpt.get("teacher")}, path)
         self.method.load_state_dict(ckpt["method"])
         if ckpt["masks"] is not None:
             self.masks = {n: m.to(self.device) for n, m in ckpt["masks"].items()}
@@ -230,91 +248,103 @@ class _Trainer:
         self.opt.load_state_dict(ckpt["optimizer"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
+        self.batches.load_state_dict(ckpt.get("batches") or {})
+        self.observer.load_state_dict(ckpt.get("observer") or {})
         self.epoch, self.step, self.history = int(ckpt["epoch"]), int(ckpt["step"]), list(ckpt["history"])
+        self.saved = (path, self.epoch)
         set_rng_state(ckpt["rng"])
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        while self.epoch < self.total_epochs:
-            self._epoch()
+        try:
+            while self.epoch < len(self.segments):
+                self._segment(self.segments[self.epoch])
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(self._interrupted()) from None
         if self.method.prunes and self.masks is None:  # no retrain phase: prune at the end
             self._enter_retrain()
         last = self.history[-1] if self.history else {}
         acc = last.get("test_acc") if last.get("phase") == "retrain" else None
         if acc is None:
-            acc = evaluate(self.logits, self.test_data, self.device, self.cfg.amp, self.cfg.max_steps,
-                           self.dist)
+            acc = (self.task.evaluate() or {}).get("accuracy")
         self.net.train(False)
         return TrainResult(self.history, acc, self.masks, self.epoch, self.step)
 
-    def _lr(self, retrain: bool, i: int) -> float:
-        base = (self.cfg.retrain_lr or self.cfg.lr) if retrain else self.cfg.lr
-        if self.cfg.lr_schedule == "constant" or not self.steps_per_epoch:
-            return base
-        if retrain:
-            cycle, pos = self.cfg.retrain_epochs, self.epoch - self.method_epochs
-        else:
-            cycle, pos = self.cycle, self.epoch % self.cycle
-        t, total = pos * self.steps_per_epoch + i, cycle * self.steps_per_epoch
-        return base * 0.5 * (1 + math.cos(math.pi * t / total))
+    def _interrupted(self) -> str:
+        where = f"interrupted in epoch {self.epoch + 1} of {len(self.segments)} (step {self.step})"
+        if self.saved is None:
+            return f"{where}; no checkpoint was written yet"
+        return f"{where}; resume with --resume {self.saved[0]} (saved after epoch {self.saved[1]})"
 
-    def _epoch(self) -> None:
-        retrain = self.epoch >= self.method_epochs
+    def _lr(self, seg: Segment, i: int) -> float:
+        base = (self.cfg.retrain_lr or self.cfg.lr) if seg.phase == "retrain" else self.cfg.lr
+        return self.schedule(base, seg.start + i, seg.cycle_steps)
+
+    def _label(self, seg: Segment) -> str:
+        name = self.method.name if seg.phase == "method" else "retrain"
+        return f"epoch {self.epoch + 1}/{len(self.segments)} {name}"
+
+    def _segment(self, seg: Segment) -> None:
+        retrain = seg.phase == "retrain"
         if retrain and self.masks is None:
             self._enter_retrain()
-        seed_epoch(self.train_data, self.cfg.seed, self.epoch)
         self.model.train()
         start, loss_sum, correct, seen, lr = time.perf_counter(), 0.0, 0, 0, self.cfg.lr
-        with self._progress(retrain) as bar:
-            for i, (x, y) in enumerate(self.train_data):
-                if self.cfg.max_steps is not None and i >= self.cfg.max_steps:
-                    break
-                lr = self._lr(retrain, i)
-                loss, hits = self._step(x, y, retrain, lr, i)
-                loss_sum, correct, seen = loss_sum + loss * len(y), correct + hits, seen + len(y)
-                bar.update(1, f"loss {loss:.4f} acc {correct / seen:.4f}")
+        label = self._label(seg)
+        sp = self.history[-1]["sparsity"] if self.history else sparsity(self.method, self.masks)
+        with self.progress.epoch(label, seg.steps or self.batches.steps_per_epoch, sp) as bar:
+            for i, batch in enumerate(self.batches.segment(self.epoch, seg.steps)):
+                loss, info, lr = self._step(batch, retrain, self._lr(seg, i), i)
+                n = info["seen"]
+                loss_sum, correct, seen = loss_sum + loss * n, correct + info.get("correct", 0), seen + n
+                self.observer.step(self, self.step - 1, loss, lr, info)
+                bar.update(1, f"loss {loss:.4f} acc {correct / max(seen, 1):.4f}")
         seconds = time.perf_counter() - start
-        if not retrain and (self.epoch + 1) % self.cycle == 0:
-            self.method.end_iteration(self.net, (self.epoch + 1) // self.cycle - 1)
-        with (contextlib.nullcontext() if retrain else self.method.eval_weights(self.net)):
-            test_acc = evaluate(self.logits, self.test_data, self.device, self.cfg.amp, self.cfg.max_steps,
-                           self.dist)
+        if not retrain and seg.ends_cycle:
+            self.method.end_iteration(self.net, seg.cycle)
+        test = None
+        with (self.method.eval_weights(self.net) if not retrain else contextlib.nullcontext()):
+            if seg.evaluate:
+                test = self.task.evaluate()
             sp = sparsity(self.method, self.masks)
         self.epoch += 1
-        entry = {"epoch": self.epoch, "phase": "retrain" if retrain else "method",
-                 "loss": loss_sum / max(seen, 1),
-                 "train_acc": correct / max(seen, 1), "test_acc": test_acc, "sparsity": sp, "lr": lr,
-                 "seconds": seconds, "images_per_s": seen / seconds if seconds else 0.0,
+        entry = {"epoch": self.epoch, "phase": seg.phase, "step": self.step, "loss": loss_sum / max(seen, 1),
+                 "train_acc": correct / max(seen, 1) if "correct" in info else None,
+                 "test_acc": (test or {}).get("accuracy"),
+                 "test": test,
+                 "sparsity": sp, "lr": lr, "seconds": seconds,
+                 "images_per_s": seen / seconds if seconds else 0.0,
                  **({} if retrain else self.method.metrics())}
         self.history.append(entry)
         self._log(entry)
-        self._save()
+        self.progress.epoch_done(label, entry)
+        self.observer.segment_end(self, entry)
+        self._maybe_save()
 
-    def _step(self, x, y, retrain: bool, lr: float, i: int) -> tuple[float, int]:
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        if self.augment is not None:
-            x = self.augment(x)
+    def _step(self, batch, retrain: bool, lr: float, i: int) -> tuple[float, dict, float]:
         for group in self.opt.param_groups:
             group["lr"] = lr
-        with autocast(self.device, self.cfg.amp):
-            logits = self.model(x)
-            with torch.no_grad():
-                teacher = None if self.teacher is None else self.teacher(x).float()
-        loss = distillation_loss(logits.float(), teacher, y, self.cfg.distill)
-        extra = None if retrain else self.method.extra_loss(self.net)
-        total = loss if extra is None else loss + extra
-        value = float(total.detach())
-        finite = self.dist.all_finite(total) if self.dist.enabled else math.isfinite(value)
-        if not finite:
-            where = self.cfg.checkpoint if self.epoch > 0 and self.cfg.checkpoint else "none"
-            raise DivergenceError(f"loss became {value} at epoch {self.epoch + 1} step {i + 1}; "
-                                  f"last good checkpoint: {where}")
         self.opt.zero_grad(set_to_none=True)
+        parts = batch if isinstance(batch, MicroBatches) else (batch,)
+        value, info = 0.0, {}
+        for k, part in enumerate(parts):
+            loss, info = self.task.loss(self.model, part)
+            if k == 0 and not retrain:
+                extra = self.method.extra_loss(self.net)
+                loss = loss if extra is None else loss + extra
+            v = float(loss.detach())
+            finite = self.dist.all_finite(loss) if self.dist.enabled else math.isfinite(v)
+            if not finite:
+                where = self.saved[0] if self.saved is not None else "none"
+                raise DivergenceError(f"loss became {v} at epoch {self.epoch + 1} step {i + 1}; "
+                                      f"last good checkpoint: {where}")
+            value += v / len(parts)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+            else:
+                loss.backward()
         if self.scaler is not None:
-            self.scaler.scale(total).backward()
             self.scaler.unscale_(self.opt)
-        else:
-            total.backward()
         if retrain:
             self._mask_grads()
         else:
@@ -329,7 +359,8 @@ class _Trainer:
         else:
             self.method.after_step(self.net)
         self.step += 1
-        return value, int((logits.detach().argmax(1) == y).sum())
+        used = getattr(self.opt, "last_rate", None)
+        return value, info, lr if used is None else used
 
     @torch.no_grad()
     def _mask_grads(self) -> None:
@@ -344,36 +375,55 @@ class _Trainer:
             self.method.all_layers[name].weight.mul_(mask)
 
     # --- output ------------------------------------------------------------------------------
-    def _progress(self, retrain: bool):
-        if not (self.cfg.progress and self.dist.is_main):
-            return contextlib.nullcontext(_NoBar())
-        import click
-
-        label = f"epoch {self.epoch + 1}/{self.total_epochs} {'retrain' if retrain else self.method.name}"
-        sp = self.history[-1]["sparsity"] if self.history else sparsity(self.method, self.masks)
-        return click.progressbar(length=self.steps_per_epoch or 0, label=label, file=sys.stderr,
-                                 item_show_func=lambda s: f"{s} sparsity {sp:.3f}" if s else None)
-
     def _log(self, entry: dict) -> None:
         if self.dist.is_main and self.cfg.log:
             with open(self.cfg.log, "a", encoding="utf-8") as f:
                 f.write(json.dumps(entry) + "\n")
 
-    def _save(self) -> None:
-        if self.cfg.checkpoint and self.dist.is_main:
-            save_checkpoint(self.cfg.checkpoint, {
+    def _maybe_save(self) -> None:
+        due = time.monotonic() - self.last_save >= self.cfg.checkpoint_every
+        if self.cfg.checkpoint and (due or self.epoch == len(self.segments)):
+            self.save_state(self.cfg.checkpoint)
+
+    def save_state(self, path: str) -> None:
+        """Write a checkpoint to ``path`` (rank 0), from which ``resume`` continues this run exactly."""
+        if self.dist.is_main:
+            save_checkpoint(path, {
                 "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "method": self.method.state_dict(), "masks": self.masks, "epoch": self.epoch,
-                "teacher": self.teacher.state_dict() if self.teacher is not None else None,
-                "step": self.step, "rng": rng_state(), "history": self.history,
-                "info": {"method": self.method.name, **self.cfg.info}})
+                "task": self.task.state_dict(), "batches": self.batches.state_dict(),
+                "observer": self.observer.state_dict(),
+                "segments": len(self.segments), "step": self.step, "rng": rng_state(),
+                "history": self.history, "info": {"method": self.method.name, **self.cfg.info}})
+        self.saved, self.last_save = (path, self.epoch), time.monotonic()
         self.dist.barrier()
 
 
-class _NoBar:
-    def update(self, n: int, item: Any = None) -> None:
-        pass
+def check_same_run(stored: dict, current: dict, path: str) -> None:
+    """A checkpoint resumes only the run that wrote it: every key that defines the run must match;
+    the error names the first difference."""
+    for key in sorted(set(stored) | set(current), key=lambda k: (k != "weights", k)):  # the model first
+        a, b = _canon(stored.get(key)), _canon(current.get(key))
+        if a == b:
+            continue
+        if key == "weights":
+            raise CompressError(f"checkpoint {path} is from a run that started from other weights (another "
+                                "model or model file); resume with the model the run started from")
+        if isinstance(a, dict) and isinstance(b, dict):
+            sub = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+            key, a, b = f"{key}.{sub}", a.get(sub), b.get(sub)
+        raise CompressError(f"checkpoint {path} is from a different run: {key} was {_short(a)}, "
+                            f"now {_short(b)}; resume with the same settings or start afresh")
+
+
+def _canon(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def check_prunable(net: nn.Module) -> None:

@@ -10,7 +10,6 @@ training methods use (QGT's regulariser, ADMM's projection onto the grid).
     record.py       meta["quantization"] and the check that the weights are on it
     thin.py         the grids' per-channel scales after channel thinning (export --thin)
     export.py       export_any: packed low-bit ONNX for a quantized model, else the ordinary export
-    evaluate.py     onnx_top1: top-1 of an exported file through onnxruntime
     api.py          quantize(model, config, method=...): what ``compress quantize`` calls
 
 The packed ONNX itself (storage types, the sparse skip encoding, the decoding graph) is in

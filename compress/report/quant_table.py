@@ -36,10 +36,8 @@ class QuantTableRow:
 def quant_table(models: list[str], *, data: str | None = None, limit: int | None = None,
                 prototxt: str | None = None) -> list[QuantTableRow]:
     """One :class:`QuantTableRow` per model (zoo name, model file, ``.caffemodel``)."""
-    from torch import nn
-
+    from compress.evaluate import evaluate_model
     from compress.modelfile import load_model
-    from compress.quant.evaluate import onnx_top1
     from compress.quant.export import export_any
     from compress.quant.record import KEY
 
@@ -53,12 +51,11 @@ def quant_table(models: list[str], *, data: str | None = None, limit: int | None
             path = Path(tmp) / f"m{i}.onnx"
             export_any(loaded.net, meta, path, where=loaded.path or spec)
             rec = meta.get(KEY)
-            if data:
-                shape = next(iter(loaded.net.inputs.values()))
-                linear = [m for m in loaded.net.modules() if isinstance(m, nn.Linear)]
-                acc, n = onnx_top1(path, data, shape, preprocess=meta.get("preprocess"), limit=limit,
-                                   num_classes=linear[-1].out_features if linear else None)
-                source = f"onnxruntime, {data} test ({n})"
+            if data:  # compress eval's machinery on the exported file (its metadata's preprocessing)
+                ev = evaluate_model(str(path), data, limit=limit, device="cpu")
+                acc = ev.result.top1 if ev.meaningful else None
+                source = f"onnxruntime, {data} test ({ev.result.images})" + ("" if ev.meaningful else
+                                                                              ": random labels, no accuracy")
             else:
                 acc = rec.get("accuracy") if rec else meta.get("accuracy_after")
                 source = "recorded (PyTorch)" if acc is not None else None

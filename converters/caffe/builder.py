@@ -25,7 +25,6 @@ The steps follow Caffe's own ``Net::Init`` and ``Net::CopyTrainedLayersFrom``:
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -33,9 +32,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from converters.caffe.footprint import allocated_bytes, workspace_bytes
 from converters.caffe.layers.base import CaffeBlobs, builder_for, check_supported, layer_error
-from converters.caffe.layers.io import DATA_TYPES, data_shape, input_param_shapes
-from converters.caffe.net import CaffeNet, LayerNode, module_attr
+from converters.caffe.layers.common import MAX_AXES
+from converters.caffe.layers.io import DATA_TYPES, data_shape, input_param_shapes, label_shapes
+from converters.caffe.memory import Available, MemoryGuard, available_memory
+from converters.caffe.names import listed, shown
+from converters.caffe.net import CaffeNet, LayerNode
 from converters.errors import ConversionError
 
 log = logging.getLogger("converters.caffe")
@@ -52,7 +55,7 @@ class BuildReport:
     ignored: list[str] = field(default_factory=list)  # caffemodel layers with blobs the net lacks
     initialized: list[str] = field(default_factory=list)  # layers whose weights were initialized
     transform: dict = field(default_factory=dict)  # the data layer's transform_param, if any
-    memory_bytes: int = 0  # parameters + blobs at the declared input shapes
+    memory_bytes: int = 0  # parameters + blobs + the largest layer's temporaries, at the declared shapes
 
 
 def build_net(net, blobs: dict | None = None, phase: str = "TEST", *,
@@ -62,13 +65,14 @@ def build_net(net, blobs: dict | None = None, phase: str = "TEST", *,
 
     ``blobs``: layer name -> list of arrays (numpy or torch) in Caffe layout, e.g.
     ``read_caffemodel(path).blobs``; ``None`` initializes the weights instead. ``input_shapes``
-    overrides or completes input shapes by blob name. ``memory_limit`` (bytes) defaults to the
-    machine's physical memory. ``source`` names the blobs' origin in error messages.
+    overrides or completes input shapes by blob name. ``memory_limit`` (bytes) defaults to the memory
+    this process can still allocate (``memory.available_memory``: RAM, cgroup and rlimits).
+    ``source`` names the blobs' origin in error messages.
     """
     plan = plan_net(net, blobs, phase, input_shapes=input_shapes, memory_limit=memory_limit)
     _materialize(plan.layers, plan.modules, blobs, source, plan.report)
-    result = CaffeNet(net.name or "net", plan.inputs, plan.nodes, plan.modules, _outputs(plan.nodes),
-                      _netdef(net, plan.input_layers, plan.inputs, plan.layers))
+    result = CaffeNet(net.name or "net", plan.inputs, plan.nodes, plan.modules, output_blobs(plan.nodes),
+                      deploy_netdef(net, plan))
     result.blob_shapes = plan.shapes
     result.build_report = plan.report
     return result.eval()
@@ -85,6 +89,7 @@ class NetPlan:
     nodes: list[LayerNode]
     shapes: dict[str, tuple[int, ...]]
     report: BuildReport
+    deploy_layers: list | None = None  # the layers of the deploy definition (``layers`` unless keep_training)
 
     def param_count(self) -> int:
         """Elements of all Caffe blobs (weights and biases) of the net."""
@@ -94,34 +99,31 @@ class NetPlan:
 
 def plan_net(net, blobs: dict | None = None, phase: str = "TEST", *,
              input_shapes: dict[str, tuple[int, ...]] | None = None,
-             memory_limit: int | None = None) -> NetPlan:
+             memory_limit: int | None = None, keep_training: bool = False) -> NetPlan:
     """Everything :func:`build_net` knows before allocating weights (no memory used beyond the proto).
-    ``blobs`` only serves to read an input's channel count off the first convolution's weights."""
+    ``blobs`` only serves to read an input's channel count off the first convolution's weights, and
+    marks the layers whose weights are already in memory (the guard does not count them again).
+
+    ``keep_training`` plans the phase net itself (``converters/caffe/phase.py``) instead of the deploy
+    net: every top of a data layer (the label too) is an input, and losses, ``Accuracy`` and the
+    layers fed by labels stay."""
     report = BuildReport()
     layers = _filter_phase(net, phase)
     _check_unique_names(layers)
-    inputs, input_layers, labels = _inputs(net, layers, blobs, dict(input_shapes or {}), report)
-    layers = _drop_training_only(layers, labels, report)
+    inputs, input_layers, labels = _inputs(net, layers, blobs, dict(input_shapes or {}), report,
+                                           labels_as_inputs=keep_training)
+    if keep_training:
+        deploy_layers = _drop_training_only(layers, labels, BuildReport())
+        layers = [layer for layer in layers if layer.type != "Input" and layer.type not in DATA_TYPES]
+    else:
+        layers = deploy_layers = _drop_training_only(layers, labels, report)
+        if report.dropped:
+            log.warning("dropped training-only layers: %s", ", ".join(report.dropped))
     check_supported([(layer.name, layer.type) for layer in layers])
-    limit = memory_limit if memory_limit is not None else physical_memory()
-    modules, shapes, nodes = _infer(layers, inputs, limit, report)
-    return NetPlan(inputs, input_layers, layers, modules, nodes, shapes, report)
-
-
-def physical_memory() -> int:
-    """Total physical memory in bytes (the memory guard's default limit)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not a POSIX system: no guard
-        return 1 << 62
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if abs(n) < 1000 or unit == "PB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
+    limit = (Available(memory_limit, "the memory limit given") if memory_limit is not None
+             else available_memory())
+    modules, shapes, nodes = _infer(layers, inputs, limit, set(blobs or ()), report)
+    return NetPlan(inputs, input_layers, layers, modules, nodes, shapes, report, deploy_layers)
 
 
 # -- 1. phase filtering ----------------------------------------------------------------------------
@@ -134,6 +136,9 @@ def _filter_phase(net, phase: str) -> list:
     stages = set(net.state.stage) if net.HasField("state") else set()
     kept = []
     for layer in net.layer:
+        if layer.include and layer.exclude:
+            raise layer_error(layer, "specify either include rules or exclude rules, not both (as Caffe "
+                                     "requires)")
         if layer.include:
             ok = any(_meets(rule, state_phase, level, stages) for rule in layer.include)
         else:
@@ -158,8 +163,8 @@ def _check_unique_names(layers) -> None:
     seen: set[str] = set()
     for layer in layers:
         if not layer.name:
-            raise ConversionError(f"a layer of type {layer.type!r} (tops {list(layer.top)}) has no name; "
-                                  "layers are matched to their weights by name")
+            raise ConversionError(f"a layer of type {shown(layer.type)} (tops {listed(layer.top)}) has no "
+                                  "name; layers are matched to their weights by name")
         if layer.name in seen:
             raise layer_error(layer, "a second layer with this name in the same phase; names must be unique")
         seen.add(layer.name)
@@ -167,8 +172,9 @@ def _check_unique_names(layers) -> None:
 
 # -- 2. inputs -------------------------------------------------------------------------------------
 
-def _inputs(net, layers, blobs, overrides, report):
-    """(inputs {blob: shape}, input layers [(layer name, tops)], label blobs)."""
+def _inputs(net, layers, blobs, overrides, report, labels_as_inputs=False):
+    """(inputs {blob: shape}, deploy input layers [(layer name, tops)], label blobs). The tops after a
+    data layer's first (its label) are inputs too with ``labels_as_inputs``, else only listed as labels."""
     shapes: dict[str, tuple[int | None, ...]] = {}
     where: dict[str, str] = {}
     input_layers: list[tuple[str, list[str]]] = []
@@ -178,23 +184,23 @@ def _inputs(net, layers, blobs, overrides, report):
     if legacy:
         if net.input_shape:
             if len(net.input_shape) != len(legacy):
-                raise ConversionError(f"net {net.name!r}: {len(legacy)} input(s) {legacy} but "
+                raise ConversionError(f"net {shown(net.name)}: {len(legacy)} input(s) {listed(legacy)} but "
                                       f"{len(net.input_shape)} input_shape(s)")
             dims = [tuple(int(d) for d in s.dim) for s in net.input_shape]
         else:
             if len(net.input_dim) != 4 * len(legacy):
-                raise ConversionError(f"net {net.name!r}: {len(legacy)} input(s) {legacy} need "
+                raise ConversionError(f"net {shown(net.name)}: {len(legacy)} input(s) {listed(legacy)} need "
                                       f"{4 * len(legacy)} input_dim values (4 each), "
                                       f"found {len(net.input_dim)}")
             dims = [tuple(int(d) for d in net.input_dim[4 * i:4 * i + 4]) for i in range(len(legacy))]
         for name, dim in zip(legacy, dims, strict=True):
-            shapes[name], where[name] = dim, f"input {name!r}"
+            _declare(shapes, where, name, dim, f"the legacy input {shown(name)}")
         input_layers.append(("input", legacy))
 
     for layer in layers:
         if layer.type == "Input":
             for top, dim in zip(layer.top, input_param_shapes(layer), strict=True):
-                shapes[top], where[top] = dim, f"layer {layer.name!r} (Input) top {top!r}"
+                _declare(shapes, where, top, dim, f"layer {shown(layer.name)} (Input) top {shown(top)}")
             input_layers.append((layer.name, list(layer.top)))
         elif layer.type in DATA_TYPES:
             if not layer.top:
@@ -204,13 +210,20 @@ def _inputs(net, layers, blobs, overrides, report):
             if top not in overrides and None in dim:
                 dim = _infer_channels(layer, top, dim, layers, blobs)
             if top not in overrides and None in dim:
-                shown = "x".join("?" if d is None else str(d) for d in dim)
-                raise layer_error(layer, f"the input shape cannot be known from the definition ({shown}; "
+                known = "x".join("?" if d is None else str(d) for d in dim)
+                raise layer_error(layer, f"the input shape cannot be known from the definition ({known}; "
                                          f"the data comes from {origin}); give a deploy prototxt with an "
                                          f"Input layer, or the input shape (input_shapes / --input-shape)")
-            shapes[top], where[top] = dim, f"layer {layer.name!r} ({layer.type}) top {top!r}"
+            _declare(shapes, where, top, dim, f"layer {shown(layer.name)} ({layer.type}) top {shown(top)}")
             input_layers.append((layer.name, [top]))
             labels.update(layer.top[1:])
+            if labels_as_inputs:
+                for extra, extra_dim in zip(layer.top[1:], label_shapes(layer, dim[0]), strict=True):
+                    if extra not in overrides and extra_dim is None:
+                        raise layer_error(layer, f"the shape of top {extra!r} cannot be known from the "
+                                                 f"definition; give it (input_shapes)")
+                    shapes[extra] = extra_dim
+                    where[extra] = f"layer {layer.name!r} ({layer.type}) top {extra!r}"
             if layer.HasField("transform_param") and not report.transform:
                 t = layer.transform_param
                 report.transform = {"scale": t.scale, "mean_value": list(t.mean_value),
@@ -218,16 +231,29 @@ def _inputs(net, layers, blobs, overrides, report):
 
     for name, dim in overrides.items():
         if name not in shapes:
-            raise ConversionError(f"input shape given for {name!r}, but the net's inputs are {list(shapes)}")
-        shapes[name], where[name] = tuple(int(d) for d in dim), f"the input shape given for {name!r}"
+            raise ConversionError(f"input shape given for {shown(name)}, but the net's inputs are "
+                                  f"{listed(shapes)}")
+        shapes[name], where[name] = tuple(int(d) for d in dim), f"the input shape given for {shown(name)}"
     if not shapes:
-        raise ConversionError(f"net {net.name!r} declares no input: expected an Input layer, `input` with "
-                              "`input_dim`/`input_shape`, or a data layer")
+        raise ConversionError(f"net {shown(net.name)} declares no input: expected an Input layer, `input` "
+                              "with `input_dim`/`input_shape`, or a data layer")
     for name, dim in shapes.items():
         if not dim or any(d is None or d <= 0 for d in dim):
             raise ConversionError(f"{where[name]}: every dimension of an input shape must be positive, "
-                                  f"found {list(dim)}")
+                                  f"found [{listed(dim)}]")
+        if len(dim) > MAX_AXES:
+            raise ConversionError(f"{where[name]}: an input shape has at most {MAX_AXES} axes (Caffe's "
+                                  f"kMaxBlobAxes), found {len(dim)}")
     return {k: tuple(v) for k, v in shapes.items()}, input_layers, labels
+
+
+def _declare(shapes: dict, where: dict, blob: str, dim, what: str) -> None:
+    """Record an input blob; a blob declared twice (a legacy ``input`` and an ``Input`` layer, two
+    data layers) has two producers, which Caffe refuses."""
+    if blob in shapes:
+        raise ConversionError(f"{what}: blob {shown(blob)} is already declared by {where[blob]}; "
+                              "an input is declared once")
+    shapes[blob], where[blob] = dim, what
 
 
 def _infer_channels(layer, top, dim, layers, blobs):
@@ -258,76 +284,91 @@ def _drop_training_only(layers, labels: set[str], report: BuildReport) -> list:
             tainted.update(layer.top)
             continue
         kept.append(layer)
-    if report.dropped:
-        log.warning("dropped training-only layers: %s", ", ".join(report.dropped))
     return kept
 
 
 # -- 4. shape inference and the memory guard -------------------------------------------------------
 
-def _infer(layers, inputs, limit: int, report: BuildReport):
+def _infer(layers, inputs, limit: Available, loaded: set[str], report: BuildReport):
+    """Build every layer on the meta device, infer every blob's shape, and refuse a net whose load
+    and forward pass would not fit in ``limit``. The count follows the forward pass: parameters (but
+    not those of ``loaded`` layers, already in memory), every blob (the executor keeps them all), and
+    at each layer what its forward pass or weight initialization allocates on top of that."""
     shapes: dict[str, tuple[int, ...]] = {}
-    guard = _MemoryGuard(limit)
+    producer: dict[str, str] = {name: "an input" for name in inputs}
+    alive: dict[str, int] = {}
+    guard = MemoryGuard(limit)
     for name, shape in inputs.items():
         shapes[name] = shape
-        guard.add(_numel(shape) * 4, f"input blob {name!r} {_fmt_shape(shape)}")
+        alive[name] = _numel(shape) * 4
+        guard.add(alive[name], f"input blob {shown(name)} {_fmt_shape(shape)}")
     modules: dict[str, nn.Module] = {}
     nodes: list[LayerNode] = []
+    peak = guard.total
     for layer in layers:
         for b in layer.bottom:
             if b not in shapes:
-                raise layer_error(layer, f"bottom blob {b!r} is not produced by any earlier layer or input "
-                                         f"(known blobs: {', '.join(shapes)})")
+                raise layer_error(layer, f"bottom blob {shown(b)} is not produced by any earlier layer or "
+                                         f"input (known blobs: {listed(shapes)})")
+        _check_tops(layer, producer)
         bottoms = [torch.empty(shapes[b], device="meta") for b in layer.bottom]
-        module, tops = _build_one(layer, bottoms)
+        module, tops, forward_bytes, init_bytes = _build_one(layer, bottoms)
+        what = f"layer {shown(layer.name)} ({layer.type})"
         nbytes = sum(t.numel() * t.element_size() for t in chain(module.parameters(), module.buffers()))
-        if nbytes:
-            guard.add(nbytes, f"the parameters of layer {layer.name!r} ({layer.type})")
+        if nbytes and layer.name not in loaded:
+            guard.add(nbytes, f"the parameters of {what}")
+            guard.check(init_bytes, f"the weight initialization of {what}", transient=True)
+        guard.check(forward_bytes, f"the forward pass of {what}", transient=True)
+        peak = max(peak, guard.total + forward_bytes + (nbytes if layer.name in loaded else 0))
         for name, t in zip(layer.top, tops, strict=True):
-            if name not in shapes:
-                guard.add(t.numel() * t.element_size(), f"blob {name!r} {_fmt_shape(t.shape)} "
-                                                        f"(layer {layer.name!r})")
+            size = t.numel() * t.element_size()
+            guard.add(size - alive.get(name, 0), f"blob {shown(name)} {_fmt_shape(t.shape)} ({what})")
+            alive[name] = size
             shapes[name] = tuple(t.shape)
+            producer[name] = f"layer {shown(layer.name)}"
         modules[layer.name] = module
-        nodes.append(LayerNode(layer.name, layer.type, tuple(layer.bottom), tuple(layer.top),
-                               module_attr(layer.name)))
-    report.memory_bytes = guard.total
+        nodes.append(LayerNode(layer.name, layer.type, tuple(layer.bottom), tuple(layer.top)))
+    report.memory_bytes = max(peak, guard.total)
     return modules, shapes, nodes
 
 
+def _check_tops(layer, producer: dict[str, str]) -> None:
+    """Caffe's ``Net::AppendTop``: a blob has one producer, unless a layer rewrites it in place, i.e.
+    its top ``i`` is its own bottom ``i``."""
+    for i, top in enumerate(layer.top):
+        in_place = i < len(layer.bottom) and layer.bottom[i] == top
+        if top in layer.top[:i]:
+            raise layer_error(layer, f"top blob {shown(top)} is listed twice")
+        if top in producer and not in_place:
+            raise layer_error(layer, f"top blob {shown(top)} is already produced by {producer[top]}; a "
+                                     f"blob has one producer (only an in-place layer, top {i} = bottom "
+                                     f"{i}, may rewrite it)")
+
+
 def _build_one(layer, bottoms):
-    shown = ", ".join(_fmt_shape(b.shape) for b in bottoms) or "none"
+    """(module on the meta device, its tops, bytes its forward allocates, bytes its weight
+    initialization allocates). Fillers are checked here, by initializing the meta module."""
+    shown_shapes = ", ".join(_fmt_shape(b.shape) for b in bottoms) or "none"
     try:
         with torch.device("meta"):
             module = builder_for(layer.type)(layer, bottoms)
             with torch.no_grad():
-                out = module(*bottoms)
+                out, forward_bytes = allocated_bytes(lambda: module(*bottoms))
     except ConversionError:
         raise
-    except (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError) as e:
+    except (RuntimeError, ValueError, TypeError, IndexError, NotImplementedError, OverflowError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
-        raise layer_error(layer, f"cannot be built for bottom shape(s) {shown}: {msg}") from None
+        raise layer_error(layer, f"cannot be built for bottom shape(s) {shown_shapes}: {msg}") from None
     tops = (out,) if isinstance(out, torch.Tensor) else tuple(out)
     if len(tops) != len(layer.top):
-        raise layer_error(layer, f"declares {len(layer.top)} top(s) {list(layer.top)}, the converter "
+        raise layer_error(layer, f"declares {len(layer.top)} top(s) {listed(layer.top)}, the converter "
                                  f"produced {len(tops)}")
-    return module, tops
-
-
-class _MemoryGuard:
-    def __init__(self, limit: int):
-        self.limit, self.total, self.largest = limit, 0, (0, "")
-
-    def add(self, nbytes: int, what: str) -> None:
-        self.total += nbytes
-        if nbytes > self.largest[0]:
-            self.largest = (nbytes, what)
-        if self.total > self.limit:
-            size, name = self.largest
-            raise ConversionError(
-                f"the declared shapes need more than {format_bytes(self.total)} for parameters and blobs, "
-                f"over the limit of {format_bytes(self.limit)} (this machine's memory); the largest is "
-                f"{name} at {format_bytes(size)}; refused before allocating")
+    try:
+        with torch.device("meta"), torch.no_grad():
+            _, init_bytes = allocated_bytes(lambda: _reset(module))
+    except ValueError as e:  # a filler Caffe refuses (type, std, min/max, shape)
+        raise layer_error(layer, " ".join(str(e).split())) from None
+    return module, tops, forward_bytes + workspace_bytes(module, bottoms, tops), init_bytes
 
 
 def _numel(shape) -> int:
@@ -338,9 +379,10 @@ def _fmt_shape(shape) -> str:
     return "x".join(str(int(d)) for d in shape) if len(shape) else "scalar"
 
 
-def _outputs(nodes: list[LayerNode]) -> list[str]:
-    """Blobs produced and not consumed afterwards, in order of production (Caffe's net outputs)."""
-    available: dict[str, None] = {}
+def output_blobs(nodes: list[LayerNode], inputs=()) -> list[str]:
+    """Blobs produced and not consumed afterwards, in order of production (Caffe's net outputs);
+    ``inputs`` that no layer consumes count too (Caffe's phase nets display an unused label)."""
+    available: dict[str, None] = dict.fromkeys(inputs)
     for node in nodes:
         for b in node.bottoms:
             available.pop(b, None)
@@ -373,7 +415,7 @@ def _materialize(layers, modules, blobs, source: str, report: BuildReport) -> No
         tensors = []
         for i, (want, arr) in enumerate(zip(expected, found, strict=True)):
             have = tuple(int(d) for d in arr.shape)
-            if not _same_shape(want, have):
+            if not same_blob_shape(want, have):
                 raise layer_error(layer, f"blob {i}: expected shape {_fmt_shape(want)} (from the "
                                          f"definition), {source} has {_fmt_shape(have)}")
             tensors.append(_adopt(arr).reshape(want))
@@ -392,7 +434,7 @@ def _materialize(layers, modules, blobs, source: str, report: BuildReport) -> No
                         ", ".join(report.ignored))
 
 
-def _same_shape(want: tuple[int, ...], have: tuple[int, ...]) -> bool:
+def same_blob_shape(want: tuple[int, ...], have: tuple[int, ...]) -> bool:
     """Caffe's ``Blob::ShapeEquals``: legacy blobs of up to 4 axes compare as 4-D padded with ones."""
     if want == have:
         return True
@@ -438,6 +480,13 @@ def _reset(module: nn.Module) -> None:
 
 # -- the deploy definition -------------------------------------------------------------------------
 
+def deploy_netdef(net, plan: NetPlan) -> str:
+    """The deploy prototxt text of ``plan``: its data inputs as ``Input`` layers of the planned shapes
+    (labels are not inputs of a deploy net), then the layers that are not training-only."""
+    layers = plan.layers if plan.deploy_layers is None else plan.deploy_layers
+    return _netdef(net, plan.input_layers, plan.inputs, layers)
+
+
 def _netdef(net, input_layers, inputs, layers) -> str:
     """Deploy prototxt text: inputs as ``Input`` layers, then the kept layers without blobs or rules."""
     from google.protobuf import text_format
@@ -450,7 +499,10 @@ def _netdef(net, input_layers, inputs, layers) -> str:
     taken = {layer.name for layer in layers}
     for name, tops in input_layers:
         layer = out.layer.add()
-        layer.name = name if name not in taken else f"{name}_input"
+        while name in taken:  # the legacy inputs' layer is called "input": keep names unique
+            name = f"{name}_input"
+        taken.add(name)
+        layer.name = name
         layer.type = "Input"
         layer.top.extend(tops)
         for top in tops:

@@ -3,15 +3,20 @@
 The net keeps Caffe's graph explicit (``nodes``: name, type, bottoms, tops) so that reports, ONNX
 export and channel thinning can speak in Caffe's layer names and follow blobs between layers.
 Every layer is a submodule registered under its Caffe name (``net.conv1``, ``net.fc6``), so
-``named_modules()``/``named_parameters()`` use Caffe names too (a name containing '.' is stored
-with '.' replaced by '_'; ``node.attr`` holds the attribute name).
+``named_modules()``/``named_parameters()`` use Caffe names too. A name that cannot be an attribute
+(one containing '.', or equal to an attribute of the net such as ``forward`` or ``nodes``) is stored
+under an escaped name, one to one (``converters/caffe/names.py: module_attrs``); ``node.attr`` holds
+the attribute name and ``net.layer(name)`` finds a layer by its Caffe name in every case.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
+
+from converters.caffe.names import module_attrs
 
 
 @dataclass(frozen=True)
@@ -20,11 +25,10 @@ class LayerNode:
     type: str  # Caffe type name (current format, e.g. "Convolution")
     bottoms: tuple[str, ...]
     tops: tuple[str, ...]
-    attr: str  # submodule attribute name (the Caffe name, with '.' replaced by '_')
+    attr: str = ""  # submodule attribute name: set by CaffeNet (the Caffe name unless it cannot be one)
 
 
-def module_attr(name: str) -> str:
-    return name.replace(".", "_")
+Tops = tuple[torch.Tensor, ...]
 
 
 class CaffeNet(nn.Module):
@@ -38,6 +42,11 @@ class CaffeNet(nn.Module):
         outputs: names of the output blobs (blobs produced and never consumed).
         netdef:  the deploy net definition as prototxt text (no blobs); written into model files
                  and ``.caffemodel`` exports so that the net can be rebuilt.
+        blob_shapes:  ``{blob: shape}`` inferred by the builder at the declared input shapes.
+        build_report: what the builder did besides building (``builder.BuildReport``), or None.
+
+    The nodes' ``attr`` are assigned here (whatever the caller put there) from the layer names and
+    every attribute the net has at that point, so set any further instance attribute above them.
     """
 
     def __init__(self, name: str, inputs: dict[str, tuple[int, ...]], nodes: list[LayerNode],
@@ -45,15 +54,23 @@ class CaffeNet(nn.Module):
         super().__init__()
         self.name = name
         self.inputs = dict(inputs)
-        self.nodes = list(nodes)
+        self.nodes: list[LayerNode] = []
         self.outputs = list(outputs)
         self.netdef = netdef
+        self.blob_shapes: dict[str, tuple[int, ...]] = {}
+        self.build_report = None
+        self._attrs: dict[str, str] = {}
+        self._attrs = module_attrs([n.name for n in nodes], reserved=dir(self))
+        self.nodes = [replace(n, attr=self._attrs[n.name]) for n in nodes]
         for node in self.nodes:
             self.add_module(node.attr, modules[node.name])
 
     def layer(self, name: str) -> nn.Module:
         """The submodule of the Caffe layer ``name``."""
-        return getattr(self, module_attr(name))
+        try:
+            return getattr(self, self._attrs[name])
+        except KeyError:
+            raise KeyError(f"{self.name}: no layer named {name!r}") from None
 
     def node(self, name: str) -> LayerNode:
         for n in self.nodes:
@@ -70,12 +87,19 @@ class CaffeNet(nn.Module):
     def forward_blobs(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every blob of the net, keyed by blob name (in-place layers keep the last value)."""
         blobs = self._bind_inputs(args, kwargs)
+        for _ in self.run_nodes(blobs):
+            pass
+        return blobs
+
+    def run_nodes(self, blobs: dict[str, torch.Tensor]) -> Iterator[tuple[LayerNode, Tops]]:
+        """Run the layers in order on ``blobs`` (updated as they go), yielding each node with its tops
+        as it produced them (a later in-place layer may rebind the name: Caffe's losses count here)."""
         for node in self.nodes:
             out = getattr(self, node.attr)(*(blobs[b] for b in node.bottoms))
             if isinstance(out, torch.Tensor):
                 out = (out,)
             blobs.update(zip(node.tops, out, strict=True))
-        return blobs
+            yield node, out
 
     def _bind_inputs(self, args, kwargs) -> dict[str, torch.Tensor]:
         names = list(self.inputs)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 
+from converters.caffe.names import cut, shown
 from converters.caffe.upgrade import upgrade_net
 from converters.errors import ConversionError
 
@@ -65,8 +66,9 @@ def _parse(text: str, message, filename: str):
         what = _LOCATION.sub("", str(e))
         m = re.search(r'Message type "([\w.]+)" has no field named "(\w+)"', what)
         if m:
-            what = (f"unknown field '{m.group(2)}' in {m.group(1).removeprefix('caffe.')} "
+            what = (f"unknown field {shown(m.group(2))} in {m.group(1).removeprefix('caffe.')} "
                     "(not in BVLC Caffe's caffe.proto; a field from a Caffe fork?)")
+        what = cut(what)
         line, col = e.GetLine(), e.GetColumn()
         loc = f"{filename}:{line}:{col}" if line is not None else filename
         raise ConversionError(f"{loc}: {what}") from None

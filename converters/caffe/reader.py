@@ -9,7 +9,9 @@ protobuf. Here the scan walks NetParameter -> layer (field 100, or V1 ``layers``
 each layer to ``ParseFromString``. Peak memory stays near 1x the blob data.
 
 Every length is checked against the file size and its enclosing message, so a truncated or corrupt
-file raises :class:`ConversionError` naming the layer and blob instead of returning garbage.
+file raises :class:`ConversionError` naming the layer and blob instead of returning garbage. Blob data
+is allocated only while it fits in the memory this process can still get (``memory.py``); text fields
+must be UTF-8 (protobuf's C++ does not check proto2 strings, Python hands them back as bytes).
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from converters.caffe.memory import available_memory, format_bytes
+from converters.caffe.names import non_utf8_field, shown
 from converters.errors import ConversionError
 
 # Field numbers (BVLC caffe.proto).
@@ -29,6 +33,7 @@ _BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH = 1, 2, 3, 4
 _BLOB_DATA, _BLOB_DIFF, _BLOB_SHAPE, _BLOB_DOUBLE_DATA, _BLOB_DOUBLE_DIFF = 5, 6, 7, 8, 9
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+_INT_MAX = 2**31 - 1
 _WIRE_NAMES = {0: "varint", 1: "64-bit", 2: "length-delimited", 3: "start-group", 4: "end-group",
                5: "32-bit"}
 
@@ -75,6 +80,8 @@ class _Scanner:
     def __init__(self, f: BinaryIO, size: int, path: str):
         self.f, self.size, self.path = f, size, path
         self.where = ""  # "layer 'fc6' blob 0", for messages
+        self.memory = available_memory()
+        self.allocated = 0  # bytes of blob data read so far
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -92,7 +99,7 @@ class _Scanner:
                 name, layer_blobs = self._layer(msg, off, end, v1, index)
                 if layer_blobs:
                     if name in blobs:
-                        raise _WireError("corrupt", f"two layers named {name!r} carry blobs")
+                        raise _WireError("corrupt", f"two layers named {shown(name)} carry blobs")
                     blobs[name] = layer_blobs
                 self.where = ""
             else:
@@ -100,6 +107,7 @@ class _Scanner:
         if rest:
             head = caffe_pb2.NetParameter()
             self._parse(head, b"".join(rest), "the net's header fields")
+            self._check_text(head, "the net's header: ")
             head.MergeFrom(net)  # header fields first, then the layers in file order
             net = head
         return net, blobs
@@ -113,17 +121,27 @@ class _Scanner:
         for field, wire, key_off, off, field_end in self._fields(start, end, (blobs_field,)):
             if field == blobs_field:
                 self._expect(wire, _LEN, "blobs", key_off)
-                self.where = f"layer {name or '#' + str(index)!r} blob {len(blobs)}"
+                self.where = f"{self._layer_where(name, index)} blob {len(blobs)}"
                 blobs.append(self._blob(off, field_end))
-                self.where = f"layer {name or '#' + str(index)!r}"
+                self.where = self._layer_where(name, index)
                 continue
             raw = self._read(key_off, field_end - key_off)
             chunks.append(raw)
             if field == name_field and wire == _LEN and name is None:
                 name = raw[off - key_off:].decode("utf-8", errors="replace")
-                self.where = f"layer {name!r}"
+                self.where = self._layer_where(name, index)
         self._parse(msg, b"".join(chunks), f"the definition of {self.where}")
+        self._check_text(msg)
         return (name if name is not None else f"#{index}"), blobs
+
+    @staticmethod
+    def _layer_where(name: str | None, index: int) -> str:
+        return f"layer {shown(name)}" if name is not None else f"layer #{index}"
+
+    def _check_text(self, msg, what: str = "") -> None:
+        bad = non_utf8_field(msg)
+        if bad:
+            raise _WireError("corrupt", f"{what}the text field {bad} is not UTF-8")
 
     def _blob(self, start: int, end: int) -> np.ndarray:
         legacy = [None, None, None, None]  # num, channels, height, width
@@ -163,11 +181,9 @@ class _Scanner:
             shape = tuple(v or 0 for v in legacy)
         elif shape is None:  # Caffe would take shape () here; a 1-D blob is the useful reading
             shape = (data.size,)
-        if any(d < 0 for d in shape):
-            raise _WireError("corrupt", f"negative dimension in shape {shape}")
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        count = _count(shape)
         if count != data.size:
-            raise _WireError("mismatch", f"shape {shape} needs {count} values, found {data.size}")
+            raise _WireError("mismatch", f"shape {_dims(shape)} needs {count:,} values, found {data.size:,}")
         return data.reshape(shape)
 
     # -- wire format ---------------------------------------------------------------------------
@@ -238,7 +254,15 @@ class _Scanner:
         if n % dtype.itemsize:
             raise _WireError("corrupt", f"packed {dtype.itemsize * 8}-bit values of {n} bytes "
                              f"at offset {off} (not a multiple of {dtype.itemsize})")
-        arr = np.empty(n // dtype.itemsize, dtype)
+        if self.allocated + n > self.memory.nbytes:
+            raise _WireError("memory", f"{format_bytes(self.allocated + n)} of blob data would not fit in "
+                             f"the {format_bytes(self.memory.nbytes)} available to this process "
+                             f"({self.memory.bound}); refused before reading")
+        try:
+            arr = np.empty(n // dtype.itemsize, dtype)
+        except MemoryError:
+            raise _WireError("memory", f"no memory for {format_bytes(n)} of blob data") from None
+        self.allocated += n
         self.f.seek(off)
         got = self.f.readinto(memoryview(arr).cast("B"))
         if got != n:  # the file shrank under us
@@ -264,6 +288,8 @@ class _Scanner:
             return f"truncated caffemodel {self.path}: {where}{e.detail}"
         if e.kind == "mismatch":
             return f"corrupt caffemodel {self.path}: {where}{e.detail}"
+        if e.kind == "memory":
+            return f"caffemodel {self.path}: {where}{e.detail}"
         where = f"{self.where}: " if self.where else ""
         return f"corrupt caffemodel {self.path}: {where}{e.detail}{self._hint()}"
 
@@ -277,6 +303,28 @@ class _Scanner:
         if text.isprintable() or all(c.isprintable() or c in "\t\r\n" for c in text):
             return " (this looks like a text file; expected a binary .caffemodel, not a .prototxt)"
         return ""
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    """Caffe's ``Blob::Reshape`` checks: at most 32 axes, no negative dim, at most INT_MAX values
+    (checked exactly, axis by axis, so that dims whose product wraps int64 cannot slip through)."""
+    if len(shape) > 32:
+        raise _WireError("corrupt", f"shape {_dims(shape)} has {len(shape)} axes, at most 32 (Caffe's "
+                         "kMaxBlobAxes)")
+    count = 1
+    for d in shape:
+        if d < 0:
+            raise _WireError("corrupt", f"negative dimension in shape {_dims(shape)}")
+        if count and d > _INT_MAX // count:
+            raise _WireError("corrupt", f"shape {_dims(shape)} holds more than {_INT_MAX:,} values "
+                             "(Caffe's limit for a blob)")
+        count *= d
+    return count
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    dims = [str(d) for d in shape]
+    return "(" + ", ".join(dims[:8]) + (f", ... {len(dims)} dims" if len(dims) > 8 else "") + ")"
 
 
 def _signed(v: int) -> int:

@@ -8,6 +8,7 @@ V0 nets (``layers { layer { ... } }``, Caffe before 2014) are refused with a cle
 """
 from __future__ import annotations
 
+from converters.caffe.names import shown
 from converters.errors import ConversionError
 
 # V1LayerParameter.LayerType name -> current type string (Caffe's UpgradeV1LayerType).
@@ -87,7 +88,7 @@ def upgrade_v1_layer(v1, where: str = "<layer>"):
     name = v1.name or "<unnamed>"
     if v1.HasField("layer"):
         raise ConversionError(
-            f"{where} ({name!r}): V0 layer definition (layers {{ layer {{ ... }} }}, Caffe before 2014) "
+            f"{where} ({shown(name)}): V0 layer definition (layers {{ layer {{ ... }} }}, Caffe before 2014) "
             "is not supported; upgrade it first with Caffe's upgrade_net_proto_text/_binary"
         )
     out = caffe_pb2.LayerParameter()

@@ -19,10 +19,12 @@ from converters.errors import ConversionError
 
 
 def _tag(field: int, wire: int) -> bytes:
-    return _varint((field << 3) | wire)
+    return varint((field << 3) | wire)
 
 
-def _varint(v: int) -> bytes:
+def varint(v: int) -> bytes:
+    """A protobuf varint; a negative int is written as protobuf writes it (ten bytes, two's complement)."""
+    v &= (1 << 64) - 1
     out = bytearray()
     while v >= 0x80:
         out.append((v & 0x7F) | 0x80)
@@ -67,7 +69,7 @@ def write_caffemodel(path: str | os.PathLike, net,
 def _write_layer(f: BinaryIO, layer, arrays: Sequence | None) -> None:
     if arrays is None:
         body = layer.SerializeToString()
-        f.write(_LAYER_TAG + _varint(len(body)) + body)
+        f.write(_LAYER_TAG + varint(len(body)) + body)
         return
     # Protobuf's own order: the fields numbered below blobs (7), the blobs, then the rest.
     low, high = type(layer)(), type(layer)()
@@ -81,7 +83,7 @@ def _write_layer(f: BinaryIO, layer, arrays: Sequence | None) -> None:
     low_bytes, high_bytes = low.SerializeToString(), high.SerializeToString()
     blobs = [_Blob.of(layer.name, i, a) for i, a in enumerate(arrays)]
     total = len(low_bytes) + sum(b.field_size for b in blobs) + len(high_bytes)
-    f.write(_LAYER_TAG + _varint(total) + low_bytes)
+    f.write(_LAYER_TAG + varint(total) + low_bytes)
     for blob in blobs:
         blob.write(f)
     f.write(high_bytes)
@@ -92,10 +94,10 @@ class _Blob:
 
     def __init__(self, data: np.ndarray, shape_bytes: bytes):
         self.data = data.reshape(-1)
-        self.data_head = (_DATA_TAG + _varint(data.nbytes)) if data.nbytes else b""
+        self.data_head = (_DATA_TAG + varint(data.nbytes)) if data.nbytes else b""
         self.shape_bytes = shape_bytes
         self.size = len(self.data_head) + data.nbytes + len(shape_bytes)
-        self.field_size = len(_BLOBS_TAG) + len(_varint(self.size)) + self.size
+        self.field_size = len(_BLOBS_TAG) + len(varint(self.size)) + self.size
 
     @classmethod
     def of(cls, layer: str, index: int, array) -> _Blob:
@@ -114,7 +116,7 @@ class _Blob:
         return cls(data, blob.SerializeToString())
 
     def write(self, f: BinaryIO) -> None:
-        f.write(_BLOBS_TAG + _varint(self.size) + self.data_head)
+        f.write(_BLOBS_TAG + varint(self.size) + self.data_head)
         if self.data.nbytes:
             f.write(memoryview(self.data).cast("B"))
         f.write(self.shape_bytes)

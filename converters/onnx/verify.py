@@ -40,9 +40,10 @@ class VerifyResult:
         return d
 
 
-def _load_session(onnx_path: str | os.PathLike, threads: int | None):
+def read_onnx(onnx_path: str | os.PathLike):
+    """The ``onnx.ModelProto`` at ``onnx_path`` (external data not loaded), checked by
+    ``onnx.checker``; anything else is one ConversionError naming the file."""
     import onnx
-    import onnxruntime as ort
 
     path = os.fspath(onnx_path)
     if not os.path.isfile(path):
@@ -55,16 +56,29 @@ def _load_session(onnx_path: str | os.PathLike, threads: int | None):
     except Exception as e:
         reason = " ".join(str(e).split())[:200] or type(e).__name__
         raise ConversionError(f"{path}: not a valid ONNX model ({reason})") from None
+    return model
+
+
+def open_session(onnx_path: str | os.PathLike, threads: int | None = None,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)):
+    """An onnxruntime ``InferenceSession`` of a file that :func:`read_onnx` accepted."""
+    import onnxruntime as ort
+
+    path = os.fspath(onnx_path)
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     try:
-        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(path, opts, providers=list(providers))
     except Exception as e:
         reason = " ".join(str(e).split())[:200]
         raise ConversionError(f"{path}: onnxruntime cannot load it ({reason})") from None
-    return session
+
+
+def _load_session(onnx_path: str | os.PathLike, threads: int | None):
+    read_onnx(onnx_path)
+    return open_session(onnx_path, threads)
 
 
 def _dims(arg) -> list[int | str]:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
+from compress.params import Param
 from compress.prune.methods import register
 from compress.prune.methods.base import Method, project
 
@@ -29,18 +30,18 @@ class ADMM(Method):
     name = "admm"
     # Measured on LeNet/MNIST at admm-71x (README "Results", bench/lenet_methods.py): the best of the
     # schedules tried, 15 iterations of 1 epoch with rho 1e-3 .. 0.05, then 45 epochs of masked retrain.
-    defaults = {"rho": 1e-3, "rho_growth": 1.3, "admm_iters": 15, "epochs_per_iter": 1}
+    params = (
+        Param("rho", float, 1e-3, "ADMM penalty per layer", low=0, low_open=True),
+        Param("rho_growth", float, 1.3, "Multiplier of rho after each ADMM iteration", low=1),
+        Param("admm_iters", int, 15, "ADMM iterations", low=0),
+        Param("epochs_per_iter", int, 1, "Epochs per ADMM iteration", low=1),
+    )
     default_pcen = 80.0
     default_retrain_epochs = 45
 
     def validate(self) -> None:
         if self.targets is None:
             raise CompressError("admm needs targets (--targets, --keep or --pcen)")
-        if not float(self.hp["rho"]) > 0 or not float(self.hp["rho_growth"]) >= 1:
-            raise CompressError(f"admm: need rho > 0 and rho_growth >= 1, got {self.hp['rho']}, "
-                                f"{self.hp['rho_growth']}")
-        if int(self.hp["admm_iters"]) < 0 or int(self.hp["epochs_per_iter"]) < 1:
-            raise CompressError("admm: --admm-iters must be >= 0 and --epochs-per-iter >= 1")
 
     def total_epochs(self) -> int:
         return int(self.hp["admm_iters"]) * int(self.hp["epochs_per_iter"])
@@ -48,9 +49,8 @@ class ADMM(Method):
     def cycle_epochs(self) -> int:
         return int(self.hp["epochs_per_iter"])
 
-    def _proj(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        t = self.targets
-        return project(self.layers[name], x, t.keep[name], t.sparsity, t.group)
+    def _proj(self, name: str, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        return project(self.layers[name], x, self.targets, out)
 
     @torch.no_grad()
     def init(self, model: nn.Module) -> None:
@@ -72,14 +72,16 @@ class ADMM(Method):
 
     @torch.no_grad()
     def end_iteration(self, model: nn.Module, k: int) -> None:
+        """Z = Proj(W + U), U = W + U - Z, in place: W + U goes into U's storage, Z is projected into its
+        own (its magnitudes are the scratch), so no full-size temporary is made. Bit for bit the
+        formulas: Z is W + U or a signed zero entrywise, so U = (W + U) - Z is exact."""
         growth = float(self.hp["rho_growth"])
         for n, layer in self.layers.items():
-            w = layer.weight.detach()
-            self.Z[n] = self._proj(n, w + self.U[n])
-            self.U[n] = self.U[n] + w - self.Z[n]
+            v = self.U[n].add_(layer.weight.detach())
+            z = self._proj(n, v, out=self.Z[n])
+            torch.sub(v.sub_(z), z, out=self._D[n])
             self.rho[n] *= growth
         self.k = k + 1
-        self._refresh()
 
     def sparse_weights(self) -> dict[str, torch.Tensor]:
         return dict(self.Z)
@@ -96,8 +98,8 @@ class ADMM(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         dev = {n: layer.weight.device for n, layer in self.layers.items()}
-        self.Z = {n: state["Z"][n].to(dev[n]) for n in self.layers}
-        self.U = {n: state["U"][n].to(dev[n]) for n in self.layers}
+        self.Z = {n: state["Z"][n].to(dev[n], copy=True) for n in self.layers}  # updated in place
+        self.U = {n: state["U"][n].to(dev[n], copy=True) for n in self.layers}
         self.rho = {n: float(state["rho"][n]) for n in self.layers}
         self.k = int(state["k"])
         self._refresh()

@@ -21,33 +21,40 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from compress.errors import CompressError
+from compress.params import Param, resolve
 from compress.prune import ops
-from compress.prune.targets import PrunableLayer, Targets
+from compress.prune.targets import Adjustment, PrunableLayer, Targets
 
 
-def layer_mask(layer: PrunableLayer, ratio: float, sparsity: str, group: str,
-               scores: torch.Tensor | None = None) -> torch.Tensor:
-    """Mask keeping ``round(ratio * n)`` entries (elem) or groups (channel) of ``scores`` (default W)."""
+def layer_mask(layer: PrunableLayer, targets: Targets, scores: torch.Tensor | None = None) -> torch.Tensor:
+    """Mask keeping ``targets.count(layer)`` entries (elem) or groups (channel) of ``scores`` (default W),
+    the largest by magnitude or L2 norm: never none unless the layer's own target is 0."""
     w = layer.weight.detach() if scores is None else scores
-    if sparsity == "channel":
-        dim, g = layer.group_args(group)
-        return ops.keep_top_groups_mask(w, ops.keep_count(ratio, ops.num_groups(w.shape, dim, g)), dim, g)
-    return ops.keep_topk_mask(w, ops.keep_count(ratio, w.numel()))
+    k = targets.count(layer)
+    if targets.sparsity == "channel":
+        dim, g = layer.group_args(targets.group)
+        return ops.keep_top_groups_mask(w, k, dim, g)
+    return ops.keep_topk_mask(w, k)
 
 
-def project(layer: PrunableLayer, x: torch.Tensor, ratio: float, sparsity: str, group: str) -> torch.Tensor:
-    """Euclidean projection of ``x`` (shaped like the layer's weight) onto the layer's sparse set."""
-    return x * layer_mask(layer, ratio, sparsity, group, scores=x)
+def project(layer: PrunableLayer, x: torch.Tensor, targets: Targets,
+            out: torch.Tensor | None = None) -> torch.Tensor:
+    """Euclidean projection of ``x`` (shaped like the layer's weight) onto the layer's sparse set, into
+    ``out`` when given (a tensor like ``x``, not overlapping it, whose contents are scratch)."""
+    k = targets.count(layer)
+    if targets.sparsity == "channel":
+        dim, g = layer.group_args(targets.group)
+        return ops.keep_top_groups(x, k, dim, g, out)
+    return ops.keep_topk(x, k, out)
 
 
 @torch.no_grad()
 def hard_prune(layers: dict[str, PrunableLayer], targets: Targets) -> dict[str, torch.Tensor]:
     """Zero every targeted layer down to exactly its keep count, by magnitude; return the masks."""
     masks = {}
-    for name, ratio in targets.keep.items():
+    for name in targets.keep:
         layer = layers[name]
-        masks[name] = layer_mask(layer, ratio, targets.sparsity, targets.group)
+        masks[name] = layer_mask(layer, targets)
         layer.weight.mul_(masks[name])
     return masks
 
@@ -56,8 +63,8 @@ class Method:
     """Base: plain training, hard prune to the targets (if any) at the end of the method phase."""
 
     name: ClassVar[str] = ""
-    #: hyperparameters this method reads, with their defaults (recorded in the model's meta)
-    defaults: ClassVar[dict[str, Any]] = {"epochs": 1}
+    #: the hyperparameters this method reads: their flags, defaults and bounds (recorded in the meta)
+    params: ClassVar[tuple[Param, ...]] = (Param("epochs", int, 1, "Method-phase epochs", low=0),)
     #: percent pruned when no targets are given (None: no pruning unless asked)
     default_pcen: ClassVar[float | None] = None
     #: masked retrain epochs after the hard prune when the caller gives none (no targets: no retrain)
@@ -65,7 +72,7 @@ class Method:
     default_sparsity: ClassVar[str] = "elem"
 
     def __init__(self, layers: dict[str, PrunableLayer], targets: Targets | None = None, **hp: Any) -> None:
-        self.hp = {k: (hp[k] if hp.get(k) is not None else v) for k, v in self.defaults.items()}
+        self.hp = resolve(self.params, hp, self.name)
         self.all_layers = dict(layers)
         self.targets = targets
         names = list(targets.keep) if targets is not None else list(layers)
@@ -75,11 +82,13 @@ class Method:
         self.group = targets.group if targets is not None else hp.get("group") or "in"
         self.validate()
 
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {p.name: p.default for p in cls.params}
+
     # --- schedule ----------------------------------------------------------------------------
     def validate(self) -> None:
-        """Check hyperparameters; raise CompressError naming the bad one."""
-        if int(self.hp["epochs"]) < 0:
-            raise CompressError(f"{self.name}: epochs must be >= 0, got {self.hp['epochs']}")
+        """Check what the declared bounds cannot (relations between hyperparameters, targets)."""
 
     def total_epochs(self) -> int:
         """Epochs of the method phase (before the hard prune)."""
@@ -126,9 +135,13 @@ class Method:
         """The tensors whose zeros are the method's current sparsity (reported per epoch)."""
         return {n: layer.weight.detach() for n, layer in self.layers.items()}
 
-    def metrics(self) -> dict[str, float]:
-        """Extra per-epoch numbers for the log."""
+    def metrics(self) -> dict[str, Any]:
+        """Extra per-epoch numbers for the log (JSON-able)."""
         return {}
+
+    #: layers ``finalize_masks`` kept alive against the method's own thresholds (reported with
+    #: ``targets.render_adjustments``, like ``Targets.adjustments``)
+    adjustments: tuple[Adjustment, ...] = ()
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -170,11 +183,31 @@ class SplittingMethod(Method):
 
     @torch.no_grad()
     def finalize_masks(self, model: nn.Module, targets: Targets | None) -> dict[str, torch.Tensor]:
+        self.adjustments = tuple(self._keep_alive())
         for n, layer in self.layers.items():  # the sparse u is the model
             layer.weight.copy_(self.u[n])
         if targets is not None:
             return hard_prune(self.all_layers, targets)
         return {n: layer.weight.detach() != 0 for n, layer in self.layers.items()}
+
+    def _keep_alive(self) -> Iterator[Adjustment]:
+        """A layer whose ``u`` the threshold zeroed entirely gets back the largest weight (elem methods)
+        or group (channel methods) of its trained ``w``, unless its own target is 0."""
+        channel = self.default_sparsity == "channel"
+        for n, layer in self.layers.items():
+            if self.u[n].any() or (self.targets is not None and self.targets.asks_empty(n)):
+                continue
+            w = layer.weight.detach()
+            if channel:
+                dim, g = layer.group_args(self.group)
+                mask, unit = ops.keep_top_groups_mask(w, 1, dim, g), "groups"
+                total = ops.num_groups(w.shape, dim, g)
+            else:
+                mask, total, unit = ops.keep_topk_mask(w, 1), w.numel(), "weights"
+            self.u[n] = w * mask
+            yield Adjustment(n, "rescued", f"the {self.name} threshold zeroed all {total} {unit}; kept the "
+                             f"largest {'group (L2 norm)' if channel else 'weight'} of the trained layer",
+                             1, total, unit)
 
     @contextlib.contextmanager
     def eval_weights(self, model: nn.Module) -> Iterator[None]:
@@ -193,7 +226,9 @@ class SplittingMethod(Method):
         return dict(self.u)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"u": {n: t.clone() for n, t in self.u.items()}}
+        return {"u": {n: t.clone() for n, t in self.u.items()},
+                "adjustments": [a.as_dict() for a in self.adjustments]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.u = {n: state["u"][n].to(layer.weight.device) for n, layer in self.layers.items()}
+        self.adjustments = tuple(Adjustment(**a) for a in state.get("adjustments", ()))

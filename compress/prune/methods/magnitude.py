@@ -3,6 +3,7 @@ efficient neural networks"): prune each layer to its target by weight magnitude 
 with the masks frozen (``--retrain-epochs``). No method phase of its own (``--epochs`` defaults to 0)."""
 from __future__ import annotations
 
+from compress.params import Param
 from compress.prune.methods import register
 from compress.prune.methods.base import Method
 
@@ -10,5 +11,5 @@ from compress.prune.methods.base import Method
 @register
 class Magnitude(Method):
     name = "magnitude"
-    defaults = {"epochs": 0}
+    params = (Param("epochs", int, 0, "Method-phase epochs", low=0),)
     default_pcen = 80.0

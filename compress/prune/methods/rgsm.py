@@ -7,37 +7,40 @@
 
 A group is an input channel ``W[:, c]`` (``--group in``, the paper's choice) or an output filter
 ``W[o]`` (``--group out``). The group-lasso term is part of the loss (autograd; ``eps`` inside the norm
-keeps its gradient finite at zero). Channel sparsity = fraction of groups of ``u`` that are zero.
+keeps its gradient finite at zero). Channel sparsity = fraction of groups of ``u`` that are zero; the
+per-epoch log counts, per layer, the groups of ``u`` whose norm is below 1e-15 (how the RGSM papers
+count removed channels): ``metrics()["groups_removed"] = {layer: [removed, total]}``.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from compress.errors import CompressError
+from compress.params import Param
 from compress.prune import ops
 from compress.prune.methods import register
 from compress.prune.methods.base import SplittingMethod
 from compress.prune.targets import PrunableLayer
 
 EPS = 1e-8
+REMOVED_BELOW = 1e-15  # a group counts as removed when its norm is below this (the papers' count)
 
 
 @register
 class RGSM(SplittingMethod):
     name = "rgsm"
-    defaults = {"epochs": 10, "beta1": 1.0, "lamb1": 1e-2, "lamb2": 1e-5, "penalty": "l0"}
+    params = (
+        Param("epochs", int, 10, "Method-phase epochs", low=0),
+        Param("beta1", float, 1.0, "RGSM relaxation (pull of w towards u)", low=0, low_open=True),
+        Param("lamb1", float, 1e-2, "RGSM group-l0 weight", low=0),
+        Param("lamb2", float, 1e-5, "RGSM group-lasso weight", low=0),
+        Param("penalty", str, "l0", "Sparsity penalty (RGSM: of the group norms)", choices=("l0", "l1")),
+    )
     default_sparsity = "channel"
-
-    def validate(self) -> None:
-        super().validate()
-        if self.hp["penalty"] not in ("l0", "l1"):
-            raise CompressError(f"rgsm: --penalty must be l0 or l1 (group hard/soft), "
-                                f"got {self.hp['penalty']!r}")
-        if not float(self.hp["beta1"]) > 0 or float(self.hp["lamb1"]) < 0 or float(self.hp["lamb2"]) < 0:
-            raise CompressError("rgsm: need beta1 > 0, lamb1 >= 0, lamb2 >= 0")
 
     def hyperparameters(self) -> dict:
         return {**self.hp, "group": self.group}
@@ -61,3 +64,22 @@ class RGSM(SplittingMethod):
             dim, g = layer.group_args(self.group)
             total = total + ops.group_norms(layer.weight, dim, g, eps=EPS).sum()
         return lamb2 * total
+
+    @torch.no_grad()
+    def metrics(self) -> dict[str, Any]:
+        """Groups removed per layer in the sparse ``u``: ``{"groups_removed": {layer: [removed, total]}}``."""
+        removed = {}
+        for n, layer in self.layers.items():
+            norms = ops.group_norms(self.u[n], *layer.group_args(self.group))
+            removed[n] = [int((norms < REMOVED_BELOW).sum()), norms.numel()]
+        return {"groups_removed": removed}
+
+
+def render_groups_removed(metrics: Mapping[str, Any]) -> str:
+    """``groups removed: conv1 0/20, conv2 13/50 (13/70)`` from an epoch's log entry ("" when absent)."""
+    removed = metrics.get("groups_removed")
+    if not removed:
+        return ""
+    parts = ", ".join(f"{n} {r}/{t}" for n, (r, t) in removed.items())
+    r_all, t_all = (sum(v[i] for v in removed.values()) for i in (0, 1))
+    return f"groups removed: {parts} ({r_all}/{t_all})"

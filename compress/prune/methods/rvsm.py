@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from compress.errors import CompressError
+from compress.params import Param
 from compress.prune import ops
 from compress.prune.methods import register
 from compress.prune.methods.base import SplittingMethod
@@ -26,18 +26,13 @@ PENALTIES = ("l0", "l1", "tl1")
 @register
 class RVSM(SplittingMethod):
     name = "rvsm"
-    defaults = {"epochs": 10, "beta": 1e-2, "lamb": 1e-6, "penalty": "l0", "tl1_a": 1.0}
-
-    def validate(self) -> None:
-        super().validate()
-        if self.hp["penalty"] not in PENALTIES:
-            raise CompressError(f"rvsm: --penalty must be one of {', '.join(PENALTIES)}, "
-                                f"got {self.hp['penalty']!r}")
-        if not float(self.hp["beta"]) > 0 or not float(self.hp["lamb"]) >= 0:
-            raise CompressError(f"rvsm: need beta > 0 and lamb >= 0, "
-                                f"got {self.hp['beta']}, {self.hp['lamb']}")
-        if self.hp["penalty"] == "tl1" and not float(self.hp["tl1_a"]) > 0:
-            raise CompressError(f"rvsm: --tl1-a must be > 0, got {self.hp['tl1_a']}")
+    params = (
+        Param("epochs", int, 10, "Method-phase epochs", low=0),
+        Param("beta", float, 1e-2, "RVSM relaxation (pull of w towards u)", low=0, low_open=True),
+        Param("lamb", float, 1e-6, "RVSM penalty weight", low=0),
+        Param("penalty", str, "l0", "Sparsity penalty (RGSM: of the group norms)", choices=PENALTIES),
+        Param("tl1_a", float, 1.0, "Transformed-l1 parameter a", low=0, low_open=True),
+    )
 
     def pull(self) -> float:
         return float(self.hp["beta"])

@@ -40,14 +40,29 @@ def build_tanh(layer, bottoms: list[torch.Tensor]) -> nn.Module:
     return nn.Tanh()
 
 
+class CaffeDropout(nn.Dropout):
+    """Caffe's Dropout (``dropout_layer.cpp``): the identity in eval mode (Caffe's TEST phase); in training
+    each unit is kept with probability ``1 - ratio`` and kept units are scaled by ``1 / (1 - ratio)``
+    (``top = bottom * mask * scale``; the gradient is masked and scaled the same way). The mask comes from
+    ``generator`` when one is set (a ``torch.Generator`` on the input's device), else from torch's global
+    generator: Caffe's own random stream cannot be reproduced, a seeded torch one makes runs repeatable."""
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        mask = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
+        return x * mask * (1.0 / (1.0 - self.p))
+
+
 @register("Dropout")
 def build_dropout(layer, bottoms: list[torch.Tensor]) -> nn.Module:
-    # Identity in eval mode (Caffe's TEST phase); in training both scale kept units by 1 / (1 - ratio).
     _one_bottom(layer, bottoms)
     ratio = layer.dropout_param.dropout_ratio
     if not 0.0 <= ratio < 1.0:
         raise layer_error(layer, f"dropout_ratio must be in [0, 1), found {ratio}")
-    return nn.Dropout(ratio)
+    return CaffeDropout(ratio)
 
 
 @register("Softmax")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from converters.caffe.names import bare, cut, listed, shown
 from converters.errors import ConversionError, UnsupportedLayerError
 
 Builder = Callable[..., nn.Module]
@@ -47,7 +48,7 @@ def builder_for(layer_type: str) -> Builder:
         return _REGISTRY[layer_type]
     except KeyError:
         raise UnsupportedLayerError(
-            f"unsupported layer type {layer_type!r}; supported: {', '.join(supported_types())}"
+            f"unsupported layer type {shown(layer_type)}; supported: {', '.join(supported_types())}"
         ) from None
 
 
@@ -56,10 +57,10 @@ def check_supported(types: list[tuple[str, str]]) -> None:
     _load_all()
     missing = [(name, t) for name, t in types if t not in _REGISTRY]
     if missing:
-        listed = ", ".join(f"{name} ({t})" for name, t in missing)
+        layers = listed((f"{bare(name)} ({bare(t)})" for name, t in missing), show=str)
         kinds = sorted({t for _, t in missing})
         raise UnsupportedLayerError(
-            f"unsupported layer type{'s' if len(kinds) > 1 else ''} {', '.join(kinds)} in: {listed}; "
+            f"unsupported layer type{'s' if len(kinds) > 1 else ''} {listed(kinds)} in: {layers}; "
             f"supported: {', '.join(sorted(_REGISTRY))}"
         )
 
@@ -81,8 +82,9 @@ class CaffeBlobs:
 
 
 def layer_error(layer, message: str) -> ConversionError:
-    """A ConversionError that names the layer: ``layer 'conv1' (Convolution): <message>``."""
-    return ConversionError(f"layer {layer.name!r} ({layer.type}): {message}")
+    """A ConversionError that names the layer: ``layer 'conv1' (Convolution): <message>`` (a long name
+    is cut, see ``names.shown``)."""
+    return ConversionError(f"layer {shown(layer.name)} ({bare(layer.type)}): {cut(message, 600)}")
 
 
 def _load_all() -> None:

@@ -1,6 +1,8 @@
 """Helpers shared by the layer converters: Caffe's axis canonicalisation and 2-D geometry fields."""
 from __future__ import annotations
 
+MAX_AXES = 32  # Caffe's kMaxBlobAxes: the most axes a blob may have
+
 
 def canonical_axis(layer, axis: int, ndim: int, what: str = "axis") -> int:
     """Caffe's ``CanonicalAxisIndex``: ``-ndim <= axis < ndim``, negative counts from the end."""

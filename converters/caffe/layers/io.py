@@ -64,3 +64,33 @@ def data_shape(layer) -> tuple[tuple[int | None, ...], str]:
         p = layer.hdf5_data_param
         return (p.batch_size or 1, None, None, None), f"HDF5 list {p.source!r}"
     raise layer_error(layer, f"not a data layer type (expected one of {', '.join(DATA_TYPES)})")
+
+
+def label_shapes(layer, batch: int) -> list[tuple[int, ...] | None]:
+    """Shapes of a data layer's tops after the first (the label), as the layer's ``DataLayerSetUp``
+    reshapes them: ``(batch,)`` for Data, ImageData, WindowData and MemoryData, the declared shapes
+    for DummyData; ``None`` where only the data can tell (HDF5Data datasets)."""
+    extra = len(layer.top) - 1
+    if extra <= 0:
+        return []
+    if layer.type in ("Data", "ImageData", "WindowData", "MemoryData"):
+        if extra > 1:
+            raise layer_error(layer, f"expected at most 2 tops (data, label), found {len(layer.top)}")
+        return [(batch,)]
+    if layer.type == "DummyData":
+        p = layer.dummy_data_param
+        if p.shape:
+            shapes = [tuple(int(d) for d in s.dim) for s in p.shape]
+            return [_per_top(layer, "shape", shapes, i) for i in range(1, len(layer.top))]
+        dims = {"num": p.num, "channels": p.channels, "height": p.height, "width": p.width}
+        return [tuple(int(_per_top(layer, f, list(v), i)) for f, v in dims.items())
+                for i in range(1, len(layer.top))]
+    return [None] * extra
+
+
+def _per_top(layer, field: str, values: list, i: int):
+    """DummyData's ``field`` for top ``i``: given once for all tops, or once per top (Caffe's CHECKs)."""
+    if len(values) not in (1, len(layer.top)):
+        raise layer_error(layer, f"dummy_data_param.{field} must be given once or once per top "
+                                 f"({len(layer.top)}), found {len(values)}")
+    return values[0 if len(values) == 1 else i]

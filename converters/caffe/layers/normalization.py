@@ -3,8 +3,13 @@
 Caffe's BatchNorm blobs are ``mean * s, var * s, s`` (moving sums and their weight). The module keeps
 the three raw blobs as buffers, so a round trip writes the very same bytes, and derives the statistics
 as Caffe does: ``blob * (1 / s)``, or 0 when ``s == 0``. ``y = (x - mean) / sqrt(var + eps)``.
-``use_global_stats`` defaults to Caffe's TEST phase behaviour: stored statistics in eval mode, batch
-statistics (biased variance) in training mode, where the moving sums are updated as Caffe updates them.
+``use_global_stats`` defaults to the phase (``batch_norm_layer.cpp``: ``use_global_stats_ = phase == TEST``
+unless set): stored statistics in eval mode (Caffe's TEST), batch statistics (biased variance) in
+training mode (TRAIN). Whenever Caffe normalizes with batch statistics it also updates its three blobs
+(``s = s * f + 1``, ``mean_sum = mean_sum * f + mean``, ``var_sum = var_sum * f + m / (m - 1) * var``,
+``m`` = elements per channel): in training mode, and in eval mode too when ``update_in_eval`` is set,
+which TEST phase nets do (Caffe's TEST net with ``use_global_stats: false`` updates the blobs it
+shares with the TRAIN net; a deploy net's evaluation never mutates it).
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ from converters.caffe.layers.fillers import Filler, filler_of
 
 
 class CaffeBatchNorm(nn.Module, CaffeBlobs):
+    update_in_eval = False  # see the module docstring: set on TEST phase nets
+
     def __init__(self, channels: int, eps: float = 1e-5, use_global_stats: bool | None = None,
                  moving_average_fraction: float = 0.999) -> None:
         super().__init__()
@@ -43,7 +50,7 @@ class CaffeBatchNorm(nn.Module, CaffeBlobs):
             dims = [0] + list(range(2, x.dim()))
             mean = x.mean(dim=dims)
             var = (x - mean.view(shape)).square().mean(dim=dims)
-            if self.training:
+            if self.training or self.update_in_eval:
                 self._update(var, mean, x.numel() // x.shape[1])
         return (x - mean.view(shape)) / (var.view(shape) + self.eps).sqrt()
 

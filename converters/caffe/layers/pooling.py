@@ -97,8 +97,8 @@ class CaffePooling(nn.Module):
 def _ave_divisor(h, w, out, kernel, stride, pad, like: torch.Tensor) -> torch.Tensor:
     """Caffe's AVE divisor per output cell: the window clipped to ``[-p, size + p)``, not to the input."""
     def lengths(size, n, k, s, p):
-        return torch.tensor([min(i * s - p + k, size + p) - (i * s - p) for i in range(n)], dtype=like.dtype,
-                            device=like.device)
+        start = torch.arange(n, device=like.device) * s - p  # int64: exact for any size
+        return ((start + k).clamp(max=size + p) - start).to(like.dtype)
 
     lh = lengths(h, out[0], kernel[0], stride[0], pad[0])
     lw = lengths(w, out[1], kernel[1], stride[1], pad[1])

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from converters.caffe.layers.base import layer_error, register
-from converters.caffe.layers.common import canonical_axis
+from converters.caffe.layers.common import MAX_AXES, canonical_axis
+from converters.caffe.names import listed
 
 
 class CaffeConcat(nn.Module):
@@ -73,21 +74,32 @@ class CaffeReshape(nn.Module):
         self.num_axes = num_axes
 
     def target_shape(self, bottom: tuple[int, ...]) -> tuple[int, ...]:
-        start = self.axis if self.axis >= 0 else len(bottom) + self.axis + 1
-        end = len(bottom) if self.num_axes == -1 else start + self.num_axes
-        if not 0 <= start <= end <= len(bottom):
-            raise ValueError(f"axis {self.axis} / num_axes {self.num_axes} out of range for shape {bottom}")
+        """Caffe's ``ReshapeLayer::Reshape``; a ValueError says which of its checks fails."""
+        n = len(bottom)
+        start = self.axis if self.axis >= 0 else n + self.axis + 1
+        if not 0 <= start <= n:
+            raise ValueError(f"axis {self.axis} out of range for a {n}-D bottom")
+        end = n if self.num_axes == -1 else start + self.num_axes
+        if end > n:
+            raise ValueError(f"axis {self.axis} + num_axes {self.num_axes} runs past the {n}-D bottom")
+        for i, d in enumerate(self.shape):
+            if d == 0 and start + i >= n:
+                raise ValueError(f"shape dim {i} is 0 (copy the bottom's axis {start + i}), but the bottom "
+                                 f"has {n} axes")
         middle = [bottom[start + i] if d == 0 else d for i, d in enumerate(self.shape)]
         out = list(bottom[:start]) + middle + list(bottom[end:])
+        if len(out) > MAX_AXES:
+            raise ValueError(f"the top would have {len(out)} axes, at most {MAX_AXES} are allowed")
+        total = math.prod(bottom)
         if -1 in middle:
             known = math.prod(d for d in out if d != -1)
-            total = math.prod(bottom)
             if known == 0 or total % known:
-                raise ValueError(f"cannot infer -1 in {tuple(middle)}: {total} elements over {known}")
+                raise ValueError(f"cannot infer the -1: the bottom's {total} values are not a multiple of "
+                                 f"the other dims' product {known}")
             out[start + middle.index(-1)] = total // known
-        if math.prod(out) != math.prod(bottom):
-            raise ValueError(f"shape {tuple(out)} ({math.prod(out)} elements) does not match the bottom "
-                             f"{bottom} ({math.prod(bottom)} elements)")
+        if math.prod(out) != total:
+            raise ValueError(f"the new shape has {math.prod(out)} values, the bottom {_shape(bottom)} has "
+                             f"{total}")
         return tuple(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -104,20 +116,24 @@ def build_reshape(layer, bottoms: list[torch.Tensor]) -> nn.Module:
     p = layer.reshape_param
     shape = tuple(int(d) for d in p.shape.dim)
     if sum(d == -1 for d in shape) > 1 or any(d < -1 for d in shape):
-        raise layer_error(layer, f"shape may hold at most one -1 and no other negative dim, found {shape}")
+        raise layer_error(layer, f"shape may hold at most one -1 and no other negative dim, found "
+                                 f"{_shape(shape)}")
     if p.num_axes < -1:
         raise layer_error(layer, f"num_axes must be -1 or non-negative, found {p.num_axes}")
+    if layer.top and layer.bottom and layer.top[0] == layer.bottom[0]:
+        raise layer_error(layer, "Reshape cannot be computed in place (top = bottom), as in Caffe")
     module = CaffeReshape(shape, int(p.axis), int(p.num_axes))
-    bottom = tuple(int(s) for s in bottoms[0].shape)
     try:
-        module.target_shape(bottom)
-        for i, d in enumerate(shape):
-            start = p.axis if p.axis >= 0 else len(bottom) + p.axis + 1
-            if d == 0 and start + i >= len(bottom):
-                raise ValueError(f"dim {i} is 0 (copy) but the bottom has no axis {start + i}")
-    except (ValueError, IndexError) as e:
-        raise layer_error(layer, str(e)) from None
+        module.target_shape(tuple(int(s) for s in bottoms[0].shape))
+    except ValueError as e:
+        raise layer_error(layer, f"shape {_shape(shape)}, axis {p.axis}, num_axes {p.num_axes}: "
+                                 f"{e}") from None
     return module
+
+
+def _shape(dims) -> str:
+    """Dims as ``[1, 2, 3]``, cut after 16 of them."""
+    return f"[{listed(dims, 16)}]"
 
 
 class CaffeSplit(nn.Module):

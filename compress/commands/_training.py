@@ -1,0 +1,105 @@
+"""The training flags shared by every command that fine-tunes (``prune``, ``quantize``), declared once,
+and the :class:`~compress.prune.trainer.TrainConfig` they fill."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+_OPTIONS = [
+    click.option("--data", metavar="SPEC",
+                 help="Training/test data: mnist, synthetic, a directory of MNIST idx files or an image "
+                      "folder [the dataset the model was pruned on; mnist for 1x28x28 nets]"),
+    click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, metavar="N",
+                 help="Training batch size"),
+    click.option("--limit", type=click.IntRange(min=1), metavar="N",
+                 help="Use the first N samples of each data split (smoke runs; accuracy is then on N "
+                      "test images and says so)"),
+    click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.01, show_default=True,
+                 metavar="X", help="Base learning rate"),
+    click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default="cosine",
+                 show_default=True, help="Rate within each cycle (an ADMM iteration, the retrain)"),
+    click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True,
+                 help="SGD with momentum as Caffe's solver; Adam as the ADMM authors' LeNet"),
+    click.option("--momentum", type=click.FloatRange(min=0), default=0.9, show_default=True, metavar="X",
+                 help="SGD momentum"),
+    click.option("--weight-decay", type=click.FloatRange(min=0), default=5e-4, show_default=True,
+                 metavar="X", help="L2 weight decay"),
+    click.option("--retrain-epochs", type=click.IntRange(min=0), metavar="N",
+                 help="Masked retrain epochs after the hard prune [admm: 45; other methods with targets: "
+                      "10; without targets: 0]"),
+    click.option("--retrain-lr", type=click.FloatRange(min=0, min_open=True), metavar="X",
+                 help="Retrain learning rate [--lr]"),
+    click.option("--retrain-weight-decay", type=click.FloatRange(min=0), metavar="X",
+                 help="Retrain weight decay [--weight-decay]"),
+    click.option("--distill", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="ALPHA",
+                 help="Knowledge distillation from the model as loaded: loss = (1-ALPHA) CE + ALPHA T^2 KL"),
+    click.option("--distill-temperature", type=click.FloatRange(min=0, min_open=True), default=4.0,
+                 show_default=True, metavar="T", help="Softmax temperature of --distill"),
+    click.option("--augment", multiple=True, type=click.Choice(["shift", "mirror", "none"]),
+                 help="Augment training batches (repeatable): shift = random +-2 px translation, mirror = "
+                      "random left-right flip (Caffe's mirror: true), none = off [mnist and idx data: "
+                      "shift; others: none]"),
+    click.option("--seed", type=int, default=0, show_default=True, metavar="N",
+                 help="Seed of data order, augmentation and dropout"),
+    click.option("--device", default="auto", show_default=True, metavar="DEVICE",
+                 help="Device: auto, cpu, cuda or cuda:N"),
+    click.option("--amp", is_flag=True, help="Mixed precision (fp16 + GradScaler on CUDA, bf16 on CPU)"),
+    click.option("--max-steps", type=click.IntRange(min=1), metavar="N",
+                 help="At most N steps per epoch, and N test batches per evaluation (smoke runs; the run "
+                      "keeps all its epochs)"),
+    click.option("--resume", type=click.Path(), metavar="CKPT",
+                 help="Continue the run that wrote CKPT (<output>.ckpt); every setting must match"),
+    click.option("--checkpoint-every", type=click.FloatRange(min=0), default=60.0, show_default=True,
+                 metavar="SECONDS", help="Write <output>.ckpt after an epoch when this long has passed "
+                                         "since the last one (0: every epoch); always after the last"),
+    click.option("--keep-checkpoint", is_flag=True,
+                 help="Keep <output>.ckpt after a successful run (otherwise it is removed)"),
+    click.option("--no-checkpoint", is_flag=True, help="Write no checkpoint (the run cannot be resumed)"),
+    click.option("--log", "log", type=click.Path(), metavar="FILE",
+                 help="Metrics, one JSON line per epoch [<output>.log.jsonl]"),
+    click.option("--quiet", is_flag=True, help="No progress output"),
+]
+
+NAMES = ("data", "batch_size", "limit", "lr", "lr_schedule", "optimizer", "momentum", "weight_decay",
+         "retrain_epochs", "retrain_lr", "retrain_weight_decay", "distill", "distill_temperature", "augment",
+         "seed", "device", "amp", "max_steps", "resume", "checkpoint_every", "keep_checkpoint",
+         "no_checkpoint", "log", "quiet")
+
+
+def training_options(fn: Callable) -> Callable:
+    for option in reversed(_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def pop_training(options: dict[str, Any]) -> dict[str, Any]:
+    """Remove the training flags from a command's keyword arguments and return them."""
+    return {name: options.pop(name) for name in NAMES}
+
+
+def augment_names(names: tuple[str, ...]) -> tuple[str, ...] | None:
+    """``--augment``: none given -> the data's default (None); ``none`` -> off."""
+    if not names:
+        return None
+    if "none" in names:
+        if len(names) > 1:
+            raise click.BadParameter("'none' cannot be combined with other augmentations",
+                                     param_hint="'--augment'")
+        return ()
+    return names
+
+
+def train_config(t: dict[str, Any]):
+    """The TrainConfig of the training flags ``t`` (from :func:`pop_training`)."""
+    from compress.prune.distill import Distill
+    from compress.prune.trainer import TrainConfig
+
+    return TrainConfig(lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"],
+                       retrain_epochs=t["retrain_epochs"], retrain_lr=t["retrain_lr"],
+                       retrain_weight_decay=t["retrain_weight_decay"], lr_schedule=t["lr_schedule"],
+                       optimizer=t["optimizer"], seed=t["seed"], max_steps=t["max_steps"], amp=t["amp"],
+                       distill=Distill(t["distill"], t["distill_temperature"]),
+                       augment=augment_names(t["augment"]), checkpoint_every=t["checkpoint_every"],
+                       log=t["log"], progress=not t["quiet"])

@@ -1,0 +1,22 @@
+"""A seeded fuzzer for everything that loads a model: caffemodels (current and V1 formats, mutated at
+the wire level), prototxts (token, value and graph mutations), model files (dict, zip and byte
+mutations), malicious pickles and files that are not models.
+
+Every case runs in a forked child under memory and time limits (``runner.py``) and ends in one of
+``ok``, ``clean`` (one clear line), ``other``, ``mismatch``, ``memory``, ``timeout``, ``signal`` or
+``code``; a loaded net must also run a forward pass whose blob shapes match the inferred ones and
+survive a model-file round trip (``campaign.py``)::
+
+    python -m compress.fuzz --cases 3000 --seed 1     # `make fuzz`; exit status 1 on any non-clean case
+    python -m compress.fuzz --seed 1 --case 1234 -v   # replay one case
+
+    from compress.fuzz import run_campaign, summary_table
+    results = run_campaign(200, seed=0, jobs=2)
+"""
+from __future__ import annotations
+
+from compress.fuzz.campaign import CaseResult, failures, run_campaign, summary_table
+from compress.fuzz.runner import OUTCOMES, Limits, Verdict, run_limited
+
+__all__ = ["OUTCOMES", "CaseResult", "Limits", "Verdict", "failures", "run_campaign", "run_limited",
+           "summary_table"]

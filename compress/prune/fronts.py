@@ -1,0 +1,171 @@
+"""Where a pruning run's net, data and optimization come from: the two front doors of ``prune``.
+
+- :class:`LoaderFront` (the command-line flags): a model (zoo name, model file, ``.caffemodel``), a data
+  source of :func:`compress.data.get_data` with the tool's epochs, cosine/constant rates and SGD/Adam.
+- :class:`SolverFront` (``--solver SOLVER.prototxt``): a Caffe user's own set-up. The net is the
+  solver's train_val (its TRAIN net, weights copied in by layer name from MODEL), the data its data
+  layers, the optimizer, rate policy, weight decay and momentum the solver's. One epoch of the shared
+  loop is one run of the solver's schedule (``max_iter`` iterations, the policy restarting at
+  ``base_lr``: :mod:`compress.solver.session`), so an ADMM iteration, the masked retrain (1 run unless
+  ``--retrain-epochs`` says otherwise) and the other methods' epochs each replay it.
+
+Both give the loop its pieces and say what the model's meta records about them.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.errors import CompressError
+from compress.prune.task import Logits, evaluate
+
+
+class LoaderFront:
+    def __init__(self, model, cfg, dev: torch.device, dist) -> None:
+        from compress.prune.api import default_data, load_net, load_splits
+
+        self.net, self.meta, self.name = load_net(model, cfg.prototxt)
+        self.dataset = cfg.data.spec or default_data(self.net, self.meta, self.name)
+        self.splits = load_splits(self.dataset, self.net, cfg.data, cfg.train.seed, dist.enabled)
+        self.cfg, self.dev = cfg, dev
+
+    def augment(self, given: tuple[str, ...] | None) -> tuple[str, ...]:
+        return tuple(self.splits.meta.get("augment", ())) if given is None else tuple(given)
+
+    def retrain_default(self, cls, targets) -> int:
+        return cls.default_retrain_epochs if targets is not None else 0
+
+    def hyperparameters(self, tc) -> dict[str, Any]:
+        return {"lr": tc.lr, "momentum": tc.momentum, "weight_decay": tc.weight_decay,
+                "batch_size": self.cfg.data.batch_size, "retrain_lr": tc.retrain_lr,
+                "retrain_weight_decay": tc.retrain_weight_decay, "lr_schedule": tc.lr_schedule,
+                "optimizer": tc.optimizer}
+
+    def before(self, tc) -> float | None:
+        self.net.to(self.dev)
+        return evaluate(Logits(self.net), self.splits.test, self.dev, tc.amp, tc.max_steps)
+
+    def train_kwargs(self, method, tc) -> dict[str, Any]:
+        return {"train_data": self.splits.train, "test_data": self.splits.test}
+
+    def describe(self) -> str:
+        sizes = self.splits.meta.get("sizes", {})
+        return f"{self.dataset} ({sizes.get('train', '?')} train / {sizes.get('test', '?')} test images)"
+
+    def notes(self) -> tuple[str, ...]:
+        notes = []
+        if self.splits.meta.get("source") == "synthetic":
+            notes.append("synthetic data has random labels: its accuracy means nothing")
+        if self.cfg.data.limit is not None:
+            notes.append(f"accuracy on the first {self.splits.meta['sizes']['test']} test images only "
+                         "(--limit)")
+        return tuple(notes)
+
+    def meta_extra(self) -> dict[str, Any]:
+        pre = self.splits.meta.get("preprocess")
+        return {"preprocess": pre} if pre and "preprocess" not in self.meta else {}
+
+    def save_extra(self, output: str, net: nn.Module) -> list[str]:
+        return []
+
+
+class SolverFront:
+    def __init__(self, model, cfg, dev: torch.device, dist) -> None:
+        import dataclasses
+
+        from compress.solver.read import read_solver
+        from compress.solver.session import build_session
+
+        if dist.enabled:
+            raise CompressError("prune --solver does not run under torchrun yet; run it as one process")
+        solver = read_solver(cfg.solver, weights=[])
+        if cfg.max_iter is not None:
+            solver = dataclasses.replace(solver, max_iter=cfg.max_iter)
+        if solver.max_iter < 1:
+            raise CompressError(f"{solver.where('max_iter')}: max_iter must be >= 1 (or give --max-iter)")
+        self.solver, self.cfg, self.dev = solver, cfg, dev
+        self.session = build_session(solver, dev)
+        self.net = self.session.train_net
+        _copy_weights(model, cfg.prototxt, self.net)
+        self.name, self.meta = str(model), {"source": str(model)}
+        self.dataset = f"solver {cfg.solver}"
+
+    def augment(self, given: tuple[str, ...] | None) -> tuple[str, ...]:
+        if given:
+            raise CompressError("--augment does not apply with --solver (the net's transform_param does "
+                                "Caffe's crop and mirror)")
+        return ()
+
+    def retrain_default(self, cls, targets) -> int:
+        return 1 if targets is not None else 0
+
+    def hyperparameters(self, tc) -> dict[str, Any]:
+        return {"solver": self.solver.hyperparameters(),
+                "schedule": f"one epoch = one run of the solver's schedule ({self.solver.max_iter} "
+                            "iterations, the lr policy restarting at base_lr)"}
+
+    def before(self, tc) -> float | None:
+        test = self.session.task.evaluate()
+        return None if test is None else test.get("accuracy")
+
+    def train_kwargs(self, method, tc) -> dict[str, Any]:
+        from compress.prune.progress import Progress
+        from compress.solver.observer import CaffeObserver
+
+        s = self.session
+        retrain = (tc.retrain_epochs or 0) if method.prunes else 0
+        return {"train_data": None, "test_data": None, "task": s.task, "batches": s.batches,
+                "segments": s.segments(method.total_epochs(), method.cycle_epochs(), retrain,
+                                       evaluate_epoch_ends=True),
+                "optimizer": s.optimizer(cyclic=True),
+                "observer": CaffeObserver(self.solver, self.net, Progress(tc.progress), None)}
+
+    def describe(self) -> str:
+        return f"{self.dataset} ({self.solver.max_iter} iterations per epoch)"
+
+    def notes(self) -> tuple[str, ...]:
+        return ()
+
+    def meta_extra(self) -> dict[str, Any]:
+        return {"solver": {"path": self.cfg.solver, **self.solver.hyperparameters()}}
+
+    def save_extra(self, output: str, net: nn.Module) -> list[str]:
+        """Beside the model file: the weights as ``.caffemodel`` and the deploy ``.prototxt``."""
+        from pathlib import Path
+
+        from converters import caffe
+        from converters.atomic import atomic_write_text
+
+        weights = str(Path(output).with_suffix(".caffemodel"))
+        deploy = str(Path(output).with_suffix(".prototxt"))
+        caffe.save(net, weights)
+        tests = self.session.tests
+        atomic_write_text(deploy, (tests[0].net if tests else net).netdef)
+        print(f"wrote {weights} and {deploy}", file=sys.stderr, flush=True)
+        return [weights, deploy]
+
+
+def _copy_weights(model, prototxt, net) -> None:
+    """Copy MODEL's blobs into the solver's net by layer name (a ``.caffemodel`` as Caffe's
+    ``--weights``, or any model the tool loads)."""
+    from pathlib import Path
+
+    from converters.caffe import caffe_blobs
+    from converters.caffe.params import copy_trained_layers
+
+    if Path(str(model)).suffix.lower() == ".caffemodel":
+        from converters.caffe.reader import read_caffemodel
+
+        blobs = read_caffemodel(model).blobs
+    else:
+        from compress.modelfile import load_model
+
+        blobs = caffe_blobs(load_model(model, prototxt).net)
+    copied = [n for n in blobs if any(node.name == n for node in net.nodes)]
+    if not copied:
+        raise CompressError(f"{model}: none of its layers ({', '.join(list(blobs)[:6])}) is in the solver's "
+                            "net; give the weights trained with this train_val")
+    copy_trained_layers(net, blobs, str(model))

@@ -1,0 +1,110 @@
+"""What is trained and how it is scored: the objective of a batch and the test outputs.
+
+The trainer's loop is the same for every front door; a *task* supplies the rest:
+
+    module                  the trainable ``nn.Module`` (what DDP wraps)
+    loss(model, batch)      objective of one batch and its counts ({"correct", "seen"})
+    evaluate()              test outputs by name ({"accuracy": a, ...}), or None without test data
+
+:class:`ClassifierTask` trains a classifier on ``(x, y)`` batches with cross-entropy on its logits
+(optionally distilled from a frozen copy, and with training-batch augmentation); the Caffe front door
+(``compress train``) has its own task whose objective is the train net's weighted loss layers.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.data.augment import augmenter
+from compress.prune.distill import Distill, distillation_loss, frozen_copy
+
+
+class Logits(nn.Module):
+    """The net's logits: a Caffe net ending in Softmax is trained on the Softmax's bottom blob."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        nodes = getattr(net, "nodes", None)
+        self.blob = nodes[-1].bottoms[0] if nodes and nodes[-1].type == "Softmax" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.blob is None:
+            return self.net(x)
+        return self.net.forward_blobs(x)[self.blob]
+
+
+def autocast(device: torch.device, amp: bool):
+    if not amp:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def evaluate(model: nn.Module, loader: Iterable | None, device: torch.device, amp: bool = False,
+             max_batches: int | None = None) -> float | None:
+    """Top-1 accuracy of ``model`` (logits) on ``loader`` (:func:`compress.evaluate.evaluate`)."""
+    return None if loader is None else test_outputs(model, loader, device, amp, max_batches)["accuracy"]
+
+
+def test_outputs(model: nn.Module, loader: Iterable, device: torch.device, amp: bool = False,
+                 max_batches: int | None = None) -> dict[str, float]:
+    """``{"accuracy": top-1, "loss": mean cross-entropy}`` of ``model`` (logits) on ``loader``; under DDP
+    with a sharded loader the counts are summed over the ranks."""
+    from compress.evaluate import evaluate as run
+
+    with autocast(device, amp):
+        r = run(model, loader, device=device, max_batches=max_batches)
+    return {"accuracy": r.top1, "loss": r.loss}
+
+
+class ClassifierTask:
+    """Cross-entropy on the logits of ``net`` over ``(x, y)`` batches; top-1 on ``test_data``.
+
+    With ``distill`` the loss takes soft targets from a frozen copy of ``net`` as it is now (the
+    teacher; its state rides in checkpoints via :meth:`state_dict`). ``augment`` names training-batch
+    augmentations (:mod:`compress.data.augment`). ``max_eval_batches`` caps evaluation (smoke runs).
+    """
+
+    def __init__(self, net: nn.Module, test_data: Iterable | None, device: torch.device, *,
+                 amp: bool = False, distill: Distill | None = None, augment: tuple[str, ...] = (),
+                 max_eval_batches: int | None = None) -> None:
+        self.module = Logits(net)
+        self.test_data, self.device, self.amp = test_data, device, amp
+        self.distill = distill or Distill()
+        self.teacher = frozen_copy(self.module) if self.distill.enabled else None
+        self.augment = augmenter(augment)
+        self.max_eval_batches = max_eval_batches
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, int]]:
+        x, y = batch
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.augment is not None:
+            x = self.augment(x)
+        with autocast(self.device, self.amp):
+            logits = model(x)
+            with torch.no_grad():
+                teacher = None if self.teacher is None else self.teacher(x).float()
+        loss = distillation_loss(logits.float(), teacher, y, self.distill)
+        return loss, {"correct": int((logits.detach().argmax(1) == y).sum()), "seen": len(y)}
+
+    def evaluate(self) -> dict[str, float] | None:
+        if self.test_data is None:
+            return None
+        return test_outputs(self.module, self.test_data, self.device, self.amp, self.max_eval_batches)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"teacher": self.teacher.state_dict() if self.teacher is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any], where: str) -> None:
+        from compress.errors import CompressError
+
+        if (state.get("teacher") is None) != (self.teacher is None):
+            raise CompressError(f"checkpoint {where} was written {'without' if self.teacher else 'with'} "
+                                f"--distill; resume with the same setting")
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])

@@ -1,0 +1,120 @@
+"""The Caffe front door's task and batches: what the shared training loop trains when a solver drives it.
+
+:class:`CaffeTask` trains the TRAIN-phase net of a ``train_val.prototxt`` on its own objective (the
+weighted sum of its loss layers, ``converters.caffe.phase``) and runs Caffe's test passes: ``test_iter``
+forward passes of each TEST net (which shares the TRAIN net's blobs), each output blob averaged over
+them, as BVLC ``Solver::Test`` does. :class:`SolverBatches` draws the TRAIN net's batches from its data
+layers' feeders (``compress.data.caffe``), ``iter_size`` of them per update. Both carry their data
+cursors in ``state_dict`` so that a resumed run reads the same records.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from compress.errors import CompressError
+from compress.prune.trainer import MicroBatches
+
+
+def next_batch(feeders: Sequence) -> dict[str, torch.Tensor]:
+    """One batch of every data layer of a net, merged into ``{top: tensor}``."""
+    batch: dict[str, torch.Tensor] = {}
+    for f in feeders:
+        batch.update(f.next_batch())
+    return batch
+
+
+def feeders_state(feeders: Sequence) -> dict[str, Any]:
+    return {f.name: f.state_dict() for f in feeders}
+
+
+def load_feeders_state(feeders: Sequence, state: dict[str, Any], where: str) -> None:
+    missing = [f.name for f in feeders if f.name not in state]
+    if missing:
+        raise CompressError(f"{where}: no data cursor for layer(s) {', '.join(missing)}")
+    for f in feeders:
+        f.load_state_dict(state[f.name])
+
+
+@dataclass
+class TestNet:
+    """One TEST net of the solver, its data layers and ``test_iter``."""
+
+    net: Any  # converters.caffe.phase.PhaseNet
+    feeders: list
+    test_iter: int
+
+
+class CaffeTask:
+    """Objective: the TRAIN net's weighted losses. Test outputs: every TEST net's output blobs averaged
+    over its ``test_iter`` batches, keyed by blob name (``net1/<name>`` for a second test net...)."""
+
+    def __init__(self, train_net, tests: list[TestNet], device: torch.device) -> None:
+        self.module, self.tests, self.device = train_net, tests, device
+
+    def _to(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def loss(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        out = model.run(self._to(batch))
+        seen = len(next(iter(batch.values())))
+        return out.objective, {"seen": seen, "outputs": out.outputs}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float] | None:
+        if not self.tests:
+            return None
+        result: dict[str, float] = {}
+        for k, t in enumerate(self.tests):
+            sums: dict[str, torch.Tensor] = {}
+            for _ in range(t.test_iter):
+                out = t.net.run(self._to(next_batch(t.feeders)))
+                for name, value in out.outputs.items():
+                    v = value.detach().double().reshape(-1)
+                    sums[name] = sums[name] + v if name in sums else v.clone()
+            prefix = "" if k == 0 else f"net{k}/"
+            for name, total in sums.items():
+                mean = total / t.test_iter
+                if mean.numel() == 1:
+                    result[prefix + name] = float(mean)
+                else:
+                    result.update({f"{prefix}{name}[{i}]": float(v) for i, v in enumerate(mean)})
+        return result
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"tests": [feeders_state(t.feeders) for t in self.tests]}
+
+    def load_state_dict(self, state: dict[str, Any], where: str) -> None:
+        tests = state.get("tests") or []
+        if len(tests) != len(self.tests):
+            raise CompressError(f"checkpoint {where} has {len(tests)} test nets' cursors, the solver "
+                                f"has {len(self.tests)} test nets")
+        for t, s in zip(self.tests, tests, strict=True):
+            load_feeders_state(t.feeders, s, where)
+
+
+class SolverBatches:
+    """The TRAIN net's batches: ``iter_size`` batches of its data layers per update, read sequentially
+    (the feeders keep their cursors across segments; the segment index plays no part)."""
+
+    steps_per_epoch = None
+
+    def __init__(self, feeders: list, iter_size: int = 1) -> None:
+        self.feeders, self.iter_size = feeders, iter_size
+
+    def segment(self, index: int, steps: int | None) -> Iterator:
+        if steps is None:
+            raise CompressError("a solver-driven segment needs a length")
+        for _ in range(steps):
+            parts = [next_batch(self.feeders) for _ in range(self.iter_size)]
+            yield MicroBatches(parts) if self.iter_size > 1 else parts[0]
+
+    def state_dict(self) -> dict:
+        return feeders_state(self.feeders)
+
+    def load_state_dict(self, state: dict) -> None:
+        if state:
+            load_feeders_state(self.feeders, state, "checkpoint")

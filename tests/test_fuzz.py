@@ -1,0 +1,111 @@
+"""The fuzz suite itself (compress/fuzz): its runner's classification, its generators, the malicious
+pickles (real, and refused), and a fast slice of a campaign that must end with no non-clean outcome."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from compress.errors import CompressError
+from compress.fuzz import Limits, failures, payloads, run_campaign, run_limited, seeds, summary_table, wire
+from compress.fuzz.campaign import TARGETS, make_case
+
+# The runner forks and limits children through /proc and rlimits: Linux only.
+pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+
+
+@pytest.mark.parametrize("call, outcome", [
+    (lambda: None, "ok"),
+    (lambda: (_ for _ in ()).throw(CompressError("one clear line")), "clean"),
+    (lambda: (_ for _ in ()).throw(CompressError("two\nlines")), "other"),
+    (lambda: (_ for _ in ()).throw(CompressError("x" * 1001)), "other"),
+    (lambda: (_ for _ in ()).throw(ValueError("a plain ValueError")), "other"),
+    (lambda: (_ for _ in ()).throw(KeyError("attribute 'forward' already exists")), "other"),
+    (lambda: bytearray(1 << 40), "memory"),
+    (lambda: time.sleep(30), "timeout"),
+    (lambda: os.kill(os.getpid(), signal.SIGSEGV), "signal"),
+])
+def test_runner_classifies_every_way_a_call_ends(call, outcome):
+    assert run_limited(call, Limits(memory=256 << 20, timeout=1.5)).outcome == outcome
+
+
+def test_runner_sees_code_that_ran(tmp_path):
+    marker = tmp_path / "MARKER"
+    assert run_limited(lambda: marker.write_text("ran"), marker=marker).outcome == "code"
+
+
+def test_wire_tree_serializes_back_to_the_same_bytes():
+    from converters.caffe.proto import caffe_pb2
+
+    for data in (seeds.lenet_caffemodel(), seeds.lenet_v1()[0]):
+        tree = wire.parse(data, caffe_pb2.NetParameter.DESCRIPTOR)
+        assert wire.serialize(tree) == data
+        blobs = [f for f, _ in wire.walk(tree) if getattr(f.descriptor, "name", "") == "BlobProto"]
+        assert len(blobs) == 8  # LeNet: weights and biases of conv1, conv2, ip1, ip2
+
+
+def test_v1_seed_is_the_zoo_lenet_in_the_v1_format(tmp_path):
+    import torch
+
+    from compress.modelfile import load_model
+
+    data, text = seeds.lenet_v1()
+    assert "layers {" in text and "type: CONVOLUTION" in text and "input_dim: 28" in text
+    (tmp_path / "v1.caffemodel").write_bytes(data)
+    v1, zoo = load_model(str(tmp_path / "v1.caffemodel")), load_model("lenet")
+    x = torch.randn(1, 1, 28, 28)
+    assert torch.equal(v1.net(x), zoo.net(x))
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_cases_are_replayable_from_seed_and_index(tmp_path, target):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    for i in range(3):
+        first, second = make_case(7, i, a, (target,)), make_case(7, i, b, (target,))
+        assert first.target == target and first.mutation == second.mutation
+        assert first.files.keys() == second.files.keys()
+
+
+def _refused_without_running(path, marker) -> str:
+    from compress.modelfile import load_model
+
+    verdict = run_limited(lambda: load_model(str(path)), Limits(timeout=60), marker=marker)
+    assert verdict.outcome == "clean", verdict
+    return verdict.detail
+
+
+@pytest.mark.parametrize("name", sorted(payloads.pickles("m")))
+def test_malicious_pickles_run_code_without_weights_only_and_are_refused_here(tmp_path, name):
+    import torch
+
+    marker = tmp_path / "MARKER"
+    raw = payloads.pickles(str(marker))[name]
+    archive = payloads.wrap(raw, "zip", seeds.lenet_model_file())
+    (tmp_path / "m.pt").write_bytes(archive)
+    # Proof that the payload is real: a plain torch.load runs it (in a forked child).
+    run_limited(lambda: torch.load(tmp_path / "m.pt", weights_only=False))
+    deadline = time.monotonic() + 5
+    while not marker.exists() and time.monotonic() < deadline:  # Popen's child may touch it later
+        time.sleep(0.05)
+    assert marker.exists(), f"{name} did not run under weights_only=False"
+    marker.unlink()
+    for how in payloads.WRAPPINGS:
+        path = tmp_path / f"{how}.pt"
+        path.write_bytes(payloads.wrap(raw, how, seeds.lenet_model_file()))
+        detail = _refused_without_running(path, marker)
+        assert "refused: its pickle calls" in detail and "weights_only" not in detail
+        time.sleep(0.05 if "Popen" in name else 0)
+        assert not marker.exists()
+
+
+def test_fast_slice_of_a_campaign_has_only_clean_outcomes():
+    start = time.monotonic()
+    results = run_campaign(36, seed=20240601, jobs=2, limits=Limits(memory=2 << 30, timeout=60))
+    table = summary_table(results)
+    assert len(results) == 36 and not failures(results), table + "\n".join(map(str, failures(results)))
+    assert {"ok", "clean"} <= {r.outcome for r in results}
+    assert time.monotonic() - start < 60

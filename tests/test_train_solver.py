@@ -1,0 +1,252 @@
+"""``compress train SOLVER``: the Caffe front door of the shared loop, on LMDBs built from small arrays.
+
+Checked: the fixed log records, tests at Caffe's iterations, snapshots and -o outputs that load again,
+bit-exact resume from a snapshot's state, the lr of every iteration against the policy, iter_size, and
+one-line errors. The real-Caffe LeNet reference (first 20 iterations, test at 0) runs where
+../shared is present.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compress.cli import main
+from compress.data.caffe import write_datum_lmdb
+
+NET = """
+name: "tinynet"
+layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TRAIN }
+        transform_param { scale: 0.00390625 }
+        data_param { source: "train_lmdb" batch_size: 8 backend: LMDB } }
+layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TEST }
+        transform_param { scale: 0.00390625 }
+        data_param { source: "test_lmdb" batch_size: 10 backend: LMDB } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        param { lr_mult: 1 } param { lr_mult: 2 }
+        convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "xavier" } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "drop" type: "Dropout" bottom: "conv1" top: "conv1" dropout_param { dropout_ratio: 0.2 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "conv1" top: "ip1"
+        inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
+layer { name: "accuracy" type: "Accuracy" bottom: "ip1" bottom: "label" top: "accuracy"
+        include { phase: TEST } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" top: "loss" }
+"""
+
+SOLVER = """net: "net.prototxt"
+test_iter: 3
+test_interval: 5
+base_lr: 0.05
+momentum: 0.9
+weight_decay: 0.0005
+lr_policy: "inv"
+gamma: 0.01
+power: 0.75
+display: 2
+max_iter: 12
+snapshot: 5
+snapshot_prefix: "snap/tiny"
+random_seed: 7
+"""
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    """A train_val over two small LMDBs and its solver, in the working directory (as Caffe resolves)."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 64)
+    images = (rng.integers(0, 60, (64, 1, 6, 6)) + labels[:, None, None, None] * 60).astype(np.uint8)
+    write_datum_lmdb(tmp_path / "train_lmdb", images[:40], labels[:40])
+    write_datum_lmdb(tmp_path / "test_lmdb", images[40:], labels[40:])
+    (tmp_path / "net.prototxt").write_text(NET)
+    (tmp_path / "solver.prototxt").write_text(SOLVER)
+    (tmp_path / "snap").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def records(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_train_logs_tests_snapshots_and_writes_a_loadable_caffemodel(setup, capsys):
+    code, out, err = run(capsys, "train", "solver.prototxt", "-o", "tiny.caffemodel", "--log", "log.jsonl")
+    assert code == 0, err
+    recs = records("log.jsonl")
+    steps = [r for r in recs if "loss" in r]
+    assert [r["iter"] for r in steps] == list(range(12))
+    assert all(set(r) == {"iter", "loss", "lr"} for r in steps)
+    assert [r["iter"] for r in recs if "test" in r] == [0, 5, 10]  # 12 % 5 != 0: no test after the last
+    assert all(set(r["test"]) == {"accuracy", "loss"} for r in recs if "test" in r)
+    assert "Iteration 2" in err and "Iteration 3," not in err and "Test net output #0: accuracy" in err
+    # the inv policy, base_lr * (1 + gamma * iter) ^ -power, at every iteration
+    for r in steps:
+        assert r["lr"] == pytest.approx(0.05 * (1 + 0.01 * r["iter"]) ** -0.75, rel=1e-6)
+    assert sorted(os.listdir("snap")) == ["tiny_iter_10.caffemodel", "tiny_iter_10.solverstate.pt",
+                                          "tiny_iter_12.caffemodel", "tiny_iter_12.solverstate.pt",
+                                          "tiny_iter_5.caffemodel", "tiny_iter_5.solverstate.pt"]
+    assert "wrote tiny.caffemodel" in out and "wrote tiny.prototxt" in out
+    from compress.modelfile import load_model
+
+    net = load_model("tiny.caffemodel").net  # its deploy prototxt is found beside it
+    assert net.inputs == {"data": (10, 1, 6, 6)}
+    assert net(torch.zeros(10, 1, 6, 6)).shape == (10, 3)
+
+
+def test_resume_from_a_snapshot_is_bit_exact(setup, capsys):
+    assert run(capsys, "train", "solver.prototxt", "-o", "full.caffemodel", "--log", "full.jsonl")[0] == 0
+    full = records("full.jsonl")
+    for f in os.listdir("snap"):
+        if "_iter_10" in f or "_iter_12" in f:
+            os.unlink(Path("snap") / f)
+    code, _, err = run(capsys, "train", "solver.prototxt", "-o", "resumed.caffemodel", "--log", "half.jsonl",
+                       "--resume", "snap/tiny_iter_5.solverstate.pt")
+    assert code == 0, err
+    assert Path("full.caffemodel").read_bytes() == Path("resumed.caffemodel").read_bytes()
+    later = [r for r in full if r["iter"] >= 5 and not ("test" in r and r["iter"] == 5)]
+    assert records("half.jsonl") == later  # same losses, rates and test outputs after iteration 5
+
+
+def test_iter_size_accumulates_and_reports_the_mean_loss(setup, capsys):
+    Path("solver.prototxt").write_text(SOLVER.replace("max_iter: 12", "max_iter: 2\niter_size: 2"))
+    code, _, err = run(capsys, "train", "solver.prototxt", "--log", "log.jsonl", "--quiet")
+    assert code == 0, err
+    from compress.data.caffe import build_feeder
+    from compress.solver.read import read_solver
+    from converters.caffe.phase import build_phase_net, phase_layers
+
+    solver = read_solver("solver.prototxt")
+    layer = [x for x in phase_layers(solver.train_net.param, "TRAIN") if x.type == "Data"][0]
+    feeder = build_feeder(layer, "TRAIN", seed=7)
+    torch.manual_seed(7)
+    net = build_phase_net(solver.train_net.param, "TRAIN", input_shapes=feeder.shapes,
+                          generator=torch.Generator().manual_seed(7))
+    first = [float(net.run(feeder.next_batch()).objective.detach()) for _ in range(2)]
+    logged = [r for r in records("log.jsonl") if "loss" in r]
+    assert logged[0]["loss"] == pytest.approx(sum(first) / 2, rel=1e-6)
+    assert len(logged) == 2
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda s: s.replace('lr_policy: "inv"', 'lr_policy: "cosine"'), "unknown policy 'cosine'"),
+    (lambda s: s.replace('net: "net.prototxt"', 'net: "nowhere.prototxt"'), "nowhere.prototxt"),
+    (lambda s: s.replace("type: SGD", "") + 'type: "Lion"\n', "Lion"),
+])
+def test_bad_solver_is_one_line(setup, capsys, edit, message):
+    Path("solver.prototxt").write_text(edit(SOLVER))
+    code, _, err = run(capsys, "train", "solver.prototxt", "-o", "x.caffemodel")
+    assert code == 1 and err.startswith("Error: ") and message in err and "Traceback" not in err
+    assert not Path("x.caffemodel").exists() and os.listdir("snap") == []
+
+
+def test_missing_lmdb_and_wrong_output_suffix(setup, capsys):
+    Path("net.prototxt").write_text(NET.replace('source: "train_lmdb"', 'source: "gone_lmdb"'))
+    code, _, err = run(capsys, "train", "solver.prototxt")
+    assert code == 1 and "gone_lmdb" in err and "Traceback" not in err
+    code, _, err = run(capsys, "train", "solver.prototxt", "-o", "x.pt")
+    assert code == 1 and "-o must name a .caffemodel" in err
+
+
+def test_output_over_an_input_is_refused(setup, capsys):
+    code, _, err = run(capsys, "train", "solver.prototxt", "-o", "net.caffemodel")  # its prototxt = the net
+    assert code == 1 and "net.prototxt" in err and Path("net.prototxt").read_text() == NET
+
+
+REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "caffe_train" / "lenet"
+
+
+@pytest.mark.skipif(not (REF / "reference.json").is_file(), reason="../shared reference not present")
+def test_lenet_reference_first_20_iterations(tmp_path, monkeypatch, capsys):
+    """Real Caffe 1.0's LeNet run: loss at each of the first 20 iterations within 1e-4 relative, lr
+    within 1e-5, the test outputs at iteration 0 within 1e-4, the weights after 20 iterations within
+    1e-4 (max |diff| / max |w| per blob)."""
+    pytest.importorskip("mnist")
+    from compress.data.caffe.mnist_lmdb import mnist_uint8
+    from converters.caffe.reader import read_caffemodel
+
+    data = mnist_uint8()
+    write_datum_lmdb(tmp_path / "train", *(a[:64 * 20] for a in data["train"]))  # 20 batches: no wrap
+    write_datum_lmdb(tmp_path / "test", *data["test"])
+    text = (REF / "train_val.prototxt").read_text()
+    (tmp_path / "train_val.prototxt").write_text(text.replace("@L/mnist_train_lmdb", "train")
+                                                 .replace("@L/mnist_test_lmdb", "test"))
+    (tmp_path / "solver.prototxt").write_text((REF / "solver.prototxt").read_text())
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "train", "solver.prototxt", "--weights", str(REF / "init.caffemodel"),
+                       "--max-iter", "20", "-o", "w20.caffemodel", "--log", "log.jsonl", "--quiet")
+    assert code == 0, err
+    ref = json.loads((REF / "reference.json").read_text())
+    recs = records("log.jsonl")
+    for r in (r for r in recs if "loss" in r):
+        assert r["loss"] == pytest.approx(ref["loss"][str(r["iter"])], rel=1e-4)
+        assert r["lr"] == pytest.approx(ref["lr"][str(r["iter"])], rel=1e-5)
+    test0 = next(r["test"] for r in recs if "test" in r and r["iter"] == 0)
+    assert test0["accuracy"] == pytest.approx(ref["test"]["0"]["accuracy"], rel=1e-4)
+    assert test0["loss"] == pytest.approx(ref["test"]["0"]["loss"], rel=1e-4)
+    ours = read_caffemodel("w20.caffemodel").blobs
+    for name, blobs in read_caffemodel(REF / "early_iter_20.caffemodel").blobs.items():
+        for a, b in zip(ours[name], blobs, strict=True):
+            assert np.abs(a - b).max() / np.abs(b).max() < 1e-4, name
+
+
+def test_prune_with_a_solver_hits_the_targets_and_writes_caffe_files(setup, capsys):
+    from compress.modelfile import load_model
+
+    assert run(capsys, "train", "solver.prototxt", "-o", "t.caffemodel", "--quiet")[0] == 0
+    code, out, err = run(capsys, "prune", "t.caffemodel", "--solver", "solver.prototxt", "--method", "admm",
+                         "--pcen", "50", "--admm-iters", "2", "--max-iter", "6", "-o", "p.pt", "--quiet")
+    assert code == 0, err
+    model = load_model("p.pt")
+    kept = {n: int((model.net.layer(n).weight != 0).sum()) for n in ("conv1", "ip1")}
+    assert kept == {"conv1": 18, "ip1": 96}
+    meta = model.meta
+    assert meta["solver"]["path"] == "solver.prototxt" and meta["solver"]["lr_policy"] == "inv"
+    assert "one run of the solver's schedule (6 iterations" in meta["hyperparameters"]["schedule"]
+    assert meta["history"][-1]["phase"] == "retrain" and meta["hyperparameters"]["retrain_epochs"] == 1
+    assert meta["history"][-1]["step"] == 18  # 2 ADMM runs + 1 retrain run of 6 iterations
+    again = load_model("p.caffemodel").net  # beside it: the deploy p.prototxt
+    assert torch.equal(again.layer("ip1").weight, model.net.layer("ip1").weight)
+
+
+def test_prune_with_a_solver_resumes_bit_exactly(setup, capsys):
+    from compress.prune import trainer
+
+    assert run(capsys, "train", "solver.prototxt", "-o", "t.caffemodel", "--quiet")[0] == 0
+    args = ["prune", "t.caffemodel", "--solver", "solver.prototxt", "--method", "admm", "--pcen", "50",
+            "--admm-iters", "2", "--max-iter", "6", "--quiet", "--checkpoint-every", "0"]
+    assert run(capsys, *args, "-o", "a.pt")[0] == 0
+    original, calls = trainer._Trainer._maybe_save, {"n": 0}
+
+    def stop_after_third(self):
+        original(self)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+
+    trainer._Trainer._maybe_save = stop_after_third
+    try:
+        code, _, err = run(capsys, *args, "-o", "b.pt")
+    finally:
+        trainer._Trainer._maybe_save = original
+    assert code == 130 and "resume with --resume b.pt.ckpt" in err
+    assert run(capsys, *args, "-o", "b.pt", "--resume", "b.pt.ckpt")[0] == 0
+    assert Path("a.caffemodel").read_bytes() == Path("b.caffemodel").read_bytes()
+
+
+def test_prune_with_a_solver_refuses_flags_the_solver_decides(setup, capsys):
+    code, _, err = run(capsys, "prune", "x.caffemodel", "--solver", "solver.prototxt", "--lr", "0.1",
+                       "--data", "mnist", "-o", "p.pt")
+    assert code == 2 and "--data, --lr cannot be combined with --solver" in err
+    code, _, err = run(capsys, "prune", "lenet", "--max-iter", "5", "-o", "p.pt")
+    assert code == 2 and "--max-iter applies with --solver only" in err
