@@ -138,8 +138,15 @@ def test_corrupt_record_is_refused_on_export(capsys, tmp_path, tiny):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    (["--method", "qgt"], "--method qgt fine-tunes with the trainer"),
-    (["--method", "admm"], "--method admm fine-tunes with the trainer"),
+    (["--method", "qgt"], "takes 2x8x8 inputs and has 5 classes: pass its data with --data DIR (an image "
+                          "folder with one subfolder per class, or MNIST idx files) or --data synthetic"),
+    (["--lr", "0.1", "--seed", "2"], "--lr, --seed apply to qgt and admm: ptq does not train"),
+    (["--method", "qgt", "--rho", "0.1", "--data", "synthetic"], "--rho does not apply to qgt (it is a flag "
+                                                                  "of admm)"),
+    (["--method", "admm", "--qgt-lambda", "-1"], "--qgt-lambda does not apply to admm"),
+    (["--method", "qgt", "--qgt-lambda", "-1", "--data", "synthetic"], "qgt: --qgt-lambda must be >= 0"),
+    (["--method", "admm", "--resume", "nowhere.ckpt", "--data", "synthetic"], "checkpoint not found"),
+    (["--resume", "nowhere.ckpt"], "--resume applies to qgt and admm: ptq does not train"),
     (["--layer", "fc9"], "no quantizable layer matches 'fc9'"),
 ])
 def test_other_bad_options(capsys, tmp_path, tiny, argv, expected):
@@ -192,3 +199,10 @@ def test_data_measures_and_records_top1(capsys, tmp_path, tiny):
     rec = load_model(q).meta["quantization"]
     assert rec["dataset"] == "synthetic" and 0 <= rec["accuracy"] <= 1 and 0 <= rec["accuracy_before"] <= 1
     assert f"top-1: {rec['accuracy_before']:.2%} before, {rec['accuracy']:.2%} after" in out
+
+
+def test_retrain_flags_are_not_offered(capsys, tmp_path, tiny):
+    """Nothing is trained after the hard quantization: prune's retrain flags do not exist here."""
+    rc, _, err = run(capsys, ["quantize", tiny, "--bits", "4", "--method", "qgt", "--retrain-epochs", "2",
+                              "-o", str(tmp_path / "q.pt")])
+    assert rc == 2 and "No such option '--retrain-epochs'" in err

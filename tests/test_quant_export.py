@@ -12,7 +12,7 @@ import torch
 from onnx import TensorProto
 
 from compress.errors import CompressError
-from compress.quant.config import QuantConfig
+from compress.quant.config import GridConfig
 from compress.quant.export import export_any
 from compress.quant.ptq import ptq
 from compress.quant.record import KEY, make_record
@@ -24,7 +24,7 @@ SHAPES = {"lenet": (3, 1, 28, 28), "alexnet": (2, 3, 67, 67)}
 TEXTS = {"lenet": LENET, "alexnet": ALEXNET}
 
 
-def quantized(name: str, config: QuantConfig, keep: dict[str, float] | None = None):
+def quantized(name: str, config: GridConfig, keep: dict[str, float] | None = None):
     net = build(TEXTS[name])
     if keep:
         prune(net, keep)
@@ -53,7 +53,7 @@ def check(net, path, shape) -> onnx.ModelProto:
     ("lenet", 2, False, "max", TensorProto.INT2), ("alexnet", 3, True, "mse", TensorProto.INT4),
     ("alexnet", 2, True, "mse", TensorProto.INT2)])
 def test_dense_packed_export_matches_torch(tmp_path, name, bits, per_channel, scale, storage):
-    net, meta = quantized(name, QuantConfig(bits, per_channel=per_channel, scale=scale))
+    net, meta = quantized(name, GridConfig(bits, per_channel=per_channel, scale=scale))
     r = export_any(net, meta, tmp_path / "q.onnx")
     model = check(net, r.path, SHAPES[name])
     weights = {i.name: i for i in model.graph.initializer if i.name.endswith(".weight_q")}
@@ -67,7 +67,7 @@ def test_dense_packed_export_matches_torch(tmp_path, name, bits, per_channel, sc
 
 def test_pruned_layers_store_only_their_kept_codes(tmp_path):
     keep = {"conv1": 0.9, "conv2": 0.1, "ip1": 0.02, "ip2": 0.2}
-    net, meta = quantized("lenet", QuantConfig(4, first_last_bits=8), keep)
+    net, meta = quantized("lenet", GridConfig(4, first_last_bits=8), keep)
     r = export_any(net, meta, tmp_path / "sparse.onnx")
     check(net, r.path, SHAPES["lenet"])
     assert {n: e.kind for n, e in r.layers.items()} == {"conv1": "dense", "conv2": "sparse", "ip1": "sparse",
@@ -81,24 +81,24 @@ def test_pruned_layers_store_only_their_kept_codes(tmp_path):
 
 
 def test_mixed_widths_take_the_newest_opset_needed(tmp_path):
-    net, meta = quantized("alexnet", QuantConfig(2, first_last_bits=8), {"fc6": 0.05})
+    net, meta = quantized("alexnet", GridConfig(2, first_last_bits=8), {"fc6": 0.05})
     r = export_any(net, meta, tmp_path / "m.onnx")
     check(net, r.path, SHAPES["alexnet"])
     assert r.opset == 25 and r.layers["conv1"].value_bits == 8 and r.layers["conv2"].value_bits == 2
 
 
 def test_opset_too_old_for_the_bit_width(tmp_path):
-    net, meta = quantized("lenet", QuantConfig(4))
+    net, meta = quantized("lenet", GridConfig(4))
     with pytest.raises(ConversionError, match="opset 20 is too old for 4-bit weights.*opset 21"):
         export_any(net, meta, tmp_path / "old.onnx", opset=20)
-    net2, meta2 = quantized("lenet", QuantConfig(2, first_last_bits=8))
+    net2, meta2 = quantized("lenet", GridConfig(2, first_last_bits=8))
     with pytest.raises(ConversionError, match="opset 21 is too old for 2-bit weights.*opset 25"):
         export_any(net2, meta2, tmp_path / "old.onnx", opset=21)
     assert not list(tmp_path.iterdir())
 
 
 def test_weights_off_their_grid_are_refused(tmp_path):
-    net, meta = quantized("lenet", QuantConfig(4))
+    net, meta = quantized("lenet", GridConfig(4))
     with torch.no_grad():
         net.conv2.weight[0, 0, 0, 0] += 1e-3
     with pytest.raises(CompressError, match="'conv2': 1 of 25000 weights are not on the recorded 4-bit grid"):

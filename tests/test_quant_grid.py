@@ -7,7 +7,7 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.quant import scale as scale_mod
-from compress.quant.config import QuantConfig
+from compress.quant.config import GridConfig
 from compress.quant.grid import LayerGrid, dequantize, fake_quantize, off_grid, qmax, quantize_codes
 from compress.quant.ptq import ptq
 from compress.quant.scale import fit_grid, quantization_mse
@@ -28,7 +28,7 @@ def test_bits_out_of_range(bits):
     with pytest.raises(CompressError, match="from 2 to 8"):
         qmax(bits)
     with pytest.raises(CompressError, match="from 2 to 8"):
-        QuantConfig(bits)
+        GridConfig(bits)
 
 
 W = torch.tensor([[0.7, -0.33, 0.12, 0.0],
@@ -139,15 +139,15 @@ class Tiny(nn.Module):
 
 def test_config_selects_layers_and_first_last_bits():
     names = ["conv1", "conv2", "fc"]
-    assert QuantConfig(4).layer_bits(names) == {"conv1": 4, "conv2": 4, "fc": 4}
-    assert QuantConfig(2, first_last_bits=8).layer_bits(names) == {"conv1": 8, "conv2": 2, "fc": 8}
-    assert QuantConfig(4, layers=("conv*",)).layer_bits(names) == {"conv1": 4, "conv2": 4}
+    assert GridConfig(4).layer_bits(names) == {"conv1": 4, "conv2": 4, "fc": 4}
+    assert GridConfig(2, first_last_bits=8).layer_bits(names) == {"conv1": 8, "conv2": 2, "fc": 8}
+    assert GridConfig(4, layers=("conv*",)).layer_bits(names) == {"conv1": 4, "conv2": 4}
     with pytest.raises(CompressError, match="no quantizable layer matches 'ip1'.*conv1, conv2, fc"):
-        QuantConfig(4, layers=("ip1",)).layer_bits(names)
+        GridConfig(4, layers=("ip1",)).layer_bits(names)
     with pytest.raises(CompressError, match="unknown scale method 'l1'"):
-        QuantConfig(4, scale="l1")
+        GridConfig(4, scale="l1")
     with pytest.raises(CompressError, match="first/last layer bits"):
-        QuantConfig(4, first_last_bits=1)
+        GridConfig(4, first_last_bits=1)
 
 
 def test_ptq_keeps_zeros_and_biases_and_lands_on_the_grid():
@@ -156,7 +156,7 @@ def test_ptq_keeps_zeros_and_biases_and_lands_on_the_grid():
         net.conv2.weight[net.conv2.weight.abs() < 0.1] = 0.0
     zeros = net.conv2.weight == 0
     bias = net.fc.bias.detach().clone()
-    out = ptq(net, QuantConfig(3, scale="mse", first_last_bits=8))
+    out = ptq(net, GridConfig(3, scale="mse", first_last_bits=8))
     assert {n: q.grid.bits for n, q in out.items()} == {"conv1": 8, "conv2": 3, "fc": 8}
     assert bool((net.conv2.weight[zeros] == 0).all())
     assert out["conv2"].nonzero_after <= out["conv2"].nonzero_before

@@ -1,10 +1,20 @@
-"""``compress quantize MODEL --bits N --method ptq -o OUT``: weights onto symmetric low-bit grids."""
+"""``compress quantize MODEL --bits N --method ptq|qgt|admm -o OUT``: weights onto symmetric low-bit grids.
+
+The method flags (``--qgt-lambda``, ``--rho``...) are made from each quantization method's ``params``
+(:mod:`compress.params`), the training flags are prune's (:mod:`compress.commands._training`, without
+the retrain ones: nothing is trained after the hard quantization); ptq, which does not train, takes
+only ``--data``, ``--limit``, ``--batch-size``, ``--device`` and ``--quiet`` of them."""
 from __future__ import annotations
 
 import click
 
-METHODS = ("ptq", "qgt", "admm")
-TRAINING = ("qgt", "admm")  # fine-tune on --data with the trainer: wired by the training integration
+from compress.commands._training import pop_training, train_config, training_options
+from compress.params import click_options, refuse_foreign
+from compress.quant.methods import METHODS
+
+METHOD_PARAMS = {name: cls.params for name, cls in METHODS.items()}
+RETRAIN = ("retrain_epochs", "retrain_lr", "retrain_weight_decay")
+MEASURING = ("data", "limit", "batch_size", "device", "quiet")  # the training flags ptq reads
 
 
 def render(result) -> str:
@@ -21,7 +31,8 @@ def render(result) -> str:
     lines.append(f"{result.method}: {cfg.bits}-bit {how} grids, {cfg.scale} scales{extra}, "
                  f"{result.seconds:.2f} s")
     if result.accuracy_after is not None:
-        lines.append(f"top-1: {result.accuracy_before:.2%} before, {result.accuracy_after:.2%} after")
+        notes = f" ({'; '.join(result.notes)})" if result.notes else ""
+        lines.append(f"top-1: {result.accuracy_before:.2%} before, {result.accuracy_after:.2%} after{notes}")
     if result.output:
         lines.append(f"wrote {result.output}")
     return "\n".join(lines) + "\n"
@@ -30,7 +41,7 @@ def render(result) -> str:
 @click.command("quantize")
 @click.argument("model")
 @click.option("--bits", type=int, required=True, metavar="N", help="Weight bits: 8, 4, 3 or 2 (any of 2..8)")
-@click.option("--method", type=click.Choice(METHODS), default="ptq", show_default=True,
+@click.option("--method", type=click.Choice(list(METHODS)), default="ptq", show_default=True,
               help="Method: ptq (no training), qgt or admm (fine-tune on --data: quantization-guided "
                    "training, ADMM)")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True,
@@ -42,38 +53,47 @@ def render(result) -> str:
 @click.option("--layer", "layers", multiple=True, metavar="NAME", show_default="every Convolution, "
               "Deconvolution and InnerProduct layer", help="Quantize only these layers (names or patterns; "
               "repeatable)")
-@click.option("--data", metavar="SPEC", help="Measure top-1 before and after on this test set (mnist, DIR)")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", show_default="the whole test set",
-              help="Evaluate on the first N test images only")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
-              help="Images per evaluation batch")
-@click.option("--device", default="cpu", show_default=True, metavar="DEVICE",
-              help="Evaluation device: cpu, cuda or auto")
 @click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL")
 @click.option("-o", "--output", required=True, metavar="FILE", help="Quantized model file to write (.pt)")
-def command(model: str, bits: int, method: str, per_channel: bool, scale: str, keep_first_last_8bit: bool,
-            layers: tuple[str, ...], data: str | None, limit: int | None, batch_size: int, device: str,
-            prototxt: str | None, output: str) -> None:
+@click_options(METHOD_PARAMS)
+@training_options(without=RETRAIN)
+@click.pass_context
+def command(ctx, model, bits, method, per_channel, scale, keep_first_last_8bit, layers, prototxt, output,
+            **options):
     """Quantize weights to 8/4/3/2-bit grids by PTQ, QGT or ADMM training.
 
     MODEL is a zoo name, a model file or a .caffemodel, dense or pruned. Weights go onto symmetric
-    signed grids (zero stays exactly zero, so a pruned model stays as sparse); biases stay float32. The
-    model file records the grid, and `compress export OUT.pt -o OUT.onnx` writes the weights packed at
-    their bit width.
+    signed grids (zero stays exactly zero, so a pruned model stays as sparse); biases stay float32.
+    qgt and admm fine-tune with prune's trainer and flags (no retrain: the last step is the hard
+    quantization); ptq does not train, and --data only measures top-1 before and after. The model
+    file records the grid; `compress export OUT.pt -o OUT.onnx` writes the weights packed at their
+    bit width.
 
     \b
-    Example:
-      compress quantize lenet_admm.pt --bits 4 --method ptq --scale mse --data mnist -o lenet_q4.pt
+    compress quantize lenet_admm.pt --bits 4 --method qgt --data mnist -o lenet_qgt4.pt
+    compress quantize lenet_admm.pt --bits 2 --method admm --data mnist -o lenet_admm2.pt
+    compress quantize lenet --bits 8 --data mnist -o lenet_ptq8.pt
     """
-    from compress.errors import CompressError
-    from compress.quant.api import quantize
-    from compress.quant.config import QuantConfig
+    from compress.prune.api import DataSpec
+    from compress.quant.api import QuantizeConfig, quantize
+    from compress.quant.config import GridConfig
 
-    config = QuantConfig(bits, per_channel=per_channel, scale=scale,
-                         first_last_bits=8 if keep_first_last_8bit else None, layers=layers)
-    if method in TRAINING:
-        raise CompressError(f"--method {method} fine-tunes with the trainer, which is not wired to "
-                            "quantization yet in this version; use --method ptq")
-    result = quantize(model, config, method=method, output=output, prototxt=prototxt, data=data,
-                      batch_size=batch_size, limit=limit, device=device)
-    click.echo(render(result), nl=False)
+    t = pop_training(options)
+    refuse_foreign(METHOD_PARAMS, method, options)
+    if not METHODS[method].trains:
+        given = [f"--{n.replace('_', '-')}" for n in t if n not in MEASURING and n not in RETRAIN
+                 and ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            from compress.errors import CompressError
+
+            verb = "applies" if len(given) == 1 else "apply"
+            raise CompressError(f"{', '.join(given)} {verb} to qgt and admm: {method} does not train")
+    grid = GridConfig(bits, per_channel=per_channel, scale=scale,
+                      first_last_bits=8 if keep_first_last_8bit else None, layers=layers)
+    cfg = QuantizeConfig(grid=grid, method=method, hyper=options,
+                         data=DataSpec(t["data"], t["batch_size"], t["limit"]), train=train_config(t),
+                         device=t["device"], prototxt=prototxt, output=output, resume=t["resume"],
+                         keep_checkpoint=t["keep_checkpoint"], checkpoints=not t["no_checkpoint"])
+    result = quantize(model, cfg)
+    if result.is_main:
+        click.echo(render(result), nl=False)

@@ -3,7 +3,7 @@ training methods use (QGT's regulariser, ADMM's projection onto the grid).
 
     grid.py         LayerGrid, quantize_codes / dequantize / fake_quantize (levels -L..L, zero point 0)
     scale.py        fit_grid: max-abs or MSE-optimal scales, per channel or per tensor
-    config.py       QuantConfig: bits, per_channel, scale, first_last_bits, layers
+    config.py       GridConfig: bits, per_channel, scale, first_last_bits, layers
     ptq.py          fit_grids / apply_grids / ptq
     regularizer.py  QGT (Ghamari et al. 2021): lambda(t) * 1/2 ||W - Q(W)||^2, Ramp
     admm.py         project_to_grid / admm_quant_step (Ye et al. 2018, Leng et al. 2018)

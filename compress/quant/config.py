@@ -1,4 +1,4 @@
-"""What to quantize and how: one frozen :class:`QuantConfig`, validated at construction.
+"""What to quantize and how: one frozen :class:`GridConfig`, validated at construction.
 
 Layers are every Conv/Deconv/InnerProduct weight (:func:`compress.prune.targets.prunable_layers`),
 or those named in ``layers`` (exact names or ``fnmatch`` patterns, each of which must match).
@@ -18,7 +18,7 @@ from compress.quant.scale import SCALE_METHODS
 
 
 @dataclass(frozen=True)
-class QuantConfig:
+class GridConfig:
     bits: int
     per_channel: bool = True
     scale: str = "mse"  # a key of SCALE_METHODS: "mse" (never worse than "max") or "max"

@@ -13,14 +13,14 @@ from compress.quant.record import KEY, describe, read_grids
 
 
 def onnx_grids(net, meta: dict, *, where: str = "model") -> dict | None:
-    """``{Caffe layer name: WeightGrid}`` of a quantized model (None when it is not quantized)."""
+    """``{Caffe layer name: WeightGrid}`` of a quantized model (None when it is not quantized); the record
+    is keyed by Caffe layer names, as ``prunable_layers`` and the exported initializers are."""
     grids = read_grids(meta, net, where=where)
     if grids is None:
         return None
     from converters.onnx.quantized import WeightGrid
 
-    caffe_name = {n.attr: n.name for n in getattr(net, "nodes", [])}
-    return {caffe_name.get(name, name): WeightGrid(g.bits, g.scales.numpy()) for name, g in grids.items()}
+    return {name: WeightGrid(g.bits, g.scales.cpu().numpy()) for name, g in grids.items()}
 
 
 def export_any(net, meta: dict, path: str | os.PathLike, *, dense: bool = False, opset: int | None = None,

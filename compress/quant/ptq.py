@@ -1,7 +1,7 @@
 """Post-training quantization (PTQ): fit each selected weight's grid, replace the weight by ``Q(w)``.
 
 No data and no training: every Conv/Deconv/InnerProduct weight chosen by the
-:class:`~compress.quant.config.QuantConfig` gets its grid (:func:`~compress.quant.scale.fit_grid`) and
+:class:`~compress.quant.config.GridConfig` gets its grid (:func:`~compress.quant.scale.fit_grid`) and
 is overwritten in place with its dequantized value ``q * s`` (float32, exactly on the grid), so the
 model computes what the packed ONNX export computes. Zeros map to code 0 and stay zero; weights
 that round to zero become new zeros (``nonzero_after`` counts them). Biases are left as they are.
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from compress.prune.targets import prunable_layers
-from compress.quant.config import QuantConfig
+from compress.quant.config import GridConfig
 from compress.quant.grid import LayerGrid, fake_quantize
 from compress.quant.scale import fit_grid
 
@@ -34,7 +34,7 @@ class LayerQuant:
     rel_error: float  # ||w - Q(w)|| / ||w||
 
 
-def fit_grids(net: nn.Module, config: QuantConfig) -> dict[str, LayerGrid]:
+def fit_grids(net: nn.Module, config: GridConfig) -> dict[str, LayerGrid]:
     """The grid of every layer ``config`` selects, from the weights as they are now."""
     layers = prunable_layers(net)
     bits = config.layer_bits(layers)
@@ -59,6 +59,6 @@ def apply_grids(net: nn.Module, grids: dict[str, LayerGrid]) -> dict[str, LayerQ
     return out
 
 
-def ptq(net: nn.Module, config: QuantConfig) -> dict[str, LayerQuant]:
+def ptq(net: nn.Module, config: GridConfig) -> dict[str, LayerQuant]:
     """Post-training quantization of ``net`` in place: fit the grids, then apply them."""
     return apply_grids(net, fit_grids(net, config))

@@ -22,13 +22,13 @@ import torch
 
 from compress.errors import CompressError
 from compress.prune.targets import prunable_layers
-from compress.quant.config import QuantConfig
+from compress.quant.config import GridConfig
 from compress.quant.grid import MAX_BITS, MIN_BITS, LayerGrid, off_grid
 
 KEY = "quantization"
 
 
-def make_record(config: QuantConfig, method: str, grids: dict[str, LayerGrid]) -> dict:
+def make_record(config: GridConfig, method: str, grids: dict[str, LayerGrid]) -> dict:
     """The ``meta["quantization"]`` record of ``grids``, made by ``method`` under ``config``."""
     return {"method": method, "bits": config.bits, "per_channel": config.per_channel, "scale": config.scale,
             "first_last_bits": config.first_last_bits,

@@ -111,13 +111,14 @@ class QGTRegularizer:
 
     @torch.no_grad()
     def distance(self) -> dict[str, float]:
-        """Root-mean-square distance of each layer's weights to the grid, in grid steps (a diagnostic:
-        0 when every weight is on its level, at most 0.5 inside the range)."""
+        """Root-mean-square distance of each layer's nonzero weights to the grid, in grid steps (a
+        diagnostic: 0 when every weight is on its level, at most 0.5 inside the range; pruned zeros,
+        always on the grid, are left out so that they do not dilute it)."""
         out = {}
         for name, w in self.weights.items():
             grid = self.grids[name]
-            steps = grid_penalty_grad(w, grid) / grid.scale_for(w)
-            out[name] = float(steps.pow(2).mean().sqrt())
+            steps = (grid_penalty_grad(w, grid) / grid.scale_for(w))[w.detach() != 0]
+            out[name] = float(steps.pow(2).mean().sqrt()) if steps.numel() else 0.0
         return out
 
     def state_dict(self) -> dict:
