@@ -206,3 +206,25 @@ def test_retrain_flags_are_not_offered(capsys, tmp_path, tiny):
     rc, _, err = run(capsys, ["quantize", tiny, "--bits", "4", "--method", "qgt", "--retrain-epochs", "2",
                               "-o", str(tmp_path / "q.pt")])
     assert rc == 2 and "No such option '--retrain-epochs'" in err
+
+
+def test_quantized_onnx_is_thinned_by_default(capsys, tmp_path, tiny):
+    """A quantized model's ONNX export thins (dead filters' scales and biases are overhead there);
+    --no-thin keeps them; a float model is not thinned unless asked."""
+    model = load_model(tiny)
+    with torch.no_grad():
+        model.net.conv1.weight[1].zero_()
+    pruned = tmp_path / "pruned.pt"
+    save_model(pruned, model.net, model.meta)
+    q = tmp_path / "q.pt"
+    assert run(capsys, ["quantize", str(pruned), "--bits", "4", "-o", str(q)])[0] == 0
+    sizes = {}
+    for args, thinned in (([], True), (["--no-thin"], False)):
+        out = tmp_path / f"q{len(args)}.onnx"
+        rc, text, err = run(capsys, ["export", str(q), *args, "-o", str(out)])
+        assert rc == 0 and ("thinned conv1: 4 -> 3 filters" in text) == thinned, err
+        sizes[thinned] = out.stat().st_size
+        assert run(capsys, ["verify", str(out), "--against", str(q)])[0] == 0
+    assert sizes[True] < sizes[False]
+    rc, text, _ = run(capsys, ["export", str(pruned), "-o", str(tmp_path / "f.onnx")])
+    assert rc == 0 and "thinned conv1" not in text

@@ -28,7 +28,7 @@ class ExportOptions:
     output: str
     to: str  # a key of WRITERS
     dense: bool = False
-    thin: bool = False
+    thin: bool | None = None  # None: thin a quantized model's ONNX export (every byte counts there)
     opset: int | None = None
     deploy: str | None = None
 
@@ -88,10 +88,11 @@ def export_format(output: str, to: str | None) -> str:
     return to
 
 
-def export_model(spec: str, output: str, *, to: str | None = None, dense: bool = False, thin: bool = False,
-                 opset: int | None = None, prototxt: str | None = None,
+def export_model(spec: str, output: str, *, to: str | None = None, dense: bool = False,
+                 thin: bool | None = None, opset: int | None = None, prototxt: str | None = None,
                  deploy: str | None = None) -> ExportSummary:
     """Load ``spec`` (model file, .caffemodel or zoo name), optionally thin it, and export it.
+    ``thin`` None: thin a quantized model exported to ONNX, nothing else.
 
     The format is ``to``, or the one the output's extension implies (:func:`export_format`). Every
     output is checked before the model is loaded: writable, and none of the files the model is read
@@ -114,6 +115,8 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
         from compress.quant.record import read_grids
 
         grids = read_grids(meta, net, where=model.path or spec)
+    if thin is None:  # a quantized model's packed ONNX: its dead filters' scales and biases are overhead
+        thin = grids is not None and opts.to == "onnx"
     if thin:
         from compress.thin import thin as thin_net
 
@@ -185,19 +188,21 @@ def render(s: ExportSummary) -> str:
 @click.option("--to", "to", type=click.Choice(list(WRITERS)), show_default="from the output's extension",
               help="Output format, when the extension does not say it")
 @click.option("--dense", is_flag=True, help="ONNX: keep every initializer dense")
-@click.option("--thin", is_flag=True, help="Remove zero filters and channels first (exact; a faster model)")
+@click.option("--thin/--no-thin", default=None, show_default="on for a quantized model's ONNX, else off",
+              help="Remove zero filters and channels first (exact; a faster, smaller model)")
 @click.option("--opset", type=int, metavar="N", show_default="the exporter's", help="ONNX opset")
 @click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL")
 @click.option("--deploy", metavar="FILE", show_default="the output with .prototxt",
               help="Caffemodel: where to write the deploy prototxt")
-def command(model: str, output: str, to: str | None, dense: bool, thin: bool, opset: int | None,
+def command(model: str, output: str, to: str | None, dense: bool, thin: bool | None, opset: int | None,
             prototxt: str | None, deploy: str | None) -> None:
     """Export to ONNX (sparse initializers where smaller), thinned, or .caffemodel.
 
     MODEL is a zoo name, a model file or a .caffemodel. ONNX weights go into sparse initializers
     only where that is smaller than dense (above ~67% zeros); the size is reported against the dense
-    export. --thin removes zero filters exactly. Nothing is written over an input: -o must not name
-    MODEL or a file it is read from.
+    export. --thin removes zero filters exactly (by default for a quantized model's ONNX, whose
+    weights are stored packed). Nothing is written over an input: -o must not name MODEL or a file it
+    is read from.
     """
     summary = export_model(model, output, to=to, dense=dense, thin=thin, opset=opset,
                            prototxt=prototxt, deploy=deploy)

@@ -2,8 +2,9 @@
 
 The seed (Ghamari et al. 2021's table in the RVSM/RGSM README) compares a baseline with PTQ and QGT at
 4 and 2 bits by the size of the model and its accuracy. Here each row is one model given: Size is the
-size of its exported ONNX file (written to a temporary directory exactly as ``compress export`` writes
-it: packed integers for a quantized model, float32 with sparse initializers where smaller otherwise),
+size of its exported ONNX file (written to a temporary directory by ``compress export``'s
+:func:`~compress.commands.export.export_model` with its defaults: packed integers, thinned, for a
+quantized model; float32 with sparse initializers where smaller otherwise),
 and Accuracy is top-1 of that file through onnxruntime on ``data``'s test split when ``data`` is
 given, else the accuracy the model file records (``meta["quantization"]["accuracy"]``, or a pruned
 model's ``accuracy_after``; those are PyTorch measurements, and the row says so).
@@ -36,9 +37,9 @@ class QuantTableRow:
 def quant_table(models: list[str], *, data: str | None = None, limit: int | None = None,
                 prototxt: str | None = None) -> list[QuantTableRow]:
     """One :class:`QuantTableRow` per model (zoo name, model file, ``.caffemodel``)."""
+    from compress.commands.export import export_model
     from compress.evaluate import evaluate_model
     from compress.modelfile import load_model
-    from compress.quant.export import export_any
     from compress.quant.record import KEY
 
     if not models:
@@ -49,7 +50,7 @@ def quant_table(models: list[str], *, data: str | None = None, limit: int | None
             loaded = load_model(spec, prototxt)
             meta = loaded.meta
             path = Path(tmp) / f"m{i}.onnx"
-            export_any(loaded.net, meta, path, where=loaded.path or spec)
+            export_model(spec, str(path), prototxt=prototxt)  # exactly as `compress export` writes it
             rec = meta.get(KEY)
             if data:  # compress eval's machinery on the exported file (its metadata's preprocessing)
                 ev = evaluate_model(str(path), data, limit=limit, device="cpu")
