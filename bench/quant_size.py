@@ -20,7 +20,7 @@ from export_size import pruned  # the sibling benchmark (bench/ is on sys.path w
 def measure(name: str, bits: int, tmp: Path) -> dict:
     import onnx
 
-    from compress.quant.config import QuantConfig
+    from compress.quant.config import GridConfig
     from compress.quant.export import export_any
     from compress.quant.ptq import fit_grids, ptq
     from compress.quant.record import KEY, make_record
@@ -32,9 +32,9 @@ def measure(name: str, bits: int, tmp: Path) -> dict:
     dense = export_onnx(net, tmp / f"{name}_fp32.onnx", sparse=False)
     fp32 = verify_onnx(dense.path, net, batch_size=1, repeats=5)
     t0 = time.perf_counter()
-    fit_grids(net, QuantConfig(bits, scale="mse"))
+    fit_grids(net, GridConfig(bits, scale="mse"))
     t_mse = time.perf_counter() - t0
-    config = QuantConfig(bits)
+    config = GridConfig(bits)
     t0 = time.perf_counter()
     layers = ptq(net, config)
     t_max = time.perf_counter() - t0

@@ -53,23 +53,35 @@ def test_zeros_stay_exactly_zero_and_the_result_is_on_the_grid(name, optimizer):
         assert results[n].nonzero_after <= int((~zeros[n]).sum())
 
 
-def test_qgt_step_adds_the_ramped_pull_then_masks():
+@pytest.mark.parametrize("shape, lambda_min, at", [
+    ("linear", 0.0, ((0, 0.0), (5, 2.0), (20, 8.0), (35, 8.0))),
+    ("exp", 0.008, ((0, 0.008), (10, 0.008 * 1000 ** 0.5), (15, 0.008 * 1000 ** 0.75), (20, 8.0))),
+])
+def test_qgt_step_adds_the_ramped_pull_then_masks(shape, lambda_min, at):
     """before_step: grad += lambda(t) (W - Q(W)) on the grids fitted at init, masked entries zero;
-    lambda rises linearly over qgt_ramp of the planned steps."""
-    net, m = make("qgt", epochs=4, qgt_lambda=8.0, qgt_ramp=0.5)
+    lambda rises from qgt_lambda_min to qgt_lambda over qgt_ramp of the planned steps."""
+    net, m = make("qgt", epochs=4, qgt_lambda=8.0, qgt_ramp=0.5, qgt_ramp_shape=shape,
+                  qgt_lambda_min=lambda_min)
     m.plan(10)  # 4 epochs x 10 steps: the ramp spans 20 steps
     m.init(net)
     w = net.fc.weight
     mask = w.detach() != 0
     grid = fit_grid(w, 2, method="mse", name="fc")
     assert torch.equal(m.grids["fc"].scales, grid.scales)
-    for t, lam in ((0, 0.0), (5, 2.0), (20, 8.0), (35, 8.0)):
+    for t, lam in at:
         m.t = t
         w.grad = torch.ones_like(w)
         m.before_step(net)
         expected = (1.0 + lam * (w.detach() - fake_quantize(w, grid))) * mask
         assert torch.allclose(w.grad, expected, atol=1e-6), t
     assert m.metrics()["qgt_lambda"] == 8.0
+
+
+def test_qgt_ramp_is_checked_before_any_work():
+    with pytest.raises(CompressError, match="lambda_min must be from 0 to lambda"):
+        make("qgt", qgt_lambda=1.0, qgt_lambda_min=2.0)
+    with pytest.raises(CompressError, match="exponential QGT ramp starts above 0"):
+        make("qgt", qgt_lambda_min=0.0)
 
 
 def test_admm_hooks_are_its_formulas():

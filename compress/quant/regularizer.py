@@ -14,8 +14,9 @@ public; this is the design used here:
   ``eta * lambda(t)`` of its distance to the grid, the same fraction in every layer whatever its scale.
   (Dividing by ``scale^2`` would make the term read in grid steps, but its gradient ``~ 1/scale^2``
   would pull a layer with small weights orders of magnitude harder than one with large weights.)
-- ``lambda(t)`` ramps from 0 to ``lambda_max`` over ``ramp_steps`` optimizer steps (:class:`Ramp`),
-  then stays: the loss first adapts the weights, then the pull wins. Training ends with the hard
+- ``lambda(t)`` ramps from ``lambda_min`` to ``lambda_max`` over ``ramp_steps`` optimizer steps
+  (:class:`Ramp`: linear, cosine, or exponential, which spends as many steps in every decade), then
+  stays: the loss first adapts the weights, then the pull wins. Training ends with the hard
   quantization of :func:`~compress.quant.ptq.apply_grids` on the same grids.
 - The grids are fitted once, on the weights at the start (the configured scale method), and kept fixed:
   the weights converge onto exactly the grid they are finally rounded to. They live in the
@@ -35,35 +36,45 @@ from torch import nn
 from compress.errors import CompressError
 from compress.quant.grid import LayerGrid, fake_quantize
 
-RAMPS: dict[str, Callable[[float], float]] = {
-    "linear": lambda x: x,
-    "cosine": lambda x: 0.5 * (1.0 - math.cos(math.pi * x)),  # flat start and end
+# shape -> lambda(lo, hi, x): the value a fraction x in [0, 1] of the way up the ramp
+RAMPS: dict[str, Callable[[float, float, float], float]] = {
+    "linear": lambda lo, hi, x: lo + (hi - lo) * x,
+    "cosine": lambda lo, hi, x: lo + (hi - lo) * 0.5 * (1.0 - math.cos(math.pi * x)),  # flat start and end
+    "exp": lambda lo, hi, x: lo * (hi / lo) ** x,  # the same time in every decade from lo to hi
 }
 
 
 @dataclass(frozen=True)
 class Ramp:
-    """``lambda(t)``: 0 at ``start``, ``lambda_max`` from ``start + ramp_steps`` on."""
+    """``lambda(t)``: 0 before ``start``, then from ``lambda_min`` up to ``lambda_max`` over
+    ``ramp_steps`` steps (``shape``: linear, cosine, or exponential), ``lambda_max`` from then on."""
 
     lambda_max: float
     ramp_steps: int
     shape: str = "linear"
     start: int = 0
+    lambda_min: float = 0.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lambda_max) and self.lambda_max >= 0):
             raise CompressError(f"QGT lambda must be finite and >= 0, got {self.lambda_max!r}")
+        if not (math.isfinite(self.lambda_min) and 0 <= self.lambda_min <= self.lambda_max):
+            raise CompressError(f"QGT lambda_min must be from 0 to lambda ({self.lambda_max:g}), "
+                                f"got {self.lambda_min!r}")
         if self.ramp_steps < 0 or self.start < 0:
             raise CompressError(f"QGT ramp steps and start must be >= 0, got {self.ramp_steps}, {self.start}")
         if self.shape not in RAMPS:
             raise CompressError(f"unknown QGT ramp {self.shape!r}; choose from {', '.join(RAMPS)}")
+        if self.shape == "exp" and self.lambda_min == 0 < self.lambda_max:
+            raise CompressError("an exponential QGT ramp starts above 0: give lambda_min > 0")
 
     def __call__(self, step: int) -> float:
         if step < self.start:
             return 0.0
         if self.ramp_steps == 0:
             return self.lambda_max
-        return self.lambda_max * RAMPS[self.shape](min(1.0, (step - self.start) / self.ramp_steps))
+        x = min(1.0, (step - self.start) / self.ramp_steps)
+        return RAMPS[self.shape](self.lambda_min, self.lambda_max, x) if x < 1.0 else self.lambda_max
 
 
 def grid_penalty(w: torch.Tensor, grid: LayerGrid) -> torch.Tensor:
@@ -99,15 +110,20 @@ class QGTRegularizer:
 
     @torch.no_grad()
     def add_grad_(self, step: int) -> None:
+        """``w.grad += lambda(step) (w - Q(w))`` for every weight: one temporary per layer, the same
+        operations (and so the same values) as :func:`grid_penalty_grad`."""
         lam = self.ramp(step)
         if lam == 0.0:
             return
         for name, w in self.weights.items():
-            g = grid_penalty_grad(w, self.grids[name]).mul_(lam)
+            grid = self.grids[name]
+            s = grid.scale_for(w)
+            d = torch.div(w, s).round_().clamp_(-grid.levels, grid.levels).mul_(s)  # Q(w)
+            torch.sub(w, d, out=d)
             if w.grad is None:
-                w.grad = g
+                w.grad = d.mul_(lam)
             else:
-                w.grad.add_(g)
+                w.grad.add_(d, alpha=lam)
 
     @torch.no_grad()
     def distance(self) -> dict[str, float]:

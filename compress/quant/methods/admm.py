@@ -52,10 +52,17 @@ class ADMMQuant(QuantMethod):
         for n, layer in self.layers.items():
             self.Z[n], self.grids[n] = project_to_grid(layer.weight, self.bits[n], grid=self._fixed(n),
                                                        per_channel=self.grid.per_channel,
-                                                       scale_method=self.grid.scale, mask=self.masks.get(n),
+                                                       scale_method=self.grid.scale, mask=self._kept(n),
                                                        name=n)
         self.U = {n: torch.zeros_like(z) for n, z in self.Z.items()}
         self.rho = {n: float(self.hp["rho"]) for n in self.layers}
+        self._refresh()
+
+    def _kept(self, name: str) -> torch.Tensor | None:
+        return ~self.zeros[name] if name in self.zeros else None
+
+    def _refresh(self) -> None:
+        self._D = {n: self.U[n] - self.Z[n] for n in self.layers}  # the pull is rho (W + D)
 
     def _fixed(self, name: str):
         return self.grids[name] if self.hp["admm_scale"] == "fixed" else None
@@ -65,7 +72,7 @@ class ADMMQuant(QuantMethod):
         for n, layer in self.layers.items():
             w = layer.weight
             if w.grad is not None:
-                w.grad.add_(w.detach() - self.Z[n] + self.U[n], alpha=self.rho[n])
+                w.grad.add_(w.detach(), alpha=self.rho[n]).add_(self._D[n], alpha=self.rho[n])
 
     @torch.no_grad()
     def end_iteration(self, model, k: int) -> None:
@@ -73,8 +80,9 @@ class ADMMQuant(QuantMethod):
         for n, layer in self.layers.items():
             self.Z[n], self.U[n], self.grids[n] = admm_quant_step(
                 layer.weight, self.U[n], self.bits[n], grid=self._fixed(n), per_channel=self.grid.per_channel,
-                scale_method=self.grid.scale, mask=self.masks.get(n), name=n)
+                scale_method=self.grid.scale, mask=self._kept(n), name=n)
             self.rho[n] *= growth
+        self._refresh()
 
     def metrics(self) -> dict[str, float]:
         num = sum(float((layer.weight.detach() - self.Z[n]).pow(2).sum()) for n, layer in self.layers.items())
@@ -91,3 +99,4 @@ class ADMMQuant(QuantMethod):
         self.Z = {n: state["Z"][n].to(dev[n], copy=True) for n in self.layers}
         self.U = {n: state["U"][n].to(dev[n], copy=True) for n in self.layers}
         self.rho = {n: float(state["rho"][n]) for n in self.layers}
+        self._refresh()

@@ -13,10 +13,11 @@ runs its method phase and no hard prune or masked retrain follows), with these h
     end_iteration(model, k) ADMM's Z/U update (the base does nothing)
     finalize(model)         hard quantization: every selected weight onto its grid (``q * s``)
 
-Masks cover every Convolution/Deconvolution/InnerProduct layer that has zero weights, quantized or not,
-so a pruned model stays exactly as sparse. During the method phase the trainer evaluates the weights
-as they would be quantized now (:meth:`eval_weights`), so each epoch's test accuracy is the quantized
-model's. Grids, masks and counters live in :meth:`state_dict`, so a resumed run is exact.
+The masks (``zeros``: where a weight is zero) cover every Convolution/Deconvolution/InnerProduct layer
+that has zero weights, quantized or not, so a pruned model stays exactly as sparse. During the method
+phase the trainer evaluates the weights as they would be quantized now (:meth:`eval_weights`), so each
+epoch's test accuracy is the quantized model's. Grids, masks and counters live in :meth:`state_dict`,
+so a resumed run is exact.
 """
 from __future__ import annotations
 
@@ -42,14 +43,14 @@ class QuantMethod(Method):
     trains: ClassVar[bool] = True
 
     def __init__(self, layers: dict[str, PrunableLayer], grid: GridConfig, **hp: Any) -> None:
+        self.steps_per_epoch: int | None = None  # set by plan(); validate() may read it
         super().__init__(layers, None, **hp)
         self.grid = grid
         self.bits = grid.layer_bits(list(layers))  # {selected layer: bits}, in the net's order
         self.layers = {n: layers[n] for n in self.bits}
         self.grids: dict[str, LayerGrid] = {}
-        self.masks: dict[str, torch.Tensor] = {}
+        self.zeros: dict[str, torch.Tensor] = {}  # {layer: where its weight is zero}, layers with zeros
         self.t = 0  # optimizer steps taken in the method phase
-        self.steps_per_epoch: int | None = None
 
     def plan(self, steps_per_epoch: int | None) -> None:
         """The length of an epoch in optimizer steps (schedules that ramp over the run need it)."""
@@ -63,8 +64,8 @@ class QuantMethod(Method):
     # --- hooks -------------------------------------------------------------------------------
     @torch.no_grad()
     def init(self, model: nn.Module) -> None:
-        self.masks = {n: layer.weight != 0 for n, layer in self.all_layers.items()
-                      if not bool((layer.weight != 0).all())}
+        self.zeros = {n: layer.weight == 0 for n, layer in self.all_layers.items()
+                      if not bool(layer.weight.all())}
         self.grids = {n: self.fit(n, layer.weight) for n, layer in self.layers.items()}
         self.t = 0
         self._start()
@@ -75,18 +76,18 @@ class QuantMethod(Method):
     @torch.no_grad()
     def before_step(self, model: nn.Module) -> None:
         self._pull()
-        for n, mask in self.masks.items():
+        for n, zero in self.zeros.items():
             g = self.all_layers[n].weight.grad
             if g is not None:
-                g.mul_(mask)
+                g.masked_fill_(zero, 0.0)
 
     def _pull(self) -> None:
         """Add the method's gradient term to the weights' gradients (after backward)."""
 
     @torch.no_grad()
     def after_step(self, model: nn.Module) -> None:
-        for n, mask in self.masks.items():
-            self.all_layers[n].weight.mul_(mask)
+        for n, zero in self.zeros.items():
+            self.all_layers[n].weight.masked_fill_(zero, 0.0)
         self.t += 1
 
     def final_grids(self) -> dict[str, LayerGrid]:
@@ -115,9 +116,9 @@ class QuantMethod(Method):
 
     def state_dict(self) -> dict[str, Any]:
         return {"grids": {n: g.scales.clone() for n, g in self.grids.items()},
-                "masks": {n: m.clone() for n, m in self.masks.items()}, "t": self.t}
+                "zeros": {n: z.clone() for n, z in self.zeros.items()}, "t": self.t}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.grids = {n: LayerGrid(self.bits[n], state["grids"][n]) for n in self.layers}
-        self.masks = {n: m.to(self.all_layers[n].weight.device) for n, m in state["masks"].items()}
+        self.zeros = {n: z.to(self.all_layers[n].weight.device) for n, z in state["zeros"].items()}
         self.t = int(state["t"])

@@ -26,15 +26,19 @@ class QGT(QuantMethod):
         Param("epochs", int, 10, "Fine-tuning epochs", low=1),
         Param("qgt_lambda", float, 20.0, "QGT: strength of the pull towards the grid once ramped up",
               low=0),
-        Param("qgt_ramp", float, 0.5, "QGT: fraction of the steps over which the pull rises from 0",
-              low=0, high=1),
-        Param("qgt_ramp_shape", str, "linear", "QGT: shape of the rise", choices=tuple(RAMPS)),
+        Param("qgt_lambda_min", float, 1e-3, "QGT: strength of the pull at the first step", low=0),
+        Param("qgt_ramp", float, 1.0, "QGT: fraction of the steps over which the pull rises", low=0, high=1),
+        Param("qgt_ramp_shape", str, "exp", "QGT: shape of the rise", choices=tuple(RAMPS)),
     )
 
     def _ramp(self) -> Ramp:
         spe = self.steps_per_epoch
         steps = round(float(self.hp["qgt_ramp"]) * self.total_epochs() * spe) if spe else 0
-        return Ramp(float(self.hp["qgt_lambda"]), steps, shape=self.hp["qgt_ramp_shape"])
+        return Ramp(float(self.hp["qgt_lambda"]), steps, shape=self.hp["qgt_ramp_shape"],
+                    lambda_min=float(self.hp["qgt_lambda_min"]))
+
+    def validate(self) -> None:
+        self._ramp()  # lambda_min <= lambda, an exponential ramp above 0: errors before any work
 
     def _start(self) -> None:
         weights = {n: layer.weight for n, layer in self.layers.items()}
