@@ -228,3 +228,26 @@ def test_quantized_onnx_is_thinned_by_default(capsys, tmp_path, tiny):
     assert sizes[True] < sizes[False]
     rc, text, _ = run(capsys, ["export", str(pruned), "-o", str(tmp_path / "f.onnx")])
     assert rc == 0 and "thinned conv1" not in text
+
+
+@pytest.mark.parametrize("method, flags", [("qgt", ["--epochs", "2"]), ("admm", ["--admm-iters", "2"])])
+def test_training_methods_end_to_end(capsys, tmp_path, tiny, method, flags):
+    """qgt/admm fine-tune through the trainer on --data, hard-quantize, record the run; the result
+    exports and verifies like a ptq model; the checkpoint is removed after success, the log stays."""
+    q = tmp_path / "q.pt"
+    rc, out, err = run(capsys, ["quantize", tiny, "--bits", "3", "--method", method, *flags, "--data",
+                                "synthetic", "--limit", "64", "--batch-size", "16", "-o", str(q)])
+    assert rc == 0, err
+    assert "synthetic data has random labels" in out and f"wrote {q}" in out
+    model = load_model(q)
+    rec = model.meta["quantization"]
+    assert rec["method"] == method and rec["bits"] == 3 and rec["dataset"] == "synthetic"
+    assert len(rec["history"]) == 2 and rec["hyperparameters"]["lr"] == 0.01
+    assert ("qgt_lambda" in rec["hyperparameters"]) == (method == "qgt")
+    grids = read_grids(model.meta, model.net)  # every weight bit for bit on its recorded grid
+    assert {n: off_grid(model.net.layer(n).weight, g) for n, g in grids.items()} == {"conv1": 0, "ip1": 0}
+    assert not (tmp_path / "q.pt.ckpt").exists() and (tmp_path / "q.log.jsonl").exists()
+    onnx_path = tmp_path / "q.onnx"
+    assert run(capsys, ["export", str(q), "-o", str(onnx_path)])[0] == 0
+    rc, out, err = run(capsys, ["verify", str(onnx_path), "--against", str(q), "--json"])
+    assert rc == 0 and json.loads(out)["max_abs_err"] < 1e-5, err
