@@ -59,6 +59,22 @@ def hard_prune(layers: dict[str, PrunableLayer], targets: Targets) -> dict[str, 
     return masks
 
 
+@contextlib.contextmanager
+def weights_as(layers: dict[str, PrunableLayer], values: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Inside the block each layer's weight holds ``values[layer]`` (an evaluation of another view of
+    the weights: RVSM's sparse u, a quantized copy); the weights are restored afterwards."""
+    saved = {n: layer.weight.detach().clone() for n, layer in layers.items()}
+    with torch.no_grad():
+        for n, layer in layers.items():
+            layer.weight.copy_(values[n])
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, layer in layers.items():
+                layer.weight.copy_(saved[n])
+
+
 class Method:
     """Base: plain training, hard prune to the targets (if any) at the end of the method phase."""
 
@@ -209,18 +225,8 @@ class SplittingMethod(Method):
                              f"largest {'group (L2 norm)' if channel else 'weight'} of the trained layer",
                              1, total, unit)
 
-    @contextlib.contextmanager
-    def eval_weights(self, model: nn.Module) -> Iterator[None]:
-        saved = {n: layer.weight.detach().clone() for n, layer in self.layers.items()}
-        with torch.no_grad():
-            for n, layer in self.layers.items():
-                layer.weight.copy_(self.u[n])
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for n, layer in self.layers.items():
-                    layer.weight.copy_(saved[n])
+    def eval_weights(self, model: nn.Module) -> contextlib.AbstractContextManager[None]:
+        return weights_as(self.layers, self.u)
 
     def sparse_weights(self) -> dict[str, torch.Tensor]:
         return dict(self.u)

@@ -22,13 +22,12 @@ so a resumed run is exact.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from compress.prune.methods.base import Method
+from compress.prune.methods.base import Method, weights_as
 from compress.prune.targets import PrunableLayer
 from compress.quant.config import GridConfig
 from compress.quant.grid import LayerGrid, fake_quantize
@@ -99,20 +98,12 @@ class QuantMethod(Method):
         return apply_grids(model, self.final_grids())
 
     # --- views and state ---------------------------------------------------------------------
-    @contextlib.contextmanager
-    def eval_weights(self, model: nn.Module) -> Iterator[None]:
+    def eval_weights(self, model: nn.Module) -> contextlib.AbstractContextManager[None]:
         """The weights quantized on the current grids, for the epoch's evaluation."""
-        saved = {n: layer.weight.detach().clone() for n, layer in self.layers.items()}
         grids = self.final_grids()
         with torch.no_grad():
-            for n, layer in self.layers.items():
-                layer.weight.copy_(fake_quantize(layer.weight, grids[n]))
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for n, layer in self.layers.items():
-                    layer.weight.copy_(saved[n])
+            quantized = {n: fake_quantize(layer.weight, grids[n]) for n, layer in self.layers.items()}
+        return weights_as(self.layers, quantized)
 
     def state_dict(self) -> dict[str, Any]:
         return {"grids": {n: g.scales.clone() for n, g in self.grids.items()},
