@@ -30,8 +30,10 @@ def render(result) -> str:
     extra = f", first/last layer {cfg.first_last_bits}-bit" if cfg.first_last_bits else ""
     lines.append(f"{result.method}: {cfg.bits}-bit {how} grids, {cfg.scale} scales{extra}, "
                  f"{result.seconds:.2f} s")
-    if result.accuracy_after is not None:
-        notes = f" ({'; '.join(result.notes)})" if result.notes else ""
+    notes = f" ({'; '.join(result.notes)})" if result.notes else ""
+    if any("means nothing" in n for n in result.notes):
+        lines.append(f"top-1: n/a{notes}")
+    elif result.accuracy_after is not None:
         lines.append(f"top-1: {result.accuracy_before:.2%} before, {result.accuracy_after:.2%} after{notes}")
     if result.output:
         lines.append(f"wrote {result.output}")
