@@ -58,8 +58,9 @@ def test_zeros_stay_exactly_zero_and_the_result_is_on_the_grid(name, optimizer):
     ("exp", 0.008, ((0, 0.008), (10, 0.008 * 1000 ** 0.5), (15, 0.008 * 1000 ** 0.75), (20, 8.0))),
 ])
 def test_qgt_step_adds_the_ramped_pull_then_masks(shape, lambda_min, at):
-    """before_step: grad += lambda(t) (W - Q(W)) on the grids fitted at init, masked entries zero;
-    lambda rises from qgt_lambda_min to qgt_lambda over qgt_ramp of the planned steps."""
+    """before_step: grad += lambda(t) (W - Q(W)) on the grids fitted at init (computed on the kept entries
+    of the 70%-pruned layers, zero elsewhere); lambda rises from qgt_lambda_min to qgt_lambda over
+    qgt_ramp of the planned steps; after_step zeroes the pruned weights again."""
     net, m = make("qgt", epochs=4, qgt_lambda=8.0, qgt_ramp=0.5, qgt_ramp_shape=shape,
                   qgt_lambda_min=lambda_min)
     m.plan(10)  # 4 epochs x 10 steps: the ramp spans 20 steps
@@ -68,13 +69,42 @@ def test_qgt_step_adds_the_ramped_pull_then_masks(shape, lambda_min, at):
     mask = w.detach() != 0
     grid = fit_grid(w, 2, method="mse", name="fc")
     assert torch.equal(m.grids["fc"].scales, grid.scales)
+    assert m.kept["fc"] is not None and m.kept["fc"].index.numel() == int(mask.sum())
     for t, lam in at:
         m.t = t
         w.grad = torch.ones_like(w)
         m.before_step(net)
-        expected = (1.0 + lam * (w.detach() - fake_quantize(w, grid))) * mask
+        expected = 1.0 + lam * (w.detach() - fake_quantize(w, grid))
         assert torch.allclose(w.grad, expected, atol=1e-6), t
+        assert bool((w.grad[~mask] == 1.0).all())  # nothing added where the weight is pruned
     assert m.metrics()["qgt_lambda"] == 8.0
+    with torch.no_grad():
+        w.add_(0.5)
+    m.after_step(net)
+    assert not w[~mask].any() and bool((w[mask] != 0).any())
+
+
+def test_kept_entries_and_the_whole_tensor_give_the_same_pull():
+    """The per-step terms on a mostly pruned layer's kept entries (gathered, index_add_) equal the
+    whole-tensor computation at every entry, for QGT and ADMM."""
+    for name in ("qgt", "admm"):
+        grads = []
+        for sparse in (True, False):
+            net, m = make(name, bits=3, qgt_ramp=0.0)
+            m.init(net)
+            if not sparse:
+                m.kept = {n: None for n in m.kept}
+                m._start()
+            with torch.no_grad():
+                for layer in (net.conv1, net.fc):
+                    layer.weight.add_(0.013 * (layer.weight != 0))
+            if name == "admm":
+                m.end_iteration(net, 0)
+            for layer in (net.conv1, net.fc):
+                layer.weight.grad = torch.full_like(layer.weight, 0.25)
+            m.before_step(net)
+            grads.append([net.conv1.weight.grad.clone(), net.fc.weight.grad.clone()])
+        assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(*grads, strict=True)), name
 
 
 def test_qgt_ramp_is_checked_before_any_work():

@@ -35,6 +35,7 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.quant.grid import LayerGrid, fake_quantize
+from compress.quant.kept import Kept
 
 # shape -> lambda(lo, hi, x): the value a fraction x in [0, 1] of the way up the ramp
 RAMPS: dict[str, Callable[[float, float, float], float]] = {
@@ -95,13 +96,18 @@ class QGTRegularizer:
     """
 
     def __init__(self, weights: Mapping[str, nn.Parameter], grids: Mapping[str, LayerGrid],
-                 ramp: Ramp) -> None:
+                 ramp: Ramp, kept: Mapping[str, Kept | None] | None = None) -> None:
         missing = [n for n in grids if n not in weights]
         if missing:
             raise CompressError(f"QGT: no weight for the grid(s) of {', '.join(missing)}")
         self.weights = {n: weights[n] for n in grids}
         self.grids = dict(grids)
         self.ramp = ramp
+        self.kept = {n: k for n, k in (kept or {}).items() if k is not None and n in self.weights}
+        self._entry_scales()
+
+    def _entry_scales(self) -> None:
+        self.kept_scales = {n: k.scales(self.grids[n]) for n, k in self.kept.items()}
 
     def penalty(self, step: int) -> torch.Tensor:
         lam = self.ramp(step)
@@ -111,19 +117,22 @@ class QGTRegularizer:
     @torch.no_grad()
     def add_grad_(self, step: int) -> None:
         """``w.grad += lambda(step) (w - Q(w))`` for every weight: one temporary per layer, the same
-        operations (and so the same values) as :func:`grid_penalty_grad`."""
+        operations (and so the same values) as :func:`grid_penalty_grad`; on the kept entries only
+        where ``kept`` names a layer's (elsewhere the term is zero)."""
         lam = self.ramp(step)
         if lam == 0.0:
             return
         for name, w in self.weights.items():
-            grid = self.grids[name]
-            s = grid.scale_for(w)
-            d = torch.div(w, s).round_().clamp_(-grid.levels, grid.levels).mul_(s)  # Q(w)
-            torch.sub(w, d, out=d)
+            grid, kept = self.grids[name], self.kept.get(name)
+            x, s = (w, grid.scale_for(w)) if kept is None else (kept.gather(w), self.kept_scales[name])
+            d = torch.div(x, s).round_().clamp_(-grid.levels, grid.levels).mul_(s)  # Q(w)
+            torch.sub(x, d, out=d)
             if w.grad is None:
-                w.grad = d.mul_(lam)
-            else:
+                w.grad = torch.zeros_like(w)
+            if kept is None:
                 w.grad.add_(d, alpha=lam)
+            else:
+                kept.add_(w.grad, d, alpha=lam)
 
     @torch.no_grad()
     def distance(self) -> dict[str, float]:
@@ -145,3 +154,4 @@ class QGTRegularizer:
         if set(grids) != set(self.grids):
             raise CompressError(f"QGT state has grids for {sorted(grids)}, this run for {sorted(self.grids)}")
         self.grids = grids
+        self._entry_scales()

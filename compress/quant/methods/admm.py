@@ -62,7 +62,11 @@ class ADMMQuant(QuantMethod):
         return ~self.zeros[name] if name in self.zeros else None
 
     def _refresh(self) -> None:
-        self._D = {n: self.U[n] - self.Z[n] for n in self.layers}  # the pull is rho (W + D)
+        """D = U - Z (the pull is rho (W + D)), gathered to the kept entries of a mostly pruned layer."""
+        self._D = {}
+        for n in self.layers:
+            d = self.U[n] - self.Z[n]
+            self._D[n] = d if self.kept[n] is None else self.kept[n].gather(d)
 
     def _fixed(self, name: str):
         return self.grids[name] if self.hp["admm_scale"] == "fixed" else None
@@ -71,8 +75,13 @@ class ADMMQuant(QuantMethod):
     def _pull(self) -> None:
         for n, layer in self.layers.items():
             w = layer.weight
-            if w.grad is not None:
+            if w.grad is None:
+                continue
+            kept = self.kept[n]
+            if kept is None:
                 w.grad.add_(w.detach(), alpha=self.rho[n]).add_(self._D[n], alpha=self.rho[n])
+            else:
+                kept.add_(w.grad, kept.gather(w).add_(self._D[n]), alpha=self.rho[n])
 
     @torch.no_grad()
     def end_iteration(self, model, k: int) -> None:

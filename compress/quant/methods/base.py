@@ -7,9 +7,12 @@ runs its method phase and no hard prune or masked retrain follows), with these h
                             scale method); record which weights are zero (the masks); the method's own
                             set-up (:meth:`_start`)
     before_step(model)      the method's pull (:meth:`_pull`: QGT's regulariser gradient, ADMM's
-                            rho (W - Z + U)), then the masks on the gradients
-    after_step(model)       the masks on the weights (zeros stay exactly zero through momentum, weight
-                            decay and Adam), the step counter
+                            rho (W - Z + U)), computed on the kept entries of a mostly pruned layer
+                            (:mod:`compress.quant.kept`; the pull is zero on its zeros)
+    after_step(model)       the masks on the weights: every zero is zero again after each optimizer
+                            step, whatever the optimizer did there (momentum, weight decay, Adam act
+                            entry by entry, so what they do at a masked entry never reaches another;
+                            the gradients are not masked: one pass less per step)
     end_iteration(model, k) ADMM's Z/U update (the base does nothing)
     finalize(model)         hard quantization: every selected weight onto its grid (``q * s``)
 
@@ -31,6 +34,7 @@ from compress.prune.methods.base import Method, weights_as
 from compress.prune.targets import PrunableLayer
 from compress.quant.config import GridConfig
 from compress.quant.grid import LayerGrid, fake_quantize
+from compress.quant.kept import Kept
 from compress.quant.ptq import LayerQuant, apply_grids
 from compress.quant.scale import fit_grid
 
@@ -49,6 +53,7 @@ class QuantMethod(Method):
         self.layers = {n: layers[n] for n in self.bits}
         self.grids: dict[str, LayerGrid] = {}
         self.zeros: dict[str, torch.Tensor] = {}  # {layer: where its weight is zero}, layers with zeros
+        self.kept: dict[str, Kept | None] = {}  # {selected layer: its kept entries, if mostly pruned}
         self.t = 0  # optimizer steps taken in the method phase
 
     def plan(self, steps_per_epoch: int | None) -> None:
@@ -66,6 +71,7 @@ class QuantMethod(Method):
         self.zeros = {n: layer.weight == 0 for n, layer in self.all_layers.items()
                       if not bool(layer.weight.all())}
         self.grids = {n: self.fit(n, layer.weight) for n, layer in self.layers.items()}
+        self.kept = {n: Kept.of(self.zeros.get(n)) for n in self.layers}
         self.t = 0
         self._start()
 
@@ -75,10 +81,6 @@ class QuantMethod(Method):
     @torch.no_grad()
     def before_step(self, model: nn.Module) -> None:
         self._pull()
-        for n, zero in self.zeros.items():
-            g = self.all_layers[n].weight.grad
-            if g is not None:
-                g.masked_fill_(zero, 0.0)
 
     def _pull(self) -> None:
         """Add the method's gradient term to the weights' gradients (after backward)."""
@@ -112,4 +114,5 @@ class QuantMethod(Method):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.grids = {n: LayerGrid(self.bits[n], state["grids"][n]) for n in self.layers}
         self.zeros = {n: z.to(self.all_layers[n].weight.device) for n, z in state["zeros"].items()}
+        self.kept = {n: Kept.of(self.zeros.get(n)) for n in self.layers}
         self.t = int(state["t"])

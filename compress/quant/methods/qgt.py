@@ -42,7 +42,7 @@ class QGT(QuantMethod):
 
     def _start(self) -> None:
         weights = {n: layer.weight for n, layer in self.layers.items()}
-        self.reg = QGTRegularizer(weights, self.grids, self._ramp())
+        self.reg = QGTRegularizer(weights, self.grids, self._ramp(), self.kept)
 
     def _pull(self) -> None:
         self.reg.add_grad_(self.t)
