@@ -109,6 +109,11 @@ class QGTRegularizer:
     def _entry_scales(self) -> None:
         self.kept_scales = {n: k.scales(self.grids[n]) for n, k in self.kept.items()}
 
+    def set_grids(self, grids: Mapping[str, LayerGrid]) -> None:
+        """Pull towards ``grids`` from now on (re-fitted scales)."""
+        self.grids = {n: grids[n] for n in self.weights}
+        self._entry_scales()
+
     def penalty(self, step: int) -> torch.Tensor:
         lam = self.ramp(step)
         total = sum(grid_penalty(w, self.grids[n]) for n, w in self.weights.items())

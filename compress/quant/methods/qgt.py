@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import nn
+
 from compress.params import Param
 from compress.quant.methods.base import QuantMethod
 from compress.quant.regularizer import RAMPS, QGTRegularizer, Ramp
@@ -29,6 +32,8 @@ class QGT(QuantMethod):
         Param("qgt_lambda_min", float, 1e-3, "QGT: strength of the pull at the first step", low=0),
         Param("qgt_ramp", float, 1.0, "QGT: fraction of the steps over which the pull rises", low=0, high=1),
         Param("qgt_ramp_shape", str, "exp", "QGT: shape of the rise", choices=tuple(RAMPS)),
+        Param("qgt_refit", str, "epoch", "QGT: refit the grids' scales to the weights after every epoch, "
+              "or keep the initial ones", choices=("epoch", "never")),
     )
 
     def _ramp(self) -> Ramp:
@@ -46,6 +51,14 @@ class QGT(QuantMethod):
 
     def _pull(self) -> None:
         self.reg.add_grad_(self.t)
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> None:
+        super().after_step(model)
+        spe = self.steps_per_epoch
+        if self.hp["qgt_refit"] == "epoch" and spe and self.t % spe == 0:
+            self.grids.update({n: self.fit(n, layer.weight) for n, layer in self.layers.items()})
+            self.reg.set_grids(self.grids)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
