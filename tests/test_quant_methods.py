@@ -62,7 +62,7 @@ def test_qgt_step_adds_the_ramped_pull_then_masks(shape, lambda_min, at):
     of the 70%-pruned layers, zero elsewhere); lambda rises from qgt_lambda_min to qgt_lambda over
     qgt_ramp of the planned steps; after_step zeroes the pruned weights again."""
     net, m = make("qgt", epochs=4, qgt_lambda=8.0, qgt_ramp=0.5, qgt_ramp_shape=shape,
-                  qgt_lambda_min=lambda_min)
+                  qgt_lambda_min=lambda_min, qgt_forward="float")
     m.plan(10)  # 4 epochs x 10 steps: the ramp spans 20 steps
     m.init(net)
     w = net.fc.weight
@@ -84,13 +84,39 @@ def test_qgt_step_adds_the_ramped_pull_then_masks(shape, lambda_min, at):
     assert not w[~mask].any() and bool((w[mask] != 0).any())
 
 
+def test_qgt_straight_through_forward_and_float_update():
+    """qgt_forward quantized: the net holds Q(W) for the forward pass; before the step the float W is back
+    (the pull computed on it), the optimizer updates it with the gradient found at Q(W), and after the
+    step the net holds the new Q(W) (pruned entries zero throughout)."""
+    net, m = make("qgt", bits=2, qgt_refit="never", qgt_lambda=4.0, qgt_ramp=0.0)
+    w = net.fc.weight
+    w0 = w.detach().clone()
+    m.init(net)
+    grid = m.grids["fc"]
+    assert torch.equal(w.detach(), fake_quantize(w0, grid))
+    g = torch.linspace(-1, 1, w.numel()).view_as(w)  # "the gradient at Q(W)"
+    w.grad = g.clone()
+    m.before_step(net)
+    assert torch.equal(w.detach(), w0)
+    assert torch.allclose(w.grad, g + 4.0 * (w0 - fake_quantize(w0, grid)), atol=1e-6)
+    with torch.no_grad():
+        w.sub_(0.05 * w.grad)  # an SGD step on the float weights
+    stepped = w.detach().clone()
+    m.after_step(net)
+    floats = stepped * (w0 != 0)
+    assert torch.equal(w.detach(), fake_quantize(floats, grid))
+    assert torch.equal(m.latent["fc"], floats.view(-1)[m.kept["fc"].index])
+    result = m.finalize(net)["fc"]  # the float weights rounded: the same values, their rounding error
+    assert torch.equal(w.detach(), fake_quantize(floats, grid)) and result.rel_error > 0
+
+
 def test_kept_entries_and_the_whole_tensor_give_the_same_pull():
     """The per-step terms on a mostly pruned layer's kept entries (gathered, index_add_) equal the
     whole-tensor computation at every entry, for QGT and ADMM."""
     for name in ("qgt", "admm"):
         grads = []
         for sparse in (True, False):
-            net, m = make(name, bits=3, qgt_ramp=0.0)
+            net, m = make(name, bits=3, qgt_ramp=0.0, qgt_forward="float")
             m.init(net)
             if not sparse:
                 m.kept = {n: None for n in m.kept}
