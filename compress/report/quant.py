@@ -5,7 +5,9 @@ encoding :func:`converters.onnx.lowbit.choose_encoding` picks, as the exporter d
 kept codes with small skips), and its bytes: the weight payload plus the float32 scales and bias.
 A layer left in float counts as the exporter stores it: dense float32, or COO (12 bytes per nonzero)
 where that is smaller. Graph structure and metadata are not counted: the exported file's size
-(the quantization table, :mod:`compress.report.quant_table`) includes them.
+(the quantization table, :mod:`compress.report.quant_table`) includes them. The layers are counted as
+they are in the model file, i.e. as ``compress export --no-thin`` stores them; the default export of a
+quantized model thins it first (dead filters, their scales and biases removed), which is smaller.
 """
 from __future__ import annotations
 
