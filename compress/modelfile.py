@@ -141,6 +141,7 @@ META_TYPES: dict[str, type | tuple[type, ...]] = {
     "source": str, "method": str, "hyperparameters": dict, "targets": dict, "sparsity": str, "group": str,
     "dataset": str, "accuracy_before": (int, float), "accuracy_after": (int, float), "preprocess": dict,
     "created": str, "history": list, "zoo": str, "prototxt": str, "initialized": bool,
+    "accuracy_notes": list, "adjustments": list, "solver": dict,
 }
 META_DEPTH = 32
 

@@ -129,3 +129,32 @@ class Tiny(nn.Module):
 
     def forward(self, x):
         return self.fc(torch.relu(self.conv1(x)).flatten(1))
+
+
+class ctrl_c_after_saves:
+    """Within this context a training run is interrupted (as by Ctrl-C) right after its ``n``-th
+    checkpoint decision (``_Trainer._maybe_save``), whether or not a checkpoint was due."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __enter__(self):
+        from compress.prune import trainer
+
+        self.original, calls = trainer._Trainer._maybe_save, {"n": 0}
+        original, n = self.original, self.n
+
+        def save_then_stop(trainer_self):
+            original(trainer_self)
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise KeyboardInterrupt
+
+        trainer._Trainer._maybe_save = save_then_stop
+        return self
+
+    def __exit__(self, *exc):
+        from compress.prune import trainer
+
+        trainer._Trainer._maybe_save = self.original
+        return False

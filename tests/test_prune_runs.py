@@ -15,6 +15,7 @@ from compress.errors import TrainingInterrupted
 from compress.prune.checkpoint import load_checkpoint
 from compress.prune.progress import Progress
 from compress.prune.trainer import TrainConfig, train
+from tests.nets import ctrl_c_after_saves
 from tests.test_prune_train import loader, make
 
 SMOKE = ["--data", "synthetic", "--max-steps", "2", "--batch-size", "16", "--limit", "64", "--device", "cpu"]
@@ -32,23 +33,9 @@ def interrupted_run(tmp_path, capsys, *extra):
     """Start a LeNet ADMM run, kill it after its first epoch's checkpoint; return the checkpoint path."""
     out = tmp_path / "m.pt"
     ckpt = tmp_path / "m.pt.ckpt"
-    calls = {"n": 0}
-    from compress.prune import trainer
-
-    original = trainer._Trainer._maybe_save
-
-    def save_then_stop(self):
-        original(self)
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise KeyboardInterrupt
-
-    trainer._Trainer._maybe_save = save_then_stop
-    try:
+    with ctrl_c_after_saves(1):
         code, _, err = run(capsys, "prune", "lenet", *ADMM, "-o", str(out), "--checkpoint-every", "0",
                            "--quiet", *SMOKE, *extra)
-    finally:
-        trainer._Trainer._maybe_save = original
     assert code == 130, err
     assert f"resume with --resume {ckpt} (saved after epoch 1)" in err and "Traceback" not in err
     assert ckpt.is_file() and not out.exists()
@@ -211,3 +198,11 @@ def test_clamped_layers_are_said_on_stderr_and_kept_in_the_meta(tmp_path, capsys
     meta = load_model(str(out)).meta
     assert [a["layer"] for a in meta["adjustments"]] == ["conv1"]
     assert int((load_model(str(out)).net.conv1.weight != 0).sum()) == 500  # its one input channel kept
+
+
+def test_the_report_says_what_the_accuracy_was_measured_on(tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    assert run(capsys, "prune", "lenet", *ADMM, "-o", str(out), "--quiet", *SMOKE)[0] == 0
+    code, text, err = run(capsys, "report", str(out), "--per-layer")
+    assert code == 0, err
+    assert "(synthetic data has random labels: its accuracy means nothing; accuracy on the first 64" in text

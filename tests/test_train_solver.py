@@ -220,25 +220,14 @@ def test_prune_with_a_solver_hits_the_targets_and_writes_caffe_files(setup, caps
 
 
 def test_prune_with_a_solver_resumes_bit_exactly(setup, capsys):
-    from compress.prune import trainer
+    from tests.nets import ctrl_c_after_saves
 
     assert run(capsys, "train", "solver.prototxt", "-o", "t.caffemodel", "--quiet")[0] == 0
     args = ["prune", "t.caffemodel", "--solver", "solver.prototxt", "--method", "admm", "--pcen", "50",
             "--admm-iters", "2", "--max-iter", "6", "--quiet", "--checkpoint-every", "0"]
     assert run(capsys, *args, "-o", "a.pt")[0] == 0
-    original, calls = trainer._Trainer._maybe_save, {"n": 0}
-
-    def stop_after_third(self):
-        original(self)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-
-    trainer._Trainer._maybe_save = stop_after_third
-    try:
+    with ctrl_c_after_saves(3):
         code, _, err = run(capsys, *args, "-o", "b.pt")
-    finally:
-        trainer._Trainer._maybe_save = original
     assert code == 130 and "resume with --resume b.pt.ckpt" in err
     assert run(capsys, *args, "-o", "b.pt", "--resume", "b.pt.ckpt")[0] == 0
     assert Path("a.caffemodel").read_bytes() == Path("b.caffemodel").read_bytes()
@@ -250,3 +239,19 @@ def test_prune_with_a_solver_refuses_flags_the_solver_decides(setup, capsys):
     assert code == 2 and "--data, --lr cannot be combined with --solver" in err
     code, _, err = run(capsys, "prune", "lenet", "--max-iter", "5", "-o", "p.pt")
     assert code == 2 and "--max-iter applies with --solver only" in err
+
+
+def test_a_label_outside_the_classes_is_one_line_and_writes_nothing(setup, capsys):
+    rng = np.random.default_rng(1)
+    write_datum_lmdb("bad_lmdb", rng.integers(0, 255, (16, 1, 6, 6)).astype(np.uint8), np.full(16, 7))
+    Path("net.prototxt").write_text(NET.replace('source: "train_lmdb"', 'source: "bad_lmdb"'))
+    code, _, err = run(capsys, "train", "solver.prototxt", "-o", "x.caffemodel", "--log", "log.jsonl")
+    assert code == 1 and "label 7 is outside the 3 classes" in err and "Traceback" not in err
+    assert os.listdir("snap") == [] and not Path("x.caffemodel").exists()
+
+
+def test_a_diverging_solver_stops_with_one_line_naming_the_last_snapshot(setup, capsys):
+    Path("solver.prototxt").write_text(SOLVER.replace("base_lr: 0.05", "base_lr: 1e30"))
+    code, _, err = run(capsys, "train", "solver.prototxt", "-o", "x.caffemodel", "--quiet")
+    assert code == 1 and "loss became" in err and "last good checkpoint:" in err
+    assert not Path("x.caffemodel").exists()

@@ -151,8 +151,9 @@ def render_markdown(report: Report, per_layer: bool = True) -> str:
         how = ", ".join(x for x in (report.sparsity, report.group and f"group {report.group}") if x)
         lines.append(f"Method: {report.method}" + (f" ({how})" if how else ""))
     if report.accuracy_before is not None or report.accuracy_after is not None:
+        notes = f" ({'; '.join(report.accuracy_notes)})" if report.accuracy_notes else ""
         lines.append(f"Accuracy (top-1): {_accuracy(report.accuracy_before)} before, "
-                     f"{_accuracy(report.accuracy_after)} after")
+                     f"{_accuracy(report.accuracy_after)} after{notes}")
     if report.quantization is not None:
         q = report.quantization
         lines.append(f"Quantization: {q.description}; weights, scales and biases {format_kb(q.bytes)} KB "
@@ -202,6 +203,7 @@ def report_dict(report: Report, per_layer: bool = True) -> dict:
         "group": report.group,
         "accuracy_before": report.accuracy_before,
         "accuracy_after": report.accuracy_after,
+        "accuracy_notes": list(report.accuracy_notes),
         "baseline": report.baseline,
         "compression": None if math.isinf(ratio) else ratio,
         "baseline_compression": None if base is None or math.isinf(base) else base,

@@ -86,6 +86,7 @@ class Report:
     group: str | None = None
     accuracy_before: float | None = None
     accuracy_after: float | None = None
+    accuracy_notes: tuple[str, ...] = ()  # what the accuracy is measured on (synthetic labels, --limit)
     baseline: str | None = None
     quantization: object | None = None  # compress.report.quant.QuantInfo of a quantized model
 
@@ -265,6 +266,7 @@ def build_report(net: nn.Module, meta: dict | None = None, *, model: str | None 
     return Report(rows=tuple(rows), model=model, source=text("source"), method=text("method"),
                   sparsity=text("sparsity"), group=text("group"), accuracy_before=num("accuracy_before"),
                   accuracy_after=num("accuracy_after"), baseline=baseline_name,
+                  accuracy_notes=tuple(str(n) for n in meta.get("accuracy_notes") or ()),
                   quantization=quant_info(net, meta, where=model or "model"))
 
 
