@@ -79,10 +79,17 @@ class QGT(QuantMethod):
 
     @torch.no_grad()
     def _to_grid(self) -> None:
-        """Keep the float weights, give the net their rounded values for the next forward pass."""
+        """Keep the float weights, give the net their rounded values for the next forward pass (on the
+        kept entries of a mostly pruned layer: the same values as rounding the whole tensor)."""
         for n, layer in self.layers.items():
+            kept, grid = self.kept[n], self.grids[n]
             self.latent[n] = self._float_entries(n)
-            layer.weight.copy_(fake_quantize(layer.weight, self.grids[n]))
+            if kept is None:
+                layer.weight.copy_(fake_quantize(layer.weight, grid))
+                continue
+            s = self.reg.kept_scales[n]
+            q = torch.div(self.latent[n], s).round_().clamp_(-grid.levels, grid.levels).mul_(s)
+            layer.weight.view(-1).index_copy_(0, kept.index, q)
 
     @torch.no_grad()
     def _restore(self) -> None:
