@@ -17,8 +17,12 @@ setup(
         # The upper bound makes a fresh install take the local CPU wheel instead of the newest
         # CUDA build; any torch a user already has in this range (CUDA builds included) is kept.
         "torch>=2.2,<2.14",
-        "onnx>=1.15",
-        "onnxruntime>=1.17",
+        "onnx>=1.20",  # INT2/UINT2 tensors and opset 25 (2-bit weights); INT4 from opset 21
+        "ml_dtypes>=0.5",  # int2/int4 numpy types that onnx.numpy_helper packs into raw_data
+        # measured on the packed exports: 1.24.1 runs IR 13 / opset 25 (INT2 DequantizeLinear, UINT2 Cast);
+        # 1.23 runs the 4-bit ones (Cast from INT4/UINT4 in the sparse decoding) but not IR 13;
+        # 1.19-1.22 only dense INT4 DequantizeLinear
+        "onnxruntime>=1.24.1",
         "protobuf>=7.34",  # fast repeated-float access via np.array(field); see README
         "numpy>=1.24",
         "click>=8.1",

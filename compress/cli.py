@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "zoo": ("zoo", "Models shipped with the tool (LeNet, AlexNet) and their target presets."),
     "train": ("train", "Train a Caffe net from its solver.prototxt exactly as caffe train does."),
     "prune": ("prune", "Fine-tune under ADMM/RVSM/RGSM/SGD, hard-prune to targets, retrain with masks."),
+    "quantize": ("quantize", "Quantize weights to 8/4/3/2-bit grids by PTQ, QGT or ADMM training."),
     "eval": ("eval", "Top-1/top-5 accuracy and loss of a model on a test set (PyTorch or onnxruntime)."),
     "report": ("report", "Per-layer sparsity table (Markdown, CSV, JSON) of a pruned model."),
     "export": ("export", "Export to ONNX (sparse initializers where smaller), thinned, or .caffemodel."),

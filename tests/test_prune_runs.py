@@ -147,7 +147,7 @@ def test_synthetic_and_limited_accuracy_say_what_they_are(tmp_path, capsys):
     assert code == 0, err
     last = out.strip().splitlines()[-1]
     assert last.startswith("accuracy n/a (synthetic data has random labels")
-    assert "accuracy on the first 64 test images only (--limit)" in last
+    assert "accuracy on the first 32 test images only (--limit, --max-steps)" in last
     assert "0.00%" not in last
 
 
@@ -205,4 +205,4 @@ def test_the_report_says_what_the_accuracy_was_measured_on(tmp_path, capsys):
     assert run(capsys, "prune", "lenet", *ADMM, "-o", str(out), "--quiet", *SMOKE)[0] == 0
     code, text, err = run(capsys, "report", str(out), "--per-layer")
     assert code == 0, err
-    assert "(synthetic data has random labels: its accuracy means nothing; accuracy on the first 64" in text
+    assert "(synthetic data has random labels: its accuracy means nothing; accuracy on the first 32" in text

@@ -68,15 +68,26 @@ NAMES = ("data", "batch_size", "limit", "lr", "lr_schedule", "optimizer", "momen
          "no_checkpoint", "log", "quiet")
 
 
-def training_options(fn: Callable) -> Callable:
-    for option in reversed(_OPTIONS):
-        fn = option(fn)
-    return fn
+def training_options(fn: Callable | None = None, *, without: tuple[str, ...] = ()) -> Callable:
+    """Add the training flags to a command (``@training_options``), or all but those named in
+    ``without`` (``@training_options(without=("retrain_epochs",))``: flags a command has no use for)."""
+    unknown = set(without) - set(NAMES)
+    if unknown:
+        raise ValueError(f"no training flag named {', '.join(sorted(unknown))}")
+
+    def deco(f: Callable) -> Callable:
+        for name, option in reversed(list(zip(NAMES, _OPTIONS, strict=True))):
+            if name not in without:
+                f = option(f)
+        return f
+
+    return deco(fn) if fn is not None else deco
 
 
 def pop_training(options: dict[str, Any]) -> dict[str, Any]:
-    """Remove the training flags from a command's keyword arguments and return them."""
-    return {name: options.pop(name) for name in NAMES}
+    """Remove the training flags from a command's keyword arguments and return them (None for a flag
+    the command left out)."""
+    return {name: options.pop(name, None) for name in NAMES}
 
 
 def augment_names(names: tuple[str, ...]) -> tuple[str, ...] | None:

@@ -17,6 +17,7 @@ class ExportSummary:
     refused: dict[str, str]  # layer -> why its zero channels were kept
     notes: tuple[str, ...] = ()
     dense_requested: bool = False  # --dense
+    quantized: bool = False  # packed low-bit weights (the notes say how each layer is stored)
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class ExportOptions:
     output: str
     to: str  # a key of WRITERS
     dense: bool = False
-    thin: bool = False
+    thin: bool | None = None  # None: thin a quantized model's ONNX export (every byte counts there)
     opset: int | None = None
     deploy: str | None = None
 
@@ -87,10 +88,11 @@ def export_format(output: str, to: str | None) -> str:
     return to
 
 
-def export_model(spec: str, output: str, *, to: str | None = None, dense: bool = False, thin: bool = False,
-                 opset: int | None = None, prototxt: str | None = None,
+def export_model(spec: str, output: str, *, to: str | None = None, dense: bool = False,
+                 thin: bool | None = None, opset: int | None = None, prototxt: str | None = None,
                  deploy: str | None = None) -> ExportSummary:
     """Load ``spec`` (model file, .caffemodel or zoo name), optionally thin it, and export it.
+    ``thin`` None: thin a quantized model exported to ONNX, nothing else.
 
     The format is ``to``, or the one the output's extension implies (:func:`export_format`). Every
     output is checked before the model is loaded: writable, and none of the files the model is read
@@ -108,10 +110,21 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
     meta.setdefault("source", model.path or spec)
     thinned: dict[str, tuple[int, int]] = {}
     refused: dict[str, str] = {}
+    grids = None
+    if "quantization" in meta:  # the record is checked against the weights before any work
+        from compress.quant.record import read_grids
+
+        grids = read_grids(meta, net, where=model.path or spec)
+    if thin is None:  # a quantized model's packed ONNX: its dead filters' scales and biases are overhead
+        thin = grids is not None and opts.to == "onnx"
     if thin:
         from compress.thin import thin as thin_net
 
         result = thin_net(net)
+        if grids is not None:  # the per-channel scales follow the removed filters
+            from compress.quant.thin import thinned_meta
+
+            meta = thinned_meta(meta, grids, result.net)
         net, thinned, refused = result.net, result.removed, result.skipped
         meta["thinned"] = {k: list(v) for k, v in thinned.items()}
     summary = WRITERS[opts.to](net, meta, opts)
@@ -120,15 +133,19 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
 
 @writer("onnx", ".onnx")
 def _write_onnx(net, meta: dict, opts: ExportOptions) -> ExportSummary:
-    from converters.onnx.export import export_onnx
+    """Float ONNX (sparse initializers where smaller), or, for a model whose file records a quantization
+    grid, packed low-bit integers (:func:`compress.quant.export.export_any` decides from ``meta``)."""
+    from compress.quant.export import export_any
+    from compress.quant.record import is_quantized
 
-    r = export_onnx(net, opts.output, sparse=not opts.dense, meta=meta, opset=opts.opset)
+    r = export_any(net, meta, opts.output, dense=opts.dense, opset=opts.opset)
     return ExportSummary({r.path: r.bytes}, r.dense_bytes, r.sparse_tensors, {}, {}, r.notes,
-                         dense_requested=opts.dense)
+                         dense_requested=opts.dense, quantized=is_quantized(meta))
 
 
 @writer("caffemodel", ".caffemodel")
 def _write_caffemodel(net, meta: dict, opts: ExportOptions) -> ExportSummary:
+    """The weights as a .caffemodel and its deploy prototxt (a quantized model's dequantized weights)."""
     from converters import caffe
 
     caffe.save(net, opts.output, prototxt=opts.deploy)
@@ -154,7 +171,7 @@ def render(s: ExportSummary) -> str:
         if s.dense_bytes is not None:
             line += f" (dense export {_size(s.dense_bytes)}, {s.dense_bytes / size:.2f}x smaller)"
         lines.append(line)
-    if s.dense_bytes is not None:
+    if s.dense_bytes is not None and not s.quantized:
         if s.sparse_tensors:
             lines.append(f"sparse initializers ({len(s.sparse_tensors)}): {', '.join(s.sparse_tensors)}")
         else:
@@ -171,19 +188,21 @@ def render(s: ExportSummary) -> str:
 @click.option("--to", "to", type=click.Choice(list(WRITERS)), show_default="from the output's extension",
               help="Output format, when the extension does not say it")
 @click.option("--dense", is_flag=True, help="ONNX: keep every initializer dense")
-@click.option("--thin", is_flag=True, help="Remove zero filters and channels first (exact; a faster model)")
+@click.option("--thin/--no-thin", default=None, show_default="on for a quantized model's ONNX, else off",
+              help="Remove zero filters and channels first (exact; a faster, smaller model)")
 @click.option("--opset", type=int, metavar="N", show_default="the exporter's", help="ONNX opset")
 @click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL")
 @click.option("--deploy", metavar="FILE", show_default="the output with .prototxt",
               help="Caffemodel: where to write the deploy prototxt")
-def command(model: str, output: str, to: str | None, dense: bool, thin: bool, opset: int | None,
+def command(model: str, output: str, to: str | None, dense: bool, thin: bool | None, opset: int | None,
             prototxt: str | None, deploy: str | None) -> None:
     """Export to ONNX (sparse initializers where smaller), thinned, or .caffemodel.
 
     MODEL is a zoo name, a model file or a .caffemodel. ONNX weights go into sparse initializers
     only where that is smaller than dense (above ~67% zeros); the size is reported against the dense
-    export. --thin removes zero filters exactly. Nothing is written over an input: -o must not name
-    MODEL or a file it is read from.
+    export. --thin removes zero filters exactly (by default for a quantized model's ONNX, whose
+    weights are stored packed). Nothing is written over an input: -o must not name MODEL or a file it
+    is read from.
     """
     summary = export_model(model, output, to=to, dense=dense, thin=thin, opset=opset,
                            prototxt=prototxt, deploy=deploy)

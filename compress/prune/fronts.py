@@ -59,9 +59,12 @@ class LoaderFront:
         notes = []
         if self.splits.meta.get("source") == "synthetic":
             notes.append("synthetic data has random labels: its accuracy means nothing")
-        if self.cfg.data.limit is not None:
-            notes.append(f"accuracy on the first {self.splits.meta['sizes']['test']} test images only "
-                         "(--limit)")
+        test, steps = self.splits.meta["sizes"]["test"], self.cfg.train.max_steps
+        capped = steps is not None and steps * self.cfg.data.batch_size < test
+        flags = [f for f, on in (("--limit", self.cfg.data.limit is not None), ("--max-steps", capped)) if on]
+        if flags:
+            seen = min(test, steps * self.cfg.data.batch_size) if capped else test
+            notes.append(f"accuracy on the first {seen} test images only ({', '.join(flags)})")
         return tuple(notes)
 
     def meta_extra(self) -> dict[str, Any]:

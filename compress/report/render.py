@@ -109,7 +109,18 @@ def _extra_columns(report: Report) -> list[tuple[str, Callable[[LayerRow], str]]
         cols += [("Baseline nonzero", lambda r: format_count(r.baseline_nonzero)),
                  ("vs baseline", lambda r: format_percent(r.nonzero / r.baseline_nonzero)
                   if r.baseline_nonzero else "-")]
+    if report.quantization is not None:
+        q = {row.name: row for row in report.quantization.layers}
+        total = report.quantization.bytes
+        cols += [("Bits", lambda r: str(q[r.name].bits) if r.name in q else "-"),
+                 ("Stored as", lambda r: q[r.name].storage if r.name in q else "-"),
+                 ("Size (KB)", lambda r: format_kb(q[r.name].bytes if r.name in q else total))]
     return cols
+
+
+def format_kb(n: int) -> str:
+    """Bytes as kilobytes (1000 bytes), as the seed's quantization table: 0.25, 12.5, 215.3."""
+    return "0" if n == 0 else _short(Decimal(n) / 1000)
 
 
 def _md_row(cells: list[str]) -> str:
@@ -143,6 +154,11 @@ def render_markdown(report: Report, per_layer: bool = True) -> str:
         notes = f" ({'; '.join(report.accuracy_notes)})" if report.accuracy_notes else ""
         lines.append(f"Accuracy (top-1): {_accuracy(report.accuracy_before)} before, "
                      f"{_accuracy(report.accuracy_after)} after{notes}")
+    if report.quantization is not None:
+        q = report.quantization
+        lines.append(f"Quantization: {q.description}; weights, scales and biases {format_kb(q.bytes)} KB "
+                     f"packed vs {format_kb(q.float_bytes)} KB as dense float32 "
+                     f"({format_ratio(q.float_bytes / q.bytes if q.bytes else float('inf'))} smaller)")
     if report.source:
         lines.append(f"Source: {report.source}")
     return "\n".join(lines) + "\n"
@@ -154,16 +170,24 @@ CSV_FIELDS = ("layer", "type", "weights", "nonzero", "kept", "filters", "filters
               "channels_kept", "macs", "macs_nonzero", "macs_structured", "baseline_nonzero")
 
 
+QUANT_CSV_FIELDS = ("bits", "stored_as", "bytes")  # quantized models only
+
+
 @renderer("csv")
 def render_csv(report: Report, per_layer: bool = True) -> str:
     """One line per layer and a ``Total`` line; raw integers, ``kept`` as a fraction, empty = unknown."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_FIELDS)
+    q = {row.name: row for row in report.quantization.layers} if report.quantization is not None else None
+    w.writerow(CSV_FIELDS + (QUANT_CSV_FIELDS if q is not None else ()))
     for r in [*(report.rows if per_layer else ()), report.total]:
         d = r.as_dict()
         d["layer"] = d.pop("name")
-        w.writerow(["" if d[k] is None else d[k] for k in CSV_FIELDS])
+        extra = []
+        if q is not None:
+            row = q.get(r.name)
+            extra = [row.bits, row.storage, row.bytes] if row else ["", "", report.quantization.bytes]
+        w.writerow(["" if d[k] is None else d[k] for k in CSV_FIELDS] + extra)
     return buf.getvalue()
 
 
@@ -185,6 +209,7 @@ def report_dict(report: Report, per_layer: bool = True) -> dict:
         "baseline_compression": None if base is None or math.isinf(base) else base,
         "layers": [r.as_dict() for r in report.rows] if per_layer else [],
         "total": {k: v for k, v in report.total.as_dict().items() if k not in ("name", "type", "shape")},
+        "quantization": report.quantization.as_dict() if report.quantization is not None else None,
     }
 
 

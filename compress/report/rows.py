@@ -88,6 +88,7 @@ class Report:
     accuracy_after: float | None = None
     accuracy_notes: tuple[str, ...] = ()  # what the accuracy is measured on (synthetic labels, --limit)
     baseline: str | None = None
+    quantization: object | None = None  # compress.report.quant.QuantInfo of a quantized model
 
     @property
     def total(self) -> LayerRow:
@@ -260,10 +261,13 @@ def build_report(net: nn.Module, meta: dict | None = None, *, model: str | None 
         v = meta.get(key)
         return str(v) if v is not None else None
 
+    from compress.report.quant import quant_info
+
     return Report(rows=tuple(rows), model=model, source=text("source"), method=text("method"),
                   sparsity=text("sparsity"), group=text("group"), accuracy_before=num("accuracy_before"),
                   accuracy_after=num("accuracy_after"), baseline=baseline_name,
-                  accuracy_notes=tuple(str(n) for n in meta.get("accuracy_notes") or ()))
+                  accuracy_notes=tuple(str(n) for n in meta.get("accuracy_notes") or ()),
+                  quantization=quant_info(net, meta, where=model or "model"))
 
 
 __all__ = ["LayerRow", "Report", "build_report", "layer_rows", "prunable_layers", "total_row"]

@@ -11,6 +11,8 @@ _EXPORTS = {
     "ExportResult": "converters.onnx.export",
     "sparsify": "converters.onnx.sparse",
     "densify": "converters.onnx.sparse",
+    "export_quantized_onnx": "converters.onnx.quantized",
+    "WeightGrid": "converters.onnx.quantized",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -80,6 +80,22 @@ def apply_masks(layers: dict[str, PrunableLayer], masks: dict[str, torch.Tensor]
         layers[name].weight.mul_(mask)
 
 
+@contextlib.contextmanager
+def weights_as(layers: dict[str, PrunableLayer], values: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Inside the block each layer's weight holds ``values[layer]`` (an evaluation of another view of
+    the weights: RVSM's sparse u, a quantized copy); the weights are restored afterwards."""
+    saved = {n: layer.weight.detach().clone() for n, layer in layers.items()}
+    with torch.no_grad():
+        for n, layer in layers.items():
+            layer.weight.copy_(values[n])
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, layer in layers.items():
+                layer.weight.copy_(saved[n])
+
+
 class Method:
     """Base: plain training, hard prune to the targets (if any) at the end of the method phase."""
 

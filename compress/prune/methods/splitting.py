@@ -12,7 +12,7 @@ from torch import nn
 
 from compress.params import Param
 from compress.prune import ops
-from compress.prune.methods.base import Method, layer_mask
+from compress.prune.methods.base import Method, layer_mask, weights_as
 from compress.prune.targets import Adjustment, PrunableLayer, Targets
 
 #: how the relaxed methods pull w towards u, and whether w is replaced by u at epoch ends (the seed's
@@ -110,18 +110,8 @@ class SplittingMethod(Method):
                              f"largest {'group (L2 norm)' if channel else 'weight'} of the trained layer",
                              1, total, unit)
 
-    @contextlib.contextmanager
-    def eval_weights(self, model: nn.Module) -> Iterator[None]:
-        saved = {n: layer.weight.detach().clone() for n, layer in self.layers.items()}
-        with torch.no_grad():
-            for n, layer in self.layers.items():
-                layer.weight.copy_(self.u[n])
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for n, layer in self.layers.items():
-                    layer.weight.copy_(saved[n])
+    def eval_weights(self, model: nn.Module) -> contextlib.AbstractContextManager[None]:
+        return weights_as(self.layers, self.u)
 
     def sparse_weights(self) -> dict[str, torch.Tensor]:
         return dict(self.u)

@@ -1,0 +1,101 @@
+"""``compress quantize MODEL --bits N --method ptq|qgt|admm -o OUT``: weights onto symmetric low-bit grids.
+
+The method flags (``--qgt-lambda``, ``--rho``...) are made from each quantization method's ``params``
+(:mod:`compress.params`), the training flags are prune's (:mod:`compress.commands._training`, without
+the retrain ones: nothing is trained after the hard quantization); ptq, which does not train, takes
+only ``--data``, ``--limit``, ``--batch-size``, ``--device`` and ``--quiet`` of them."""
+from __future__ import annotations
+
+import click
+
+from compress.commands._training import pop_training, train_config, training_options
+from compress.params import click_options, refuse_foreign
+from compress.quant.methods import METHODS
+
+METHOD_PARAMS = {name: cls.params for name, cls in METHODS.items()}
+RETRAIN = ("retrain_epochs", "retrain_lr", "retrain_weight_decay")
+MEASURING = ("data", "limit", "batch_size", "device", "quiet")  # the training flags ptq reads
+
+
+def render(result) -> str:
+    """Per-layer table (bits, scales, kept weights, relative error) and the accuracy line."""
+    header = ("layer", "bits", "scales", "weights", "nonzero before", "nonzero after", "rel. error")
+    rows = [(q.name, str(q.grid.bits), f"{q.grid.scales.numel()}", f"{q.weights:,}", f"{q.nonzero_before:,}",
+             f"{q.nonzero_after:,}", f"{q.rel_error:.4f}") for q in result.layers]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                       for i, (v, w) in enumerate(zip(r, widths, strict=True))) for r in [header, *rows]]
+    cfg = result.config
+    how = "per-channel" if cfg.per_channel else "per-tensor"
+    extra = f", first/last layer {cfg.first_last_bits}-bit" if cfg.first_last_bits else ""
+    lines.append(f"{result.method}: {cfg.bits}-bit {how} grids, {cfg.scale} scales{extra}, "
+                 f"{result.seconds:.2f} s")
+    notes = f" ({'; '.join(result.notes)})" if result.notes else ""
+    if any("means nothing" in n for n in result.notes):
+        lines.append(f"top-1: n/a{notes}")
+    elif result.accuracy_after is not None:
+        lines.append(f"top-1: {result.accuracy_before:.2%} before, {result.accuracy_after:.2%} after{notes}")
+    if result.output:
+        lines.append(f"wrote {result.output}")
+    return "\n".join(lines) + "\n"
+
+
+@click.command("quantize")
+@click.argument("model")
+@click.option("--bits", type=int, required=True, metavar="N", help="Weight bits: 8, 4, 3 or 2 (any of 2..8)")
+@click.option("--method", type=click.Choice(list(METHODS)), default="ptq", show_default=True,
+              help="Method: ptq (no training), qgt or admm (fine-tune on --data: quantization-guided "
+                   "training, ADMM)")
+@click.option("--per-channel/--per-tensor", default=True, show_default=True,
+              help="One scale per output channel (axis 0), or one per layer")
+@click.option("--scale", type=click.Choice(("mse", "max")), default="mse", show_default=True,
+              help="Scale choice: mse = the clip of least squared error (never worse than max; far better at "
+                   "2 bits), max = max|w| / L, no clipping")
+@click.option("--keep-first-last-8bit", is_flag=True, help="Quantize the first and last layer to 8 bits")
+@click.option("--layer", "layers", multiple=True, metavar="NAME", show_default="every Convolution, "
+              "Deconvolution and InnerProduct layer", help="Quantize only these layers (names or patterns; "
+              "repeatable)")
+@click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL")
+@click.option("-o", "--output", required=True, metavar="FILE", help="Quantized model file to write (.pt)")
+@click_options(METHOD_PARAMS)
+@training_options(without=RETRAIN)
+@click.pass_context
+def command(ctx, model, bits, method, per_channel, scale, keep_first_last_8bit, layers, prototxt, output,
+            **options):
+    """Quantize weights to 8/4/3/2-bit grids by PTQ, QGT or ADMM training.
+
+    MODEL is a zoo name, a model file or a .caffemodel, dense or pruned. Weights go onto symmetric
+    signed grids (zero stays exactly zero, so a pruned model stays as sparse); biases stay float32.
+    qgt and admm fine-tune with prune's trainer and flags (no retrain: the last step is the hard
+    quantization); ptq does not train, and --data only measures top-1 before and after. The model
+    file records the grid; `compress export OUT.pt -o OUT.onnx` writes the weights packed at their
+    bit width.
+
+    \b
+    compress quantize lenet_admm.pt --bits 4 --method qgt --data mnist -o lenet_qgt4.pt
+    compress quantize lenet_admm.pt --bits 2 --method admm --data mnist -o lenet_admm2.pt
+    compress quantize lenet --bits 8 --data mnist -o lenet_ptq8.pt
+    """
+    from compress.prune.api import DataSpec
+    from compress.quant.api import QuantizeConfig, quantize
+    from compress.quant.config import GridConfig
+
+    t = pop_training(options)
+    refuse_foreign(METHOD_PARAMS, method, options)
+    if not METHODS[method].trains:
+        given = [f"--{n.replace('_', '-')}" for n in t if n not in MEASURING and n not in RETRAIN
+                 and ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            from compress.errors import CompressError
+
+            verb = "applies" if len(given) == 1 else "apply"
+            raise CompressError(f"{', '.join(given)} {verb} to qgt and admm: {method} does not train")
+    grid = GridConfig(bits, per_channel=per_channel, scale=scale,
+                      first_last_bits=8 if keep_first_last_8bit else None, layers=layers)
+    cfg = QuantizeConfig(grid=grid, method=method, hyper=options,
+                         data=DataSpec(t["data"], t["batch_size"], t["limit"]), train=train_config(t),
+                         device=t["device"], prototxt=prototxt, output=output, resume=t["resume"],
+                         keep_checkpoint=t["keep_checkpoint"], checkpoints=not t["no_checkpoint"])
+    result = quantize(model, cfg)
+    if result.is_main:
+        click.echo(render(result), nl=False)

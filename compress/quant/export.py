@@ -1,0 +1,41 @@
+"""Export a model to ONNX the way its model file asks: packed low-bit weights when it records a grid.
+
+:func:`export_any` is what ``compress export`` (to ONNX) and the report's quantization table call: a
+quantized model (``meta["quantization"]``, checked by :func:`~compress.quant.record.read_grids`) goes
+through :func:`converters.onnx.quantized.export_quantized_onnx`, any other model through the ordinary
+sparse-where-smaller :func:`converters.onnx.export.export_onnx`.
+"""
+from __future__ import annotations
+
+import os
+
+from compress.quant.record import KEY, describe, read_grids
+
+
+def onnx_grids(net, meta: dict, *, where: str = "model") -> dict | None:
+    """``{Caffe layer name: WeightGrid}`` of a quantized model (None when it is not quantized); the record
+    is keyed by Caffe layer names, as ``prunable_layers`` and the exported initializers are."""
+    grids = read_grids(meta, net, where=where)
+    if grids is None:
+        return None
+    from converters.onnx.quantized import WeightGrid
+
+    return {name: WeightGrid(g.bits, g.scales.cpu().numpy()) for name, g in grids.items()}
+
+
+def export_any(net, meta: dict, path: str | os.PathLike, *, dense: bool = False, opset: int | None = None,
+               where: str = "model"):
+    """Write ``net`` as ONNX to ``path``: packed integers for a quantized model (``dense``: no sparse
+    encoding), else float initializers, sparse where smaller (``dense``: none). Returns the exporter's
+    result (``ExportResult``; ``QuantExportResult`` for a quantized model)."""
+    grids = onnx_grids(net, meta, where=where)
+    if grids is None:
+        from converters.onnx.export import export_onnx
+
+        return export_onnx(net, path, sparse=not dense, meta=meta, opset=opset)
+    from converters.onnx.quantized import export_quantized_onnx
+
+    record = meta[KEY]
+    slim = {k: v for k, v in meta.items() if k != KEY}  # the scales are in the graph, not in the metadata
+    slim[KEY] = describe(record)
+    return export_quantized_onnx(net, path, grids, meta=slim, opset=opset, sparse=not dense)
