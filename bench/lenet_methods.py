@@ -8,8 +8,14 @@ seed variants (``--pull``, ``--reset``) at both learning-rate schedules. Runs wi
 ADMM, magnitude rounds) also print the test accuracy and training seconds at the end of each stage.
 
     python bench/lenet_methods.py [--group 71x|150x|rounds|channel|seed|variants] [--only admm,magnitude]
-                                  [--jobs 2] [--threads 1] [--flags '--augment shift'] [--out bench_out]
-                                  [--smoke]
+                                  [--seeds 1,2,3] [--jobs 2] [--threads 1] [--flags '--augment shift']
+                                  [--out bench_out] [--smoke]
+    python bench/lenet_methods.py --models A.pt B.pt ...   # the same table from models already pruned
+
+``--seeds`` runs every row once per ``--seed`` value and adds, per row, the mean, min and max top-1 over
+the seeds (the 71x default must hold on every run, not on a lucky one). ``--models`` renders rows for
+pruned model files made elsewhere (their meta holds the hyperparameters, the seed and the per-epoch
+history; the wall column is then the training seconds the history records).
 
 Each run is one ``compress prune lenet --data mnist ...`` process (the command is printed, so any row
 can be rerun alone); ``--jobs N`` runs N at once with ``torch`` threads split between them (the
@@ -111,6 +117,37 @@ def run_one(name: str, flags: list[str], out: Path, threads: int, smoke: bool) -
     return {"name": name, "flags": flags, "wall": wall, **summarize(model)}
 
 
+def from_model(path: Path) -> dict:
+    """A row for a model pruned elsewhere: its flags told by its meta (method, seed, epochs)."""
+    from compress.modelfile import load_model
+
+    meta = load_model(str(path)).meta
+    hp = meta.get("hyperparameters", {})
+    flags = [f"--method {meta.get('method')}", f"--seed {hp.get('seed')}",
+             f"--retrain-epochs {hp.get('retrain_epochs')}"]
+    if hp.get("retrain_weight_decay") is not None:
+        flags.append(f"--retrain-weight-decay {hp['retrain_weight_decay']:g}")
+    row = summarize(path)
+    same = " ".join(f for f in flags if not f.startswith("--seed"))  # runs that differ only in the seed
+    return {"name": path.stem, "flags": [*flags, f"({path.name})"], "seed": hp.get("seed"), "row": same,
+            "wall": row["s_per_epoch"] * row["epochs"], **row}
+
+
+def spread(rows: list[dict]) -> list[str]:
+    """Per row run under several seeds: mean, min and max top-1 over them."""
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        if "error" not in r and r.get("seed") is not None:
+            by.setdefault(r["row"], []).append(r)
+    out = []
+    for name, rs in by.items():
+        if len(rs) > 1:
+            acc = [r["after"] for r in rs]
+            out.append(f"{name} over seeds {', '.join(str(r['seed']) for r in rs)}: top-1 mean "
+                       f"{sum(acc) / len(acc):.2%}, min {min(acc):.2%}, max {max(acc):.2%}")
+    return out
+
+
 def summarize(path: Path) -> dict:
     from compress.modelfile import load_model
     from compress.report.rows import layer_rows, total_row
@@ -140,8 +177,10 @@ def stages(history: list[dict]) -> list[tuple[str, float | None, float]]:
     return [(name, acc, secs) for name, (acc, secs) in out.items()]
 
 
-def render(rows: list[dict], jobs: int, threads: int) -> str:
-    lines = [f"LeNet on MNIST from the zoo LeNet; {jobs} run(s) at a time, {threads} thread(s) each.",
+def render(rows: list[dict], jobs: int, threads: int | None) -> str:
+    how = (f"{jobs} run(s) at a time, {threads} thread(s) each" if threads else
+           "models pruned elsewhere, wall = the training seconds in their history")
+    lines = [f"LeNet on MNIST from the zoo LeNet; {how}.",
              PAPER + ".", "",
              "| method | flags (after `compress prune lenet --data mnist`) | epochs | top-1 | weights kept "
              "| compression | input channels removed | wall | s/epoch |",
@@ -159,6 +198,8 @@ def render(rows: list[dict], jobs: int, threads: int) -> str:
             parts = "; ".join(f"{name}: {'n/a' if acc is None else f'{acc:.2%}'} after {secs:.0f} s"
                               for name, acc, secs in r["stages"])
             lines.append(f"\n{r['name']} by stage (top-1 at its end, training seconds): {parts}")
+    for line in spread(rows):
+        lines.append(f"\n{line}")
     base = next((r["before"] for r in rows if r.get("before") is not None), None)
     if base is not None:
         lines.append(f"\nDense zoo LeNet: {base:.2%} top-1.")
@@ -173,13 +214,22 @@ def main() -> None:
     p.add_argument("--only", help="comma-separated runs instead of a group: " + ", ".join(RUNS))
     p.add_argument("--out", default="bench_out", help="folder for the pruned models and their logs")
     p.add_argument("--flags", default="", help="extra prune flags for every run, e.g. '--augment shift'")
+    p.add_argument("--seeds", help="comma-separated --seed values: every row once per seed, with the "
+                                   "mean/min/max top-1 over them")
+    p.add_argument("--models", nargs="+", type=Path, help="render rows for these pruned models (no runs)")
     p.add_argument("--smoke", action="store_true", help="a few steps per run: checks the harness only")
     a = p.parse_args()
+    if a.models:
+        print(render([from_model(m) for m in a.models], 1, None))
+        return
     names = a.only.split(",") if a.only else GROUPS[a.group]
-    runs = {n: [*RUNS[n], *a.flags.split()] for n in RUNS}
     unknown = [n for n in names if n not in RUNS]
     if unknown:
         sys.exit(f"unknown run(s) {', '.join(unknown)}; choose from {', '.join(RUNS)}")
+    runs = {n: [*RUNS[n], *a.flags.split()] for n in names}
+    if a.seeds:
+        runs = {f"{n}-s{s}": [*runs[n], "--seed", s] for n in names for s in a.seeds.split(",")}
+        names = list(runs)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = max(1, min(a.jobs, len(names)))
@@ -188,6 +238,9 @@ def main() -> None:
         print(f"{n}: compress prune lenet --data mnist {' '.join(runs[n])}", flush=True)
     with ThreadPoolExecutor(jobs) as pool:
         rows = list(pool.map(lambda n: run_one(n, runs[n], out, threads, a.smoke), names))
+    for r in rows:  # the row a seeded run belongs to, for the spread over seeds
+        if a.seeds:
+            r["row"], r["seed"] = r["name"].rsplit("-s", 1)
     print(render(rows, jobs, threads))
     if any("error" in r for r in rows):
         sys.exit(1)

@@ -90,13 +90,14 @@ def test_distill_and_augment_are_recorded_and_validated(tmp_path, capsys):
     assert code == 2 and "Invalid value for '--augment'" in err and not (tmp_path / "x.pt").exists()
 
 
-@pytest.mark.parametrize("method,flags,retrain,augment", [
-    ("admm", [], 45, []),  # synthetic data suggests no augmentation
-    ("admm", ["--augment", "shift", "--augment", "mirror"], 45, ["shift", "mirror"]),
-    ("magnitude", ["--augment", "none"], 10, []),
-    ("rgsm", [], 0, []),  # no targets: no retrain
+@pytest.mark.parametrize("method,flags,retrain,augment,retrain_wd", [
+    ("admm", [], 45, [], 1e-4),  # synthetic data suggests no augmentation; ADMM retrains at 1e-4
+    ("admm", ["--augment", "shift", "--augment", "mirror", "--retrain-weight-decay", "0"], 45,
+     ["shift", "mirror"], 0.0),
+    ("magnitude", ["--augment", "none"], 10, [], None),  # None: the method phase's --weight-decay
+    ("rgsm", [], 0, [], None),  # no targets: no retrain
 ])
-def test_retrain_and_augment_defaults(tmp_path, capsys, method, flags, retrain, augment):
+def test_retrain_and_augment_defaults(tmp_path, capsys, method, flags, retrain, augment, retrain_wd):
     from compress.modelfile import load_model
 
     out = tmp_path / "m.pt"
@@ -107,6 +108,7 @@ def test_retrain_and_augment_defaults(tmp_path, capsys, method, flags, retrain, 
     meta = load_model(str(out)).meta
     assert meta["hyperparameters"]["retrain_epochs"] == retrain
     assert meta["hyperparameters"]["augment"] == augment
+    assert meta["hyperparameters"]["retrain_weight_decay"] == retrain_wd
     assert sum(h["phase"] == "retrain" for h in meta["history"]) == retrain
 
 

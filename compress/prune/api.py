@@ -143,6 +143,8 @@ def prune(model: str | nn.Module, config: PruneConfig | None = None, **overrides
             print(render_adjustments(adjusted), file=sys.stderr, flush=True)
         augment = front.augment(tc.augment)
         retrain = tc.retrain_epochs if tc.retrain_epochs is not None else front.retrain_default(cls, tgt)
+        tc = dataclasses.replace(tc, retrain_weight_decay=front.retrain_weight_decay(
+            cls, tc.retrain_weight_decay))
         hyper = {**m.hyperparameters(), **front.hyperparameters(tc), "retrain_epochs": retrain,
                  "distill": tc.distill.alpha, "distill_temperature": tc.distill.temperature,
                  "augment": list(augment), "seed": tc.seed, "amp": tc.amp, "max_steps": tc.max_steps,

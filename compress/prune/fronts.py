@@ -38,6 +38,9 @@ class LoaderFront:
     def retrain_default(self, cls, targets) -> int:
         return cls.default_retrain_epochs if targets is not None else 0
 
+    def retrain_weight_decay(self, cls, given: float | None) -> float | None:
+        return cls.default_retrain_weight_decay if given is None else given
+
     def hyperparameters(self, tc) -> dict[str, Any]:
         return {"lr": tc.lr, "momentum": tc.momentum, "weight_decay": tc.weight_decay,
                 "batch_size": self.cfg.data.batch_size, "retrain_lr": tc.retrain_lr,
@@ -104,6 +107,9 @@ class SolverFront:
 
     def retrain_default(self, cls, targets) -> int:
         return 1 if targets is not None else 0
+
+    def retrain_weight_decay(self, cls, given: float | None) -> float | None:
+        return given  # the solver's weight_decay and decay_mult, unless the flag says otherwise
 
     def hyperparameters(self, tc) -> dict[str, Any]:
         return {"solver": self.solver.hyperparameters(),

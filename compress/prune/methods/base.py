@@ -106,6 +106,8 @@ class Method:
     default_pcen: ClassVar[float | None] = None
     #: masked retrain epochs after the hard prune when the caller gives none (no targets: no retrain)
     default_retrain_epochs: ClassVar[int] = 10
+    #: weight decay of the masked retrain when --retrain-weight-decay is not given (None: --weight-decay)
+    default_retrain_weight_decay: ClassVar[float | None] = None
     default_sparsity: ClassVar[str] = "elem"
 
     def __init__(self, layers: dict[str, PrunableLayer], targets: Targets | None = None, **hp: Any) -> None:
