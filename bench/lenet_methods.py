@@ -61,9 +61,9 @@ RUNS = {
     "magnitude-rounds-30": ["--method", "magnitude", "--targets", "admm-71x", "--rounds", "3",
                             "--round-epochs", "10", "--retrain-epochs", "10"],
     # channel pruning at equal channel counts (input channels: conv1 1 of 1, conv2 8 of 20, ip1 320 of 800,
-    # ip2 200 of 500), 10 epochs each
+    # ip2 200 of 500), 10 epochs each, every retrain at the method phase's weight decay (5e-4)
     "admm-channel-60": ["--method", "admm", "--pcen", "60", "--sparsity", "channel", "--admm-iters", "5",
-                        "--retrain-epochs", "5"],
+                        "--retrain-epochs", "5", "--retrain-weight-decay", "5e-4"],
     "rgsm-channel-60": ["--method", "rgsm", "--pcen", "60", "--beta1", "1", "--lamb1", "5e-3", "--lamb2",
                         "2e-5", "--epochs", "5", "--retrain-epochs", "5"],
     "rgsm-strong-channel-60": ["--method", "rgsm", "--pcen", "60", "--lamb1", "5e-2", "--lamb2", "1e-4",

@@ -62,6 +62,9 @@ def test_magnitude_rounds_prune_part_of_the_way_then_exactly_to_the_targets():
     assert [c for c, _ in rec.epochs] == [{"conv1": 23, "fc": 66}] * 2 + [{"conv1": 14, "fc": 22}] * 2
     assert nonzero(net) == {"conv1": 9, "fc": 8} and [h["phase"] for h in res.history][-1] == "retrain"
     assert [h["round"] for h in res.history if h["phase"] == "method"] == [1, 1, 2, 2]
+    # each epoch logs the model it trained: the last epoch of round 1 is not yet pruned to round 2
+    assert [h["sparsity"] for h in res.history if h["phase"] == "method"] == pytest.approx(
+        [1 - 89 / 228] * 2 + [1 - 36 / 228] * 2)
 
 
 def test_magnitude_round_masks_are_nested_and_zeros_stay_zero():

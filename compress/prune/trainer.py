@@ -1,9 +1,10 @@
 """One training loop for every pruning method and every front door: the method phase, the hard prune,
 the masked retrain.
 
-    method phase        the method's hooks shape the steps (penalties, u/Z updates); ``end_epoch``
-                        after every epoch, ``end_iteration`` after every learning-rate cycle (an ADMM
-                        iteration; ``method.cycles()`` says how many epochs each)
+    method phase        the method's hooks shape the steps (penalties, u/Z updates); ``start_cycle``
+                        before every learning-rate cycle (a magnitude round's prune), ``end_epoch``
+                        after every epoch, ``end_iteration`` after every cycle (an ADMM iteration;
+                        ``method.cycles()`` says how many epochs each)
     hard prune          ``method.finalize_masks`` -> {layer: mask}, frozen
     retrain             masked gradients and the mask re-applied after every optimizer step, so zeros
                         stay exactly zero through momentum and weight decay (fresh optimizer, the
@@ -288,6 +289,9 @@ class _Trainer:
         retrain = seg.phase == "retrain"
         if retrain and self.masks is None:
             self._enter_retrain()
+        before = self.segments[self.epoch - 1] if self.epoch else None
+        if not retrain and (before is None or (before.phase, before.cycle) != (seg.phase, seg.cycle)):
+            self.method.start_cycle(self.net, seg.cycle)
         self.model.train()
         start, loss_sum, correct, seen, lr = time.perf_counter(), 0.0, 0, 0, self.cfg.lr
         label = self._label(seg)

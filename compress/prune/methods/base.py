@@ -165,6 +165,10 @@ class Method:
     def after_step(self, model: nn.Module) -> None:
         pass
 
+    def start_cycle(self, model: nn.Module, k: int) -> None:
+        """Before the first step of learning-rate cycle ``k`` of the method phase (not on resuming
+        inside it)."""
+
     def end_epoch(self, model: nn.Module) -> None:
         pass
 

@@ -61,8 +61,10 @@ class Magnitude(Method):
             self.pruned += 1
 
     @torch.no_grad()
-    def end_iteration(self, model: nn.Module, k: int) -> None:
-        self._next_round()
+    def start_cycle(self, model: nn.Module, k: int) -> None:
+        """A round's prune opens its cycle, so the epoch before it logs the previous round's model."""
+        if k > 0:
+            self._next_round()
 
     def before_step(self, model: nn.Module, lr: float | None = None) -> None:
         if self.masks is not None:
@@ -72,11 +74,8 @@ class Magnitude(Method):
         if self.masks is not None:
             apply_masks(self.all_layers, self.masks)
 
-    def end_epoch(self, model: nn.Module) -> None:
-        self._ran = self.pruned  # the round the epoch just logged belongs to (end_iteration moves on)
-
     def metrics(self) -> dict[str, Any]:
-        return {"round": getattr(self, "_ran", self.pruned)} if int(self.hp["rounds"]) > 1 else {}
+        return {"round": self.pruned} if int(self.hp["rounds"]) > 1 else {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"pruned": self.pruned, "masks": masks_state(self.masks)}
