@@ -117,6 +117,11 @@ def test_progressive_plan_cycles_and_stage_counts():
     assert [(h["stage"], h["part"]) for h in method] == [(1, "admm"), (1, "admm"), (1, "retrain"),
                                                          (1, "retrain"), (2, "admm"), (2, "admm")]
     assert "admm_residual" in method[-1] and res.history[-1]["phase"] == "retrain"
+    # each epoch logs what it trained: ADMM epochs their residual, the stage retrain the stage-1 model
+    # (its sparsity, not stage 2's first Z)
+    assert ["admm_residual" in h for h in method] == [True, True, False, False, True, True]
+    stage1 = 1 - (18 + 38) / 228
+    assert [h["sparsity"] for h in method[:4]] == pytest.approx([stage1] * 4)
 
 
 def test_progressive_stage_two_restarts_admm_from_the_pruned_model():

@@ -90,18 +90,15 @@ class ADMM(Method):
 
     def _where(self) -> tuple[int, str]:
         """The stage and part of the cycle now running (after the last: the last stage's ADMM)."""
-        return self.plan[self.k] if self.k < len(self.plan) else (len(self.stage_targets) - 1, "admm")
+        return self.plan[self.cycle] if self.cycle < len(self.plan) else (len(self.stage_targets) - 1, "admm")
 
     def _proj(self, name: str, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         return project(self.layers[name], x, self.stage_targets[self._where()[0]], out)
 
     @torch.no_grad()
     def init(self, model: nn.Module) -> None:
-        self.k, self.masks = 0, None
+        self.k, self.cycle, self.masks = 0, 0, None  # cycles completed, the cycle running
         self._start()
-
-    def end_epoch(self, model: nn.Module) -> None:
-        self._ran = self._where()  # what the epoch just logged was (end_iteration may move on)
 
     @torch.no_grad()
     def _start(self) -> None:
@@ -133,10 +130,8 @@ class ADMM(Method):
     def end_iteration(self, model: nn.Module, k: int) -> None:
         """After an ADMM iteration: Z = Proj(W + U), U = W + U - Z, in place (W + U goes into U's
         storage, Z is projected into its own: no full-size temporary; bit for bit the formulas, as Z is
-        W + U or a signed zero entrywise). Then, when a stage's ADMM ends before the last stage, its hard
-        prune; when the next cycle starts a stage's ADMM, Z, U and rho start afresh."""
-        done = self._where()
-        if done[1] == "admm":
+        W + U or a signed zero entrywise)."""
+        if self._where()[1] == "admm":
             growth = float(self.hp["rho_growth"])
             for n, layer in self.layers.items():
                 v = self.U[n].add_(layer.weight.detach())
@@ -144,12 +139,19 @@ class ADMM(Method):
                 torch.sub(v.sub_(z), z, out=self._D[n])
                 self.rho[n] *= growth
         self.k = k + 1
-        if self.k >= len(self.plan):
-            return  # the last stage's hard prune is the trainer's (finalize_masks)
-        now = self.plan[self.k]
-        if done[1] == "admm" and now != done:
+
+    @torch.no_grad()
+    def start_cycle(self, model: nn.Module, k: int) -> None:
+        """Cycle ``k`` opens: after a stage's ADMM (but the last stage's: the trainer's finalize_masks)
+        the hard prune to its ratios; a stage's ADMM starts afresh (Z, U, rho). Done here rather than
+        after the previous cycle, so every epoch logs the model it trained."""
+        done, self.cycle = self._where(), k
+        now = self._where()
+        if k == 0 or now == done:
+            return
+        if done[1] == "admm":
             self.masks = hard_prune(self.all_layers, self.stage_targets[done[0]])
-        if now[1] == "admm" and now != done:
+        if now[1] == "admm":
             self._start()
 
     def sparse_weights(self) -> dict[str, torch.Tensor]:
@@ -158,7 +160,7 @@ class ADMM(Method):
         return dict(self.Z)
 
     def metrics(self) -> dict[str, Any]:
-        stage, part = getattr(self, "_ran", None) or self._where()
+        stage, part = self._where()
         out: dict[str, Any] = {"stage": stage + 1, "part": part} if self.hp["progressive"] else {}
         if self._where()[1] == "admm":
             w = {n: layer.weight.detach() for n, layer in self.layers.items()}
@@ -171,7 +173,7 @@ class ADMM(Method):
     def state_dict(self) -> dict[str, Any]:
         return {"Z": {n: t.clone() for n, t in self.Z.items()},
                 "U": {n: t.clone() for n, t in self.U.items()}, "rho": dict(self.rho), "k": self.k,
-                "masks": masks_state(self.masks)}
+                "cycle": self.cycle, "masks": masks_state(self.masks)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         dev = {n: layer.weight.device for n, layer in self.layers.items()}
@@ -179,5 +181,6 @@ class ADMM(Method):
         self.U = {n: state["U"][n].to(dev[n], copy=True) for n in self.layers}
         self.rho = {n: float(state["rho"][n]) for n in self.layers}
         self.k = int(state["k"])
+        self.cycle = int(state.get("cycle", self.k))
         self.masks = load_masks(state.get("masks"), self.all_layers)
         self._refresh()
