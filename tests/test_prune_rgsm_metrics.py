@@ -7,7 +7,7 @@ import json
 import torch
 
 from compress.prune.methods import method_class
-from compress.prune.methods.rgsm import render_groups_removed
+from compress.prune.progress import render_groups_removed, summary_line
 from compress.prune.targets import prunable_layers
 from compress.prune.trainer import TrainConfig, train
 from tests.nets import Tiny
@@ -29,6 +29,9 @@ def test_groups_removed_counts_groups_of_u_below_1e_15():
     assert json.loads(json.dumps(metrics)) == metrics
     assert render_groups_removed(metrics) == "groups removed: conv1 1/1, fc 4/64 (5/65)"
     assert render_groups_removed({"loss": 1.0}) == ""
+    entry = {"loss": 0.5, "sparsity": 0.1, "lr": 0.01, "seconds": 2.0, **metrics}
+    assert summary_line("epoch 1/2 rgsm", entry) == (
+        "epoch 1/2 rgsm: loss 0.5000 sparsity 0.100 lr 0.01 2.0 s; groups removed: conv1 1/1, fc 4/64 (5/65)")
     out = method_class("rgsm")(layers, None, lamb1=0.0, group="out")
     out.init(net)
     assert out.metrics()["groups_removed"] == {"conv1": [0, 4], "fc": [0, 3]}

@@ -27,7 +27,19 @@ def summary_line(label: str, entry: dict[str, Any]) -> str:
         if name != "accuracy":
             parts.append(f"test {name} {value:.4g}")
     parts += [f"sparsity {entry['sparsity']:.3f}", f"lr {entry['lr']:.3g}", f"{entry['seconds']:.1f} s"]
-    return " ".join(parts)
+    groups = render_groups_removed(entry)
+    return " ".join(parts) + (f"; {groups}" if groups else "")
+
+
+def render_groups_removed(entry: dict[str, Any]) -> str:
+    """``groups removed: conv1 0/20, conv2 13/50 (13/70)`` from an epoch's log entry (RGSM's
+    ``groups_removed``: {layer: [removed, total]}); "" when absent."""
+    removed = entry.get("groups_removed")
+    if not removed:
+        return ""
+    parts = ", ".join(f"{n} {r}/{t}" for n, (r, t) in removed.items())
+    r_all, t_all = (sum(v[i] for v in removed.values()) for i in (0, 1))
+    return f"groups removed: {parts} ({r_all}/{t_all})"
 
 
 class Progress:

@@ -20,7 +20,6 @@ groups of ``u`` whose norm is below 1e-15 (how the RGSM papers count removed cha
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -81,12 +80,3 @@ class RGSM(SplittingMethod):
             removed[n] = [int((norms < REMOVED_BELOW).sum()), norms.numel()]
         return {"groups_removed": removed}
 
-
-def render_groups_removed(metrics: Mapping[str, Any]) -> str:
-    """``groups removed: conv1 0/20, conv2 13/50 (13/70)`` from an epoch's log entry ("" when absent)."""
-    removed = metrics.get("groups_removed")
-    if not removed:
-        return ""
-    parts = ", ".join(f"{n} {r}/{t}" for n, (r, t) in removed.items())
-    r_all, t_all = (sum(v[i] for v in removed.values()) for i in (0, 1))
-    return f"groups removed: {parts} ({r_all}/{t_all})"
