@@ -96,11 +96,6 @@ def walk(fields: list[Field], path: tuple = ()):
             yield from walk(f.value, (*path, f))
 
 
-def field_name(f: Field, parent_descriptor) -> str:
-    d = parent_descriptor.fields_by_number.get(f.number) if parent_descriptor is not None else None
-    return d.name if d is not None else f"#{f.number}"
-
-
 def _message_type(descriptor, number: int):
     if descriptor is None:
         return None

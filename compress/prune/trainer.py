@@ -39,7 +39,6 @@ from compress.prune.distributed import DistContext
 from compress.prune.methods.base import Method, apply_masks, mask_grads
 from compress.prune.progress import Progress
 from compress.prune.schedule import SCHEDULES, Segment, cycle_segments, schedule
-from compress.prune.targets import prunable_layers
 from compress.prune.task import ClassifierTask, Logits, autocast, evaluate  # noqa: F401  (re-exported)
 
 # The W-step optimizer. SGD with momentum is Caffe's solver (the ADMM authors' AlexNet runs); Adam is
@@ -424,8 +423,3 @@ def _canon(value: Any) -> Any:
 def _short(value: Any) -> str:
     text = json.dumps(value, sort_keys=True)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def check_prunable(net: nn.Module) -> None:
-    if not prunable_layers(net):
-        raise CompressError("the model has no prunable layers (Conv2d, ConvTranspose2d or Linear)")
