@@ -32,7 +32,8 @@ _OPTIONS = [
     click.option("--retrain-lr", type=click.FloatRange(min=0, min_open=True), metavar="X",
                  help="Retrain learning rate [--lr]"),
     click.option("--retrain-weight-decay", type=click.FloatRange(min=0), metavar="X",
-                 help="Retrain weight decay [admm: 1e-4; other methods: --weight-decay]"),
+                 help="Retrain weight decay [admm: 1e-4; other methods: --weight-decay; "
+                      "--solver: the solver's]"),
     click.option("--distill", type=click.FloatRange(0, 1), default=0.0, show_default=True, metavar="ALPHA",
                  help="Knowledge distillation from the model as loaded: loss = (1-ALPHA) CE + ALPHA T^2 KL"),
     click.option("--distill-temperature", type=click.FloatRange(min=0, min_open=True), default=4.0,
