@@ -6,11 +6,11 @@ import math
 import pytest
 
 from compress.errors import CompressError
-from compress.prune.schedule import Segment, cosine, cycle_segments, epoch_segments, schedule, split_segments
+from compress.prune.schedule import Segment, cosine, cycle_segments, schedule, split_segments
 
 
-def test_epoch_segments_cycles_and_retrain():
-    segs = epoch_segments(method_epochs=4, cycle_epochs=2, retrain_epochs=2, steps_per_epoch=10)
+def test_cycle_segments_cycles_and_retrain():
+    segs = cycle_segments([2, 2], retrain_epochs=2, steps_per_epoch=10)
     assert [(s.phase, s.cycle, s.start, s.steps, s.cycle_steps, s.ends_cycle) for s in segs] == [
         ("method", 0, 0, 10, 20, False), ("method", 0, 10, 10, 20, True),
         ("method", 1, 0, 10, 20, False), ("method", 1, 10, 10, 20, True),
@@ -18,12 +18,12 @@ def test_epoch_segments_cycles_and_retrain():
 
 
 def test_unknown_epoch_length_gives_unknown_cycles():
-    (seg,) = epoch_segments(1, 1, 0, None)
+    (seg,) = cycle_segments([1], 0, None)
     assert seg.steps is None and seg.cycle_steps is None and cosine(0.1, 5, None) == 0.1
 
 
 def test_split_segments_cuts_at_every_global_multiple():
-    segs = epoch_segments(2, 1, 1, 7)  # steps 0-7, 7-14, 14-21 (global)
+    segs = cycle_segments([1, 1], 1, 7)  # steps 0-7, 7-14, 14-21 (global)
     out = split_segments(segs, [5, 10])
     ends, done = [], 0
     for s in out:
@@ -57,3 +57,17 @@ def test_cycle_segments_of_unequal_cycles():
         ("method", 0, 0, 5, True), ("method", 1, 0, 5, True), ("method", 2, 0, 10, False),
         ("method", 2, 5, 10, True), ("retrain", 0, 0, 5, True)]
     assert all(s.ends_epoch for s in segs)
+
+
+def test_method_cycles_divide_the_method_phase_into_equal_cycles_and_a_rest():
+    from compress.prune.methods.base import Method
+    from compress.prune.targets import prunable_layers
+    from tests.nets import Tiny
+
+    class EveryTwo(Method):
+        def cycle_epochs(self) -> int:
+            return 2
+
+    assert EveryTwo(prunable_layers(Tiny()), epochs=4).cycles() == [2, 2]
+    assert EveryTwo(prunable_layers(Tiny()), epochs=5).cycles() == [2, 2, 1]
+    assert Method(prunable_layers(Tiny()), epochs=3).cycles() == [3]

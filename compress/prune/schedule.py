@@ -35,13 +35,6 @@ class Segment:
     ends_epoch: bool = True  # the method's end_epoch runs after this segment (False: an epoch cut short)
 
 
-def epoch_segments(method_epochs: int, cycle_epochs: int, retrain_epochs: int,
-                   steps_per_epoch: int | None) -> list[Segment]:
-    """One segment per epoch: ``method_epochs`` in cycles of ``cycle_epochs``, then the retrain."""
-    full, rest = divmod(method_epochs, cycle_epochs)
-    return cycle_segments([cycle_epochs] * full + ([rest] if rest else []), retrain_epochs, steps_per_epoch)
-
-
 def cycle_segments(cycles: list[int], retrain_epochs: int, steps_per_epoch: int | None) -> list[Segment]:
     """One segment per epoch: the method phase as learning-rate cycles of ``cycles[k]`` epochs each
     (a method's ``cycles()``: its ADMM iterations, a progressive stage's retrain), then the retrain."""

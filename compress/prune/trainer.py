@@ -351,7 +351,7 @@ class _Trainer:
         if self.scaler is not None:
             self.scaler.unscale_(self.opt)
         if retrain:
-            self._mask_grads()
+            mask_grads(self.method.all_layers, self.masks)
         else:
             self.method.before_step(self.net, lr)
         if self.scaler is not None:
@@ -360,18 +360,12 @@ class _Trainer:
         else:
             self.opt.step()
         if retrain:
-            self._apply_masks()
+            apply_masks(self.method.all_layers, self.masks)
         else:
             self.method.after_step(self.net)
         self.step += 1
         used = getattr(self.opt, "last_rate", None)
         return value, info, lr if used is None else used
-
-    def _mask_grads(self) -> None:
-        mask_grads(self.method.all_layers, self.masks)
-
-    def _apply_masks(self) -> None:
-        apply_masks(self.method.all_layers, self.masks)
 
     # --- output ------------------------------------------------------------------------------
     def _log(self, entry: dict) -> None:

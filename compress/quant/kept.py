@@ -35,6 +35,11 @@ class Kept:
         """The kept entries of ``t`` (shaped like the weight), as a 1-D tensor."""
         return t.detach().reshape(-1).index_select(0, self.index)
 
+    def put_(self, target: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``target[kept] = values`` in place (``target`` shaped like the weight); returns ``target``."""
+        target.view(-1).index_copy_(0, self.index, values)
+        return target
+
     def add_(self, target: torch.Tensor, values: torch.Tensor, alpha: float = 1.0) -> None:
         """``target[kept] += alpha * values`` in place (``target`` shaped like the weight)."""
         target.view(-1).index_add_(0, self.index, values, alpha=alpha)

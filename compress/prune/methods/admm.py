@@ -85,9 +85,6 @@ class ADMM(Method):
     def total_epochs(self) -> int:
         return sum(self.cycles())
 
-    def cycle_epochs(self) -> int:
-        return int(self.hp["epochs_per_iter"])
-
     def _where(self) -> tuple[int, str]:
         """The stage and part of the cycle now running (after the last: the last stage's ADMM)."""
         return self.plan[self.cycle] if self.cycle < len(self.plan) else (len(self.stage_targets) - 1, "admm")
@@ -162,7 +159,7 @@ class ADMM(Method):
     def metrics(self) -> dict[str, Any]:
         stage, part = self._where()
         out: dict[str, Any] = {"stage": stage + 1, "part": part} if self.hp["progressive"] else {}
-        if self._where()[1] == "admm":
+        if part == "admm":
             w = {n: layer.weight.detach() for n, layer in self.layers.items()}
             num = sum(float((w[n] - self.Z[n]).pow(2).sum()) for n in w)
             den = sum(float(t.pow(2).sum()) for t in w.values())

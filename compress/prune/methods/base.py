@@ -8,9 +8,11 @@ The trainer runs one loop for every method and calls these hooks (no ``if method
                                     add penalty gradients (ADMM's rho (W - Z + U), the relaxed pull
                                     beta (w - u)), or move the weights (the seed's pull)
     after_step(model)               after the optimizer step, once per minibatch (RVSM/RGSM u-update)
+    start_cycle(model, k)           before the first step of learning-rate cycle ``k`` (a progressive
+                                    stage's or a magnitude round's hard prune, a stage's fresh Z/U)
     end_epoch(model)                after every epoch of the method phase (the seed's w = u reset)
     end_iteration(model, k)         after learning-rate cycle ``k`` of the method phase (ADMM's Z/U
-                                    update; a progressive stage or a magnitude round ending)
+                                    update)
     finalize_masks(model, targets)  end of the method phase: hard prune, return {layer: bool mask}
 
 The method phase is ``cycles()``: learning-rate cycles of so many epochs (equal ones of

@@ -89,7 +89,7 @@ class QGT(QuantMethod):
                 continue
             s = self.reg.kept_scales[n]
             q = torch.div(self.latent[n], s).round_().clamp_(-grid.levels, grid.levels).mul_(s)
-            layer.weight.view(-1).index_copy_(0, kept.index, q)
+            kept.put_(layer.weight, q)
 
     @torch.no_grad()
     def _restore(self) -> None:
@@ -99,7 +99,7 @@ class QGT(QuantMethod):
             if kept is None:
                 layer.weight.copy_(self.latent[n])
             else:
-                layer.weight.view(-1).index_copy_(0, kept.index, self.latent[n])
+                kept.put_(layer.weight, self.latent[n])
 
     # --- hooks ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -142,12 +142,9 @@ class QGT(QuantMethod):
     def metrics(self) -> dict[str, float]:
         if self.straight_through:  # the distance of the float weights, not of the rounded ones
             with torch.no_grad():
-                full = {}
-                for n, layer in self.layers.items():
-                    kept = self.kept[n]
-                    full[n] = self.latent[n] if kept is None else \
-                        torch.zeros_like(layer.weight).view(-1).index_copy_(0, kept.index, self.latent[n])
-                    full[n] = full[n].view_as(layer.weight)
+                full = {n: self.latent[n] if self.kept[n] is None else
+                        self.kept[n].put_(torch.zeros_like(layer.weight), self.latent[n])
+                        for n, layer in self.layers.items()}
             with weights_as(self.layers, full):
                 dist = self.reg.distance()
         else:
