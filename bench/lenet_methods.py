@@ -1,15 +1,16 @@
 """Every pruning method on the same setup, side by side: the zoo LeNet on real MNIST, pruned to the ADMM
 paper's per-layer ratios (``admm-71x``: conv1 20%, conv2 8%, ip1 0.9%, ip2 7%; the paper: 99.2% top-1
 at 71.2x), then accuracy, weights kept and wall time of each full run. Further groups of rows: past 150x
-(``admm-150x``: progressive ADMM, and one-shot ADMM and iterative magnitude with its 100-epoch budget),
+(``admm-150x``: progressive ADMM, and one-shot ADMM and iterative magnitude with its 120-epoch budget;
+``150x-100``: the earlier 3- and 2-stage schedules and their 100-epoch budget),
 Han's iterative rounds against one-shot at 71x, RGSM against ADMM channel pruning at equal channel
 counts (``--pcen 60 --sparsity channel``), the seed's four example commands as typed, and the RVSM/RGSM
 seed variants (``--pull``, ``--reset``) at both learning-rate schedules. Runs with stages (progressive
 ADMM, magnitude rounds) also print the test accuracy and training seconds at the end of each stage.
 
-    python bench/lenet_methods.py [--group 71x|150x|rounds|channel|seed|variants] [--only admm,magnitude]
-                                  [--seeds 1,2,3] [--jobs 2] [--threads 1] [--flags '--augment shift']
-                                  [--out bench_out] [--smoke]
+    python bench/lenet_methods.py [--group 71x|150x|150x-100|rounds|channel|seed|variants]
+                                  [--only admm,magnitude] [--seeds 1,2,3] [--jobs 2] [--threads 1]
+                                  [--flags '--augment shift'] [--out bench_out] [--smoke]
     python bench/lenet_methods.py --models A.pt B.pt ...   # the same table from models already pruned
 
 ``--seeds`` runs every row once per ``--seed`` value and adds, per row, the mean, min and max top-1 over
@@ -49,9 +50,15 @@ RUNS = {
     "rvsm": ["--method", "rvsm", "--targets", "admm-71x", "--epochs", "5", "--retrain-epochs", "5",
              "--augment", "none"],
     "rgsm": ["--method", "rgsm", "--lamb1", "5e-2", "--lamb2", "1e-4", "--epochs", "4", "--augment", "none"],
-    # past 150x: progressive ADMM with its defaults (3 stages of 15 ADMM iterations, 2 x 5 stage-retrain and
-    # 45 retrain epochs: 100), and the same 100 epochs spent on one-shot ADMM and on iterative magnitude
+    # past 150x: progressive ADMM with its defaults (4 stages of 15 ADMM iterations, 3 x 5 stage-retrain and
+    # 45 retrain epochs: 120), and the same 120 epochs spent on one-shot ADMM and on iterative magnitude
     "admm-progressive-150x": ["--method", "admm", "--progressive", "--targets", "admm-150x"],
+    "admm-150x-120": ["--method", "admm", "--targets", "admm-150x", "--retrain-epochs", "105"],
+    "magnitude-rounds-150x-120": ["--method", "magnitude", "--targets", "admm-150x", "--rounds", "4",
+                                  "--round-epochs", "30", "--retrain-epochs", "30"],
+    # the earlier 100-epoch comparison: 3 stages (the default before 4), 2 stages, and their budget
+    "admm-progressive-150x-3stages": ["--method", "admm", "--progressive", "--targets", "admm-150x",
+                                      "--stages", "3"],
     "admm-progressive-150x-2stages": ["--method", "admm", "--progressive", "--targets", "admm-150x",
                                       "--stages", "2", "--stage-retrain", "10"],
     "admm-150x-100": ["--method", "admm", "--targets", "admm-150x", "--retrain-epochs", "85"],
@@ -77,8 +84,9 @@ RUNS = {
     "seed-admm": ["--method", "admm", "--pcen", "60", "--sparsity", "channel"],
 }
 GROUPS = {"71x": ["admm", "magnitude-60", "admm-plain", "magnitude", "rvsm", "rgsm"],
-          "150x": ["admm-progressive-150x", "admm-progressive-150x-2stages", "admm-150x-100",
-                   "magnitude-rounds-150x-100"],
+          "150x": ["admm-progressive-150x", "admm-150x-120", "magnitude-rounds-150x-120"],
+          "150x-100": ["admm-progressive-150x-3stages", "admm-progressive-150x-2stages", "admm-150x-100",
+                       "magnitude-rounds-150x-100"],
           "rounds": ["magnitude-30", "magnitude-rounds-30"],
           "channel": ["admm-channel-60", "rgsm-channel-60", "rgsm-strong-channel-60", "magnitude-channel-60"],
           "seed": ["seed-default", "seed-rvsm", "seed-rgsm", "seed-admm"], "variants": []}
@@ -124,8 +132,12 @@ def from_model(path: Path) -> dict:
 
     meta = load_model(str(path)).meta
     hp = meta.get("hyperparameters", {})
-    flags = [f"--method {meta.get('method')}", f"--seed {hp.get('seed')}",
-             f"--retrain-epochs {hp.get('retrain_epochs')}"]
+    flags = [f"--method {meta.get('method')}", f"--seed {hp.get('seed')}"]
+    if hp.get("progressive"):
+        flags.append(f"--progressive --stages {hp.get('stages')} --stage-retrain {hp.get('stage_retrain')}")
+    if (hp.get("rounds") or 1) > 1:
+        flags.append(f"--rounds {hp['rounds']} --round-epochs {hp.get('round_epochs')}")
+    flags.append(f"--retrain-epochs {hp.get('retrain_epochs')}")
     if hp.get("retrain_weight_decay") is not None:
         flags.append(f"--retrain-weight-decay {hp['retrain_weight_decay']:g}")
     row = summarize(path)

@@ -34,11 +34,11 @@ def test_progressive_admm_as_typed_hits_the_150x_preset(tmp_path, capsys):
     sizes = {"conv1": 500, "conv2": 25000, "ip1": 400000, "ip2": 5000}
     assert kept(out) == {n: round(keep[n] * s) for n, s in sizes.items()}
     meta = load_model(str(out)).meta
-    assert meta["hyperparameters"]["progressive"] is True and meta["hyperparameters"]["stages"] == 3
+    assert meta["hyperparameters"]["progressive"] is True and meta["hyperparameters"]["stages"] == 4
     log = [json.loads(line) for line in (tmp_path / "p.log.jsonl").read_text().splitlines()]
     assert [(e["phase"], e.get("stage"), e.get("part")) for e in log] == [
         ("method", 1, "admm"), ("method", 1, "retrain"), ("method", 2, "admm"), ("method", 2, "retrain"),
-        ("method", 3, "admm"), ("retrain", None, None)]
+        ("method", 3, "admm"), ("method", 3, "retrain"), ("method", 4, "admm"), ("retrain", None, None)]
 
 
 def test_magnitude_rounds_as_typed(tmp_path, capsys):
@@ -88,12 +88,12 @@ def test_alexnet_full_size_progressive_hits_every_stage_exactly(tmp_path):
     net = load_model(str(out)).net
     log = [json.loads(line) for line in (tmp_path / "alexnet_progressive.log.jsonl").read_text().splitlines()]
     assert [(e["phase"], e.get("stage")) for e in log] == [("method", 1), ("method", 1), ("method", 2),
-                                                          ("method", 2), ("method", 3), ("retrain", None)]
+                                                          ("method", 2), ("method", 3), ("method", 3),
+                                                          ("method", 4), ("retrain", None)]
     sizes = {name: net.layer(name).weight.numel() for name in ALEXNET_21X}
     for name, ratio in ALEXNET_21X.items():
         assert int((net.layer(name).weight != 0).sum()) == round(ratio * sizes[name]), name
-    # stages 1 and 2 (ratio ** (1/3), ratio ** (2/3)) were exact too: the sparsity logged after their
-    # hard prunes
-    for entry, s in ((log[0], 1), (log[2], 2)):
-        kept = sum(round(r ** (s / 3) * sizes[n]) for n, r in ALEXNET_21X.items())
+    # stages 1 to 3 (ratio ** (s/4)) were exact too: the sparsity logged after their hard prunes
+    for entry, s in ((log[0], 1), (log[2], 2), (log[4], 3)):
+        kept = sum(round(r ** (s / 4) * sizes[n]) for n, r in ALEXNET_21X.items())
         assert entry["sparsity"] == pytest.approx(1 - kept / sum(sizes.values()), abs=1e-12), s
