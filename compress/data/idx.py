@@ -95,13 +95,21 @@ def _split(root: Path, images: str, labels: str) -> tuple[np.ndarray, np.ndarray
     return x, y
 
 
+def read_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(images (N, H, W) uint8, labels (N,))`` of the ``train`` or ``test`` split of an idx folder."""
+    missing = [FILES[f"{split}_{kind}"] for kind in ("images", "labels")
+               if _find(root, FILES[f"{split}_{kind}"]) is None]
+    if missing:
+        raise CompressError(f"{root}: idx directory is missing {', '.join(missing)} (or .gz)")
+    return _split(root, f"{split}_images", f"{split}_labels")
+
+
 @register_layout("idx", is_idx_dir, "MNIST-style idx files (train-images-idx3-ubyte[.gz], ...)")
 def load_idx_dir(root: Path, req: Request) -> Loaded:
     missing = [stem for stem in FILES.values() if _find(root, stem) is None]
     if missing:
         raise CompressError(f"{root}: idx directory is missing {', '.join(missing)} (or .gz)")
-    x, y = _split(root, "train_images", "train_labels")
-    xt, yt = _split(root, "test_images", "test_labels")
+    (x, y), (xt, yt) = read_split(root, "train"), read_split(root, "test")
     where = str(root)
     check_gray_shape(req.chw, x.shape[1:], where)
     if xt.shape[1:] != x.shape[1:]:
