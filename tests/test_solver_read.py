@@ -106,8 +106,22 @@ def test_snapshot_prefix_as_caffe_upgrades_it(here):
 
 @pytest.mark.parametrize("old", SOLVER_TYPES)
 def test_old_solver_type_enum(here, old):
-    cfg = _solver(here, LENET_SOLVER + f"solver_type: {old}\n")
+    text = LENET_SOLVER if old not in ("ADAGRAD", "RMSPROP") else LENET_SOLVER.replace("momentum: 0.9\n", "")
+    cfg = _solver(here, text + f"solver_type: {old}\n")
     assert cfg.type == SOLVER_TYPES[old]
+
+
+@pytest.mark.parametrize("solver_type", ["AdaGrad", "RMSProp"])
+def test_momentum_with_adagrad_or_rmsprop_is_refused_as_caffe_does(here, solver_type):
+    with pytest.raises(CompressError, match=rf":\d+: momentum: Momentum cannot be used with {solver_type}"):
+        _solver(here, LENET_SOLVER + f'type: "{solver_type}"\n')
+
+
+@pytest.mark.parametrize("decay", ["1.0", "1.5"])
+def test_rms_decay_outside_zero_one_is_refused(here, decay):
+    text = LENET_SOLVER.replace("momentum: 0.9\n", "") + f'type: "RMSProp"\nrms_decay: {decay}\n'
+    with pytest.raises(CompressError, match="rms_decay should lie between 0 and 1"):
+        _solver(here, text)
 
 
 def test_test_nets_in_caffes_order(here):

@@ -7,6 +7,7 @@ Everything about the run comes in one :class:`PruneConfig`; the command line fil
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import hashlib
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
+from compress.lock import output_lock
 from compress.prune.distributed import init_distributed
 from compress.prune.fronts import LoaderFront, SolverFront
 from compress.prune.methods import method_class
@@ -114,7 +116,10 @@ def prune(model: str | nn.Module, config: PruneConfig | None = None, **overrides
 
         tc = dataclasses.replace(tc, checkpoint=tc.checkpoint or f"{cfg.output}.ckpt",
                                  log=tc.log or f"{os.path.splitext(cfg.output)[0]}.log.jsonl")
-        check_outputs([cfg.output, tc.log], models=[(model, cfg.prototxt)] if isinstance(model, str) else [])
+        extra = SolverFront.extra_outputs(cfg.output) if cfg.solver else []
+        check_outputs([cfg.output, tc.log, tc.checkpoint, *extra],
+                      models=[(model, cfg.prototxt)] if isinstance(model, str) else [],
+                      files=[cfg.solver])
     if not cfg.checkpoints:
         tc = dataclasses.replace(tc, checkpoint=None)
     if cfg.resume is not None and not os.path.isfile(cfg.resume):
@@ -122,7 +127,9 @@ def prune(model: str | nn.Module, config: PruneConfig | None = None, **overrides
     cls = method_class(cfg.method)
     dev = resolve_device(cfg.device)
     dist = init_distributed(dev)
+    lock = contextlib.ExitStack()
     try:
+        lock.enter_context(output_lock([cfg.output], enabled=dist.is_main))
         dev = dist.device(dev)
         torch.manual_seed(tc.seed)
         front = (SolverFront if cfg.solver else LoaderFront)(model, cfg, dev, dist)
@@ -190,6 +197,7 @@ def prune(model: str | nn.Module, config: PruneConfig | None = None, **overrides
         return PruneResult(cfg.output, new_meta, result.history, before, result.accuracy, layer_stats,
                            is_main=dist.is_main, notes=notes)
     finally:
+        lock.close()
         dist.close()
 
 

@@ -92,7 +92,11 @@ class SolverFront:
             solver = dataclasses.replace(solver, max_iter=cfg.max_iter)
         if solver.max_iter < 1:
             raise CompressError(f"{solver.where('max_iter')}: max_iter must be >= 1 (or give --max-iter)")
-        self.solver, self.cfg, self.dev = solver, cfg, dev
+        self.solver, self.cfg, self.dev = _own_snapshots(solver, cfg.output), cfg, dev
+        if cfg.output is not None:
+            from compress.outputs import check_outputs
+
+            check_outputs([cfg.output, *self.extra_outputs(cfg.output)], files=solver.input_files())
         self.session = build_session(solver, dev)
         self.net = self.session.train_net
         _copy_weights(model, cfg.prototxt, self.net)
@@ -129,7 +133,7 @@ class SolverFront:
         return {"train_data": None, "test_data": None, "task": s.task, "batches": s.batches,
                 "segments": s.segments(method.cycles(), retrain, evaluate_epoch_ends=True),
                 "optimizer": s.optimizer(cyclic=True),
-                "observer": CaffeObserver(self.solver, self.net, Progress(tc.progress), None)}
+                "observer": CaffeObserver(self.solver, self.net, Progress(tc.progress), None, make_dirs=True)}
 
     def describe(self) -> str:
         return f"{self.dataset} ({self.solver.max_iter} iterations per epoch)"
@@ -140,15 +144,19 @@ class SolverFront:
     def meta_extra(self) -> dict[str, Any]:
         return {"solver": {"path": self.cfg.solver, **self.solver.hyperparameters()}}
 
-    def save_extra(self, output: str, net: nn.Module) -> list[str]:
-        """Beside the model file: the weights as ``.caffemodel`` and the deploy ``.prototxt``."""
+    @staticmethod
+    def extra_outputs(output: str) -> list[str]:
+        """What :meth:`save_extra` writes beside the model file (checked with the outputs before the run)."""
         from pathlib import Path
 
+        return [str(Path(output).with_suffix(".caffemodel")), str(Path(output).with_suffix(".prototxt"))]
+
+    def save_extra(self, output: str, net: nn.Module) -> list[str]:
+        """Beside the model file: the weights as ``.caffemodel`` and the deploy ``.prototxt``."""
         from converters import caffe
         from converters.atomic import atomic_write_text
 
-        weights = str(Path(output).with_suffix(".caffemodel"))
-        deploy = str(Path(output).with_suffix(".prototxt"))
+        weights, deploy = self.extra_outputs(output)
         caffe.save(net, weights)
         tests = self.session.tests
         atomic_write_text(deploy, (tests[0].net if tests else net).netdef)
@@ -177,3 +185,22 @@ def _copy_weights(model, prototxt, net) -> None:
         raise CompressError(f"{model}: none of its layers ({', '.join(list(blobs)[:6])}) is in the solver's "
                             "net; give the weights trained with this train_val")
     copy_trained_layers(net, blobs, str(model))
+
+
+def snapshot_dir(output: str) -> str:
+    """Where a solver-driven pruning run writes the solver's snapshots: beside its own output."""
+    return f"{output}.snapshots"
+
+
+def _own_snapshots(solver, output: str | None):
+    """The solver with its snapshots moved out of the user's ``snapshot_prefix`` (where their own training
+    run writes: a pruning run must never replace those files) into ``<output>.snapshots/``, or off without
+    an output; the snapshot after training is off (the pruned model file is the run's result)."""
+    import dataclasses
+    import os
+
+    if output is None or solver.snapshot <= 0:
+        return dataclasses.replace(solver, snapshot=0, snapshot_after_train=False)
+    name = os.path.basename(solver.snapshot_prefix.rstrip("/")) or "snapshot"
+    return dataclasses.replace(solver, snapshot_prefix=os.path.join(snapshot_dir(output), name),
+                               snapshot_after_train=False)

@@ -15,6 +15,7 @@ would compound two roundings; quantize the unquantized model instead (the error 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import os
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
+from compress.lock import output_lock
 from compress.prune.api import DataSpec
 from compress.prune.trainer import TrainConfig
 from compress.quant.config import GridConfig
@@ -88,7 +90,9 @@ def quantize(model: str | nn.Module, config: QuantizeConfig | None = None,
     tc = _outputs(model, cfg, cls.trains)
     dev = resolve_device(cfg.device)
     dist = init_distributed(dev)
+    lock = contextlib.ExitStack()
     try:
+        lock.enter_context(output_lock([cfg.output], enabled=dist.is_main))
         dev = dist.device(dev)
         torch.manual_seed(tc.seed)
         front = _front(model, cfg, dev, dist) if cls.trains or cfg.data.spec else None
@@ -131,6 +135,7 @@ def quantize(model: str | nn.Module, config: QuantizeConfig | None = None,
         return QuantizeResult(cfg.output, cfg.method, cfg.grid, tuple(layers.values()), before, after,
                               seconds, new_meta, net, history, front.notes() if front else (), dist.is_main)
     finally:
+        lock.close()
         dist.close()
 
 

@@ -118,6 +118,10 @@ class SolverConfig:
         """The extra snapshot ``Solve`` writes after the last update unless one was just written."""
         return self.snapshot_after_train and not self.snapshot_now(it)
 
+    def input_files(self) -> list[str]:
+        """The files a run reads besides the solver itself: its weights and its net files."""
+        return [*self.weights, *(n.path for n in (self.train_net, *self.test_nets) if n and n.path)]
+
     def hyperparameters(self) -> dict[str, Any]:
         """The optimization fields as plain JSON data (for a model's meta and logs)."""
         keep = ("type", "base_lr", "lr_policy", "gamma", "power", "stepsize", "stepvalue", "max_iter",
@@ -168,7 +172,13 @@ def _validate(cfg: SolverConfig) -> None:
     if cfg.type == "Adam" and cfg.momentum >= 1:
         raise cfg.error("momentum", f"must be below 1 for Adam (its bias correction divides by "
                                     f"1 - momentum^t), found {cfg.momentum}")
-    for name, solver_type in (("momentum2", "Adam"), ("momentum", "AdaDelta"), ("rms_decay", "RMSProp")):
+    if cfg.type in ("AdaGrad", "RMSProp") and cfg.momentum != 0:  # Caffe 1.0's constructor_sanity_check
+        raise cfg.error("momentum", f"Momentum cannot be used with {cfg.type} (Caffe refuses it too), "
+                                    f"found {cfg.momentum}; remove it or set it to 0")
+    if cfg.type == "RMSProp" and not 0 <= cfg.rms_decay < 1:
+        raise cfg.error("rms_decay", f"rms_decay should lie between 0 and 1 (Caffe: 0 <= rms_decay < 1), "
+                                     f"found {cfg.rms_decay}")
+    for name, solver_type in (("momentum2", "Adam"), ("momentum", "AdaDelta")):
         if cfg.type == solver_type and getattr(cfg, name) > 1:
             raise cfg.error(name, f"must be <= 1 for {solver_type} (a moving-average weight), "
                                   f"found {getattr(cfg, name)}")

@@ -27,13 +27,16 @@ def snapshot_paths(prefix: str, it: int) -> tuple[str, str]:
 
 
 class CaffeObserver(Observer):
-    def __init__(self, solver, train_net, progress: Progress, log: str | None) -> None:
+    def __init__(self, solver, train_net, progress: Progress, log: str | None, *,
+                 make_dirs: bool = False) -> None:
         self.solver, self.train_net, self.progress = solver, train_net, progress
+        self.make_dirs = make_dirs  # create the snapshot folder (a pruning run's own); Caffe expects it
         self.log_path = log
         self._log = None
         self.losses: list[float] = []  # the last average_loss losses (a ring, as Caffe keeps them)
         self.smoothed = 0.0
         self.snapshots: list[str] = []
+        self.last_test: dict[str, float] | None = None  # the outputs of the last test pass
         self._clock = (time.perf_counter(), 0)
 
     # --- per iteration -------------------------------------------------------------------------
@@ -73,6 +76,7 @@ class CaffeObserver(Observer):
             self._log.flush()
 
     def test(self, it: int, outputs: dict[str, float]) -> None:
+        self.last_test = outputs
         self.write({"iter": it, "test": outputs})
         self.progress.caffe_test(it, outputs)
 
@@ -80,6 +84,10 @@ class CaffeObserver(Observer):
         from converters import caffe
 
         model, state = snapshot_paths(self.solver.snapshot_prefix, trainer.step)
+        if self.make_dirs:
+            import os
+
+            os.makedirs(os.path.dirname(model) or ".", exist_ok=True)
         caffe.save(self.train_net, model)
         trainer.save_state(state)
         self.snapshots.append(model)

@@ -13,10 +13,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from compress.errors import CompressError
+from compress.lock import output_lock
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def train_solver(config: SolverTrainConfig) -> SolverTrainResult:
     from compress.prune.progress import Progress
     from compress.prune.targets import prunable_layers
     from compress.prune.trainer import TrainConfig, train
-    from compress.solver.observer import CaffeObserver
+    from compress.solver.observer import CaffeObserver, snapshot_paths
     from compress.solver.read import read_solver
     from compress.solver.session import build_session
 
@@ -65,37 +67,70 @@ def train_solver(config: SolverTrainConfig) -> SolverTrainResult:
     if solver.max_iter < 1:
         raise CompressError(f"{solver.where('max_iter')}: max_iter must be >= 1 (or give --max-iter)")
     deploy = str(Path(config.output).with_suffix(".prototxt")) if config.output else None
-    inputs = [config.solver, *solver.weights, *(n.path for n in (solver.train_net, *solver.test_nets) if n)]
-    check_outputs([config.output, deploy, config.log], files=[p for p in inputs if p])
+    snapshots = [p for it in _snapshot_iterations(solver) for p in snapshot_paths(solver.snapshot_prefix, it)]
+    inputs = [config.solver, *solver.input_files()]
+    real = {os.path.realpath(p) for p in inputs}
+    check_outputs([config.output, deploy, config.log, *snapshots[-2:],  # the folder, and any that is an input
+                   *(p for p in snapshots[:-2] if os.path.realpath(p) in real)], files=inputs)
     if config.resume is not None and not os.path.isfile(config.resume):
         raise CompressError(f"state to resume from not found: {config.resume}")
+    for line in _warnings(solver, snapshots, config.resume):
+        print(line, file=sys.stderr, flush=True)
     device = resolve_device(config.device)
-    s = build_session(solver, device)
-    progress = Progress(config.progress)
-    if config.log and config.resume is None and os.path.exists(config.log):
-        os.unlink(config.log)  # a fresh run starts a fresh log; a resumed one appends
-    observer = CaffeObserver(solver, s.train_net, progress, config.log)
-    method = method_class("default")(prunable_layers(s.train_net), None, epochs=1)
-    cfg = TrainConfig(lr=1.0, seed=s.seed, checkpoint=None, progress=False,
-                      info={"solver": solver.hyperparameters(), "net": _digest(s.train_net.netdef),
-                            "test_interval": solver.test_interval, "snapshot": solver.snapshot})
-    try:
-        if config.resume is None and solver.test_now(0) and s.tests:
-            observer.test(0, s.task.evaluate())
-        result = train(s.train_net, method, None, None, cfg, device, resume=config.resume, task=s.task,
-                       batches=s.batches, segments=s.segments([1], 0), optimizer=s.optimizer(),
-                       observer=observer)
-    finally:
-        observer.close()
-    files = list(observer.snapshots)
-    if config.output:
-        from converters import caffe
+    with output_lock([config.output, solver.snapshot_prefix if snapshots else None]):
+        s = build_session(solver, device)
+        progress = Progress(config.progress)
+        if config.log and config.resume is None and os.path.exists(config.log):
+            os.unlink(config.log)  # a fresh run starts a fresh log; a resumed one appends
+        observer = CaffeObserver(solver, s.train_net, progress, config.log)
+        method = method_class("default")(prunable_layers(s.train_net), None, epochs=1)
+        cfg = TrainConfig(lr=1.0, seed=s.seed, checkpoint=None, progress=False,
+                          info={"solver": solver.hyperparameters(), "net": _digest(s.train_net.netdef),
+                                "test_interval": solver.test_interval, "snapshot": solver.snapshot})
+        try:
+            if config.resume is None and solver.test_now(0) and s.tests:
+                observer.test(0, s.task.evaluate())
+            result = train(s.train_net, method, None, None, cfg, device, resume=config.resume, task=s.task,
+                           batches=s.batches, segments=s.segments([1], 0), optimizer=s.optimizer(),
+                           observer=observer)
+        finally:
+            observer.close()
+        files = list(observer.snapshots)
+        if config.output:
+            from converters import caffe
 
-        caffe.save(s.train_net, config.output)
-        _write_deploy(deploy, (s.tests[0].net if s.tests else s.train_net).netdef)
-        files += [config.output, deploy]
-    last = next((h["test"] for h in reversed(result.history) if h.get("test")), None)
+            caffe.save(s.train_net, config.output)
+            _write_deploy(deploy, (s.tests[0].net if s.tests else s.train_net).netdef)
+            files += [config.output, deploy]
+    last = observer.last_test or next((h["test"] for h in reversed(result.history) if h.get("test")), None)
     return SolverTrainResult(result.steps, last, files, result.history)
+
+
+def _snapshot_iterations(solver) -> list[int]:
+    """The iterations a run of ``solver`` snapshots at (every ``snapshot``, and after training)."""
+    its = list(range(solver.snapshot, solver.max_iter + 1, solver.snapshot)) if solver.snapshot > 0 else []
+    if solver.snapshot_at_end(solver.max_iter):
+        its.append(solver.max_iter)
+    return its
+
+
+def _warnings(solver, snapshots: list[str], resume: str | None) -> list[str]:
+    """What a Caffe user should know before the first iteration: test layers that never run, and
+    snapshots of an earlier run that this one replaces (as caffe train does)."""
+    out = []
+    if not solver.test_nets and solver.train_net is not None and _has_test_layers(solver.train_net.param):
+        out.append(f"warning: {solver.origin}: the net has TEST-phase layers but the solver gives no "
+                   "test_iter, so no test pass will run (as in Caffe); add test_iter and test_interval")
+    existing = [p for p in snapshots if p.endswith(".caffemodel") and os.path.exists(p)]
+    if existing and resume is None:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        out.append(f"note: this run writes its snapshots over {existing[0]}{more} from an earlier run "
+                   f"(snapshot_prefix {solver.snapshot_prefix!r}), as caffe train does")
+    return out
+
+
+def _has_test_layers(net) -> bool:
+    return any(rule.HasField("phase") and rule.phase == 1 for layer in net.layer for rule in layer.include)
 
 
 def _write_deploy(path: str, netdef: str) -> None:

@@ -1,0 +1,136 @@
+"""A user's files and runs are safe: a pruning run never writes where the user's training run writes, two
+runs never write one output, and ``compress train`` checks its outputs before the first iteration."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_train_solver import NET, SOLVER, records, run, setup  # noqa: F401  (the fixture)
+
+
+def md5(path) -> str:
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
+
+
+def test_prune_with_a_solver_never_replaces_the_users_own_snapshots(setup, capsys):  # noqa: F811
+    """The issue's journey: snapshot_prefix "snap/tiny", the user's own snap/tiny_iter_5.caffemodel, then a
+    prune run with --max-iter 5 (whose solver snapshots at 5) must leave that file alone."""
+    assert run(capsys, "train", "solver.prototxt", "--quiet")[0] == 0
+    mine = {f: md5(Path("snap") / f) for f in os.listdir("snap")}
+    assert "tiny_iter_5.caffemodel" in mine
+    code, out, err = run(capsys, "prune", "snap/tiny_iter_5.caffemodel", "--solver", "solver.prototxt",
+                         "--method", "magnitude", "--pcen", "50", "--max-iter", "5", "--retrain-epochs", "1",
+                         "-o", "p.pt", "--quiet")
+    assert code == 0, err
+    assert {f: md5(Path("snap") / f) for f in os.listdir("snap")} == mine  # untouched, nothing added
+    # the solver's snapshot at 5 (one-shot magnitude: 1 retrain run of 5 iterations), beside the output
+    assert sorted(os.listdir("p.pt.snapshots")) == ["tiny_iter_5.caffemodel", "tiny_iter_5.solverstate.pt"]
+
+
+def test_prune_with_a_solver_refuses_an_output_whose_caffe_files_are_its_inputs(setup, capsys):  # noqa: F811
+    """-o net.pt would write net.prototxt (the deploy net) over the solver's own train_val net.prototxt."""
+    assert run(capsys, "train", "solver.prototxt", "-o", "t.caffemodel", "--quiet")[0] == 0
+    before = md5("net.prototxt")
+    code, _, err = run(capsys, "prune", "t.caffemodel", "--solver", "solver.prototxt", "--method",
+                       "magnitude", "--pcen", "50", "--max-iter", "5", "-o", "net.pt", "--quiet")
+    assert code == 1 and "net.prototxt" in err and "Traceback" not in err
+    assert md5("net.prototxt") == before and not Path("net.pt").exists()
+
+
+def test_train_checks_the_snapshot_folder_before_the_first_iteration(setup, capsys):  # noqa: F811
+    Path("solver.prototxt").write_text(SOLVER.replace('"snap/tiny"', '"nowhere/tiny"'))
+    code, _, err = run(capsys, "train", "solver.prototxt", "--log", "log.jsonl", "--quiet")
+    assert code == 1 and "nowhere" in err and "Traceback" not in err
+    assert not Path("log.jsonl").exists()  # refused before training, not after it
+
+
+def test_train_says_it_overwrites_an_earlier_runs_snapshots(setup, capsys):  # noqa: F811
+    assert run(capsys, "train", "solver.prototxt", "--quiet")[0] == 0
+    code, _, err = run(capsys, "train", "solver.prototxt", "--quiet")
+    assert code == 0
+    notes = [line for line in err.splitlines() if "from an earlier run" in line]
+    assert len(notes) == 1 and "snap/tiny_iter_5.caffemodel and 2 more" in notes[0]
+
+
+def test_train_warns_when_test_layers_will_never_run(setup, capsys):  # noqa: F811
+    Path("solver.prototxt").write_text(SOLVER.replace("test_iter: 3\n", ""))
+    code, out, err = run(capsys, "train", "solver.prototxt", "--quiet", "--max-iter", "2")
+    assert code == 0
+    assert "TEST-phase layers but the solver gives no test_iter" in err
+    assert "no test pass" in out
+
+
+def test_train_summary_reports_the_iteration_0_test(setup, capsys):  # noqa: F811
+    Path("solver.prototxt").write_text(SOLVER.replace("snapshot: 5", "snapshot: 0"))
+    code, out, err = run(capsys, "train", "solver.prototxt", "--quiet", "--max-iter", "2", "--log", "l.jsonl")
+    assert code == 0, err
+    test0 = records("l.jsonl")[0]["test"]
+    assert out.startswith(f"trained 2 iterations; accuracy = {test0['accuracy']:.6g}")
+
+
+# --- one run per output --------------------------------------------------------------------------------
+
+def test_a_second_run_on_a_locked_output_is_refused_naming_the_first(tmp_path, capsys):
+    from compress.cli import main
+
+    out = tmp_path / "p.pt"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        Path(f"{out}.lock").write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(),
+                                                   "since": "2026-12-07T10:00:00+00:00",
+                                                   "command": "compress prune lenet -o p.pt"}))
+        code = main(["prune", "lenet", "--method", "magnitude", "--data", "synthetic", "--max-steps", "1",
+                     "--retrain-epochs", "0", "-o", str(out), "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 1 and f"pid {sleeper.pid}" in err and "compress prune lenet -o p.pt" in err
+        assert len(err.strip().splitlines()) == 1 and not out.exists()
+        assert Path(f"{out}.lock").exists()  # the other run's lock is left alone
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_stale_lock_is_taken_over_and_said(tmp_path, capsys):
+    from compress.cli import main
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "p.pt"
+    Path(f"{out}.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    code = main(["prune", "lenet", "--method", "magnitude", "--data", "synthetic", "--max-steps", "1",
+                 "--pcen", "50", "--retrain-epochs", "0", "-o", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "took over the stale lock" in err and out.exists()
+    assert not Path(f"{out}.lock").exists()  # released at the end
+
+
+def test_lock_is_released_when_the_run_fails(tmp_path):
+    from compress.errors import CompressError
+    from compress.lock import output_lock
+
+    out = tmp_path / "x.pt"
+    with pytest.raises(CompressError, match="boom"), output_lock([out]):
+        assert Path(f"{out}.lock").exists()
+        raise CompressError("boom")
+    assert not Path(f"{out}.lock").exists()
+    with output_lock([out]), pytest.raises(CompressError, match="being written by another run"), \
+            output_lock([out], enabled=True):
+        pass  # held by this very process... and a second holder of the same output is refused
+
+
+def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
+    from compress.errors import CompressError
+    from compress.lock import output_lock
+
+    out = tmp_path / "x.pt"
+    Path(f"{out}.lock").write_text(json.dumps({"pid": 1, "host": "elsewhere.example"}))
+    with pytest.raises(CompressError, match="on another host: it cannot be checked"), output_lock([out]):
+        pass
