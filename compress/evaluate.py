@@ -303,12 +303,33 @@ def _test_loader(data: str, loaded: _Loaded, batch_size: int, limit: int | None)
 
     splits = get_data(data, loaded.input_shape, batch_size=batch_size, num_classes=loaded.classes,
                       preprocess=loaded.preprocess)
+    _check_class_count(data, splits.meta, loaded.classes)
     test = splits.test
     size = len(test.dataset)
     if limit is not None and limit < size:
         test = DataLoader(Subset(test.dataset, range(limit)), batch_size=batch_size, shuffle=False,
                           num_workers=0, collate_fn=test.collate_fn)
     return _Test(test, size, splits.meta.get("source") != "synthetic")
+
+
+def _check_class_count(data: str, meta: dict, outputs: int) -> None:
+    """The data's classes must be the model's outputs: a folder with fewer classes than the model (one
+    folder of images taken for one class, a subset of the labels) gives a number that means nothing."""
+    found = meta.get("classes_found")
+    if found is None or found == outputs:
+        return
+    names = meta.get("classes")
+    what = f"{found} class{'es' if found != 1 else ''}"
+    if names:
+        shown = ", ".join(str(n)[:40] for n in names[:5]) + (", ..." if len(names) > 5 else "")
+        what += f" ({shown}{'; layout ' + meta['layout'] if meta.get('layout') else ''})"
+    hint = ""
+    root = meta.get("root")
+    if root and any(Path(root).glob("*.txt")):
+        hint = ("; its .txt files look like Caffe ImageData lists: evaluate with --solver and the net that "
+                "reads them")
+    raise CompressError(f"{data}: the data has {what} but the model has {outputs} outputs; give the test "
+                        f"data the model was trained on{hint}")
 
 
 __all__ = ["EvalReport", "EvalResult", "evaluate", "evaluate_model", "topk_hits"]

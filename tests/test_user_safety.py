@@ -134,3 +134,61 @@ def test_a_lock_from_another_host_is_never_taken_over(tmp_path):
     Path(f"{out}.lock").write_text(json.dumps({"pid": 1, "host": "elsewhere.example"}))
     with pytest.raises(CompressError, match="on another host: it cannot be checked"), output_lock([out]):
         pass
+
+
+# --- accuracy found by layer type --------------------------------------------------------------------
+
+def test_accuracy_layers_are_found_by_type_and_top_k_not_by_name(setup, capsys):  # noqa: F811
+    """Tops named acc2 (top_k 2) and acc (top_k 1): the top-1 accuracy is acc, for train and prune."""
+    old = 'top: "accuracy"\n        include { phase: TEST } }'
+    new = ('top: "acc2"\n        accuracy_param { top_k: 2 } include { phase: TEST } }\n'
+           'layer { name: "a1" type: "Accuracy" bottom: "ip1" bottom: "label" top: "acc"\n'
+           '        include { phase: TEST } }')
+    net = NET.replace(old, new)
+    assert net != NET
+    Path("net.prototxt").write_text(net)
+    code, _, err = run(capsys, "train", "solver.prototxt", "-o", "t.caffemodel", "--quiet",
+                       "--log", "t.jsonl")
+    assert code == 0, err
+    code, out, err = run(capsys, "prune", "t.caffemodel", "--solver", "solver.prototxt", "--method",
+                         "magnitude", "--pcen", "50", "--max-iter", "5", "-o", "p.pt")
+    assert code == 0, err
+    tests = [r["test"] for r in records("t.jsonl") if "test" in r]
+    assert all(t["acc2"] >= t["acc"] for t in tests)
+    from compress.modelfile import load_model
+
+    before = load_model("p.pt").meta["accuracy_before"]
+    assert before is not None and f"top-1 before: {before:.2%}" in err
+    last = json.loads(Path("p.log.jsonl").read_text().splitlines()[-1])
+    assert last["test_acc"] == last["test"]["acc"] and last["test_acc"] is not None
+    assert f"accuracy {before:.2%} -> {last['test_acc']:.2%}" in out
+    assert " test acc " not in err  # shown once, as the epoch's test accuracy
+
+
+# --- eval on data that does not fit the model -----------------------------------------------------------
+
+THREE_CLASSES = """name: "three"
+input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 3 } }
+"""
+
+
+def test_eval_on_a_folder_whose_classes_are_not_the_models_outputs_is_one_line(tmp_path, capsys):
+    """The issue's folder: imgs/ and Caffe list files, for a 3-class model (it printed 29.17% before)."""
+    from PIL import Image
+
+    from compress.cli import main
+    from tests.nets import write_net
+
+    _, caffemodel = write_net(tmp_path, THREE_CLASSES, name="three")
+    root = tmp_path / "folder"
+    (root / "imgs").mkdir(parents=True)
+    for i in range(30):
+        Image.new("RGB", (8, 8), (i * 8, 0, 0)).save(root / "imgs" / f"{i}.png")
+    (root / "train.txt").write_text("".join(f"imgs/{i}.png {i % 3}\n" for i in range(24)))
+    (root / "test.txt").write_text("".join(f"imgs/{i}.png {i % 3}\n" for i in range(24, 30)))
+    code = main(["eval", str(caffemodel), "--data", str(root)])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert "the data has 1 class (imgs" in err and "the model has 3 outputs" in err
+    assert "Caffe ImageData lists" in err

@@ -126,6 +126,7 @@ class Loaded:
     preprocess: Preprocess
     meta: dict = field(default_factory=dict)
     worker_init_fn: Callable[[int], None] | None = None
+    classes_found: int | None = None  # classes in the data itself (num_classes: the net's, maybe more)
 
 
 Loader = Callable[[Path | str, Request], Loaded]
@@ -256,4 +257,6 @@ def build_splits(loaded: Loaded, *, batch_size: int, seed: int, limit: int | Non
     extra = dict(loaded.meta)
     meta = {"source": extra.pop("source", "unknown"), "preprocess": loaded.preprocess.to_meta(),
             "sizes": {"train": len(train), "test": len(test)}, **extra}
+    if loaded.classes_found is not None:
+        meta["classes_found"] = loaded.classes_found
     return DataSplits(train_loader, test_loader, loaded.name, loaded.num_classes, meta)

@@ -117,7 +117,9 @@ def load_idx_dir(root: Path, req: Request) -> Loaded:
     if min(y.min(initial=0), yt.min(initial=0)) < 0:
         raise CompressError(f"{root}: labels must be >= 0, found {min(y.min(), yt.min())}")
     pp = parse_preprocess(req.preprocess, MNIST_PREPROCESS, where)
-    n_cls = check_classes(int(max(y.max(initial=0), yt.max(initial=0))) + 1, req.num_classes, where)
+    found = int(max(y.max(initial=0), yt.max(initial=0))) + 1
+    n_cls = check_classes(found, req.num_classes, where)
     return Loaded(ArrayDataset(gray_tensor(x, pp, where), torch.from_numpy(y.astype(np.int64))),
                   ArrayDataset(gray_tensor(xt, pp, where), torch.from_numpy(yt.astype(np.int64))),
-                  f"idx:{root}", n_cls, pp, {"source": "idx", "root": str(root), "augment": ["shift"]})
+                  f"idx:{root}", n_cls, pp, {"source": "idx", "root": str(root), "augment": ["shift"]},
+                  classes_found=found)

@@ -202,4 +202,4 @@ def load_image_folder(root: Path, req: Request) -> Loaded:
                   ImageFolderDataset(test, req.chw, pp, mean, False, req.seed, decode),
                   f"imagefolder:{root}", check_classes(len(classes), req.num_classes, where), pp,
                   {"source": "imagefolder", "root": str(root), "layout": layout, "classes": classes,
-                   "decoder": decoder_name}, worker_init_fn=_reseed_worker)
+                   "decoder": decoder_name}, worker_init_fn=_reseed_worker, classes_found=len(classes))

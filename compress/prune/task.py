@@ -5,6 +5,8 @@ The trainer's loop is the same for every front door; a *task* supplies the rest:
     module                  the trainable ``nn.Module`` (what DDP wraps)
     loss(model, batch)      objective of one batch and its counts ({"correct", "seen"})
     evaluate()              test outputs by name ({"accuracy": a, ...}), or None without test data
+    accuracy_key            the output that is top-1 accuracy ("accuracy"; a Caffe net's Accuracy top),
+                            or None when the test outputs have none (read it with :func:`top1`)
 
 :class:`ClassifierTask` trains a classifier on ``(x, y)`` batches with cross-entropy on its logits
 (optionally distilled from a frozen copy, and with training-batch augmentation); the Caffe front door
@@ -38,6 +40,12 @@ class Logits(nn.Module):
         return self.net.forward_blobs(x)[self.blob]
 
 
+def top1(task: Any, outputs: dict[str, float] | None) -> float | None:
+    """The top-1 accuracy among a task's test ``outputs`` (None without outputs or an accuracy output)."""
+    key = getattr(task, "accuracy_key", "accuracy")
+    return None if not outputs or key is None else outputs.get(key)
+
+
 def autocast(device: torch.device, amp: bool):
     if not amp:
         return contextlib.nullcontext()
@@ -69,6 +77,8 @@ class ClassifierTask:
     teacher; its state rides in checkpoints via :meth:`state_dict`). ``augment`` names training-batch
     augmentations (:mod:`compress.data.augment`). ``max_eval_batches`` caps evaluation (smoke runs).
     """
+
+    accuracy_key = "accuracy"
 
     def __init__(self, net: nn.Module, test_data: Iterable | None, device: torch.device, *,
                  amp: bool = False, distill: Distill | None = None, augment: tuple[str, ...] = (),

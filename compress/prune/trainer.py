@@ -39,7 +39,7 @@ from compress.prune.distributed import DistContext
 from compress.prune.methods.base import Method, apply_masks, mask_grads
 from compress.prune.progress import Progress
 from compress.prune.schedule import SCHEDULES, Segment, cycle_segments, schedule
-from compress.prune.task import ClassifierTask, Logits, autocast, evaluate  # noqa: F401  (re-exported)
+from compress.prune.task import ClassifierTask, Logits, autocast, evaluate, top1  # noqa: F401  (re-exported)
 
 # The W-step optimizer. SGD with momentum is Caffe's solver (the ADMM authors' AlexNet runs); Adam is
 # what the authors' TensorFlow LeNet used. Weight decay is L2 added to the gradient in both.
@@ -203,7 +203,8 @@ class _Trainer:
         self.model = dist.wrap(task.module, device)
         self.schedule = schedule(cfg.lr_schedule)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
-        self.progress = Progress(cfg.progress and dist.is_main)
+        self.progress = Progress(cfg.progress and dist.is_main,
+                                 accuracy_key=getattr(task, "accuracy_key", "accuracy"))
         self.masks: dict[str, torch.Tensor] | None = None
         self.epoch = self.step = 0
         self.history: list[dict] = []
@@ -266,7 +267,7 @@ class _Trainer:
         last = self.history[-1] if self.history else {}
         acc = last.get("test_acc") if last.get("phase") == "retrain" else None
         if acc is None:
-            acc = (self.task.evaluate() or {}).get("accuracy")
+            acc = top1(self.task, self.task.evaluate())
         self.net.train(False)
         return TrainResult(self.history, acc, self.masks, self.epoch, self.step)
 
@@ -315,7 +316,7 @@ class _Trainer:
         self.epoch += 1
         entry = {"epoch": self.epoch, "phase": seg.phase, "step": self.step, "loss": loss_sum / max(seen, 1),
                  "train_acc": correct / max(seen, 1) if "correct" in info else None,
-                 "test_acc": (test or {}).get("accuracy"),
+                 "test_acc": top1(self.task, test),
                  "test": test,
                  "sparsity": sp, "lr": lr, "seconds": seconds,
                  "images_per_s": seen / seconds if seconds else 0.0,

@@ -39,6 +39,17 @@ def load_feeders_state(feeders: Sequence, state: dict[str, Any], where: str) -> 
         f.load_state_dict(state[f.name])
 
 
+def accuracy_top(net) -> str | None:
+    """The top of the net's first Accuracy layer with ``top_k`` 1 (its top-1 accuracy, whatever the top is
+    called), found by layer type; None when it has none."""
+    for node in net.nodes:
+        if node.type == "Accuracy" and node.tops:
+            param = net.layer_params.get(node.name)
+            if param is None or param.accuracy_param.top_k == 1:
+                return node.tops[0]
+    return None
+
+
 @dataclass
 class TestNet:
     """One TEST net of the solver, its data layers and ``test_iter``."""
@@ -54,6 +65,7 @@ class CaffeTask:
 
     def __init__(self, train_net, tests: list[TestNet], device: torch.device) -> None:
         self.module, self.tests, self.device = train_net, tests, device
+        self.accuracy_key = accuracy_top(tests[0].net) if tests else None
 
     def _to(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
