@@ -37,7 +37,9 @@ def interrupted_run(tmp_path, capsys, *extra):
         code, _, err = run(capsys, "prune", "lenet", *ADMM, "-o", str(out), "--checkpoint-every", "0",
                            "--quiet", *SMOKE, *extra)
     assert code == 130, err
-    assert f"resume with --resume {ckpt} (saved after epoch 1)" in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"Interrupted: stopped in epoch 2 of 3 (step 2); to continue: "
+                                            f"compress prune --resume {ckpt}")
+    assert "Traceback" not in err
     assert ckpt.is_file() and not out.exists()
     return ckpt
 
@@ -158,7 +160,7 @@ def test_progress_off_a_terminal_is_one_line_per_epoch():
     from compress.prune import trainer
 
     original = trainer.Progress
-    trainer.Progress = lambda enabled: Progress(enabled, stream)
+    trainer.Progress = lambda enabled, **kw: Progress(enabled, stream, **kw)
     try:
         train(net, m, loader(), loader(seed=2), cfg)
     finally:
@@ -182,7 +184,7 @@ def test_interrupt_before_any_checkpoint_says_so():
             yield
 
     net, m = make("magnitude")
-    message = r"interrupted in epoch 1 of 3 \(step 0\); no checkpoint was written"
+    message = r"stopped in epoch 1 of 3 \(step 0\); no checkpoint was written"
     with pytest.raises(TrainingInterrupted, match=message):
         train(net, m, Boom(), None, TrainConfig(retrain_epochs=1, checkpoint="x.ckpt"))
 

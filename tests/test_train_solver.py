@@ -228,7 +228,7 @@ def test_prune_with_a_solver_resumes_bit_exactly(setup, capsys):
     assert run(capsys, *args, "-o", "a.pt")[0] == 0
     with ctrl_c_after_saves(3):
         code, _, err = run(capsys, *args, "-o", "b.pt")
-    assert code == 130 and "resume with --resume b.pt.ckpt" in err
+    assert code == 130 and "to continue: compress prune --resume b.pt.ckpt" in err
     assert run(capsys, *args, "-o", "b.pt", "--resume", "b.pt.ckpt")[0] == 0
     assert Path("a.caffemodel").read_bytes() == Path("b.caffemodel").read_bytes()
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.test_train_solver import NET, SOLVER, records, run, setup  # noqa: F401  (the fixture)
 
@@ -192,3 +193,64 @@ def test_eval_on_a_folder_whose_classes_are_not_the_models_outputs_is_one_line(t
     assert code == 1 and out == "" and len(err.strip().splitlines()) == 1
     assert "the data has 1 class (imgs" in err and "the model has 3 outputs" in err
     assert "Caffe ImageData lists" in err
+
+
+# --- --resume alone continues the run ------------------------------------------------------------------
+
+def test_prune_resume_alone_continues_with_the_stored_settings_bit_for_bit(tmp_path, capsys, monkeypatch):
+    from compress.cli import main
+    from tests.nets import ctrl_c_after_saves
+
+    monkeypatch.chdir(tmp_path)
+    args = ["prune", "lenet", "--method", "admm", "--targets", "admm-71x", "--admm-iters", "2",
+            "--retrain-epochs", "1", "--data", "synthetic", "--max-steps", "2", "--batch-size", "16",
+            "--limit", "64", "--checkpoint-every", "0", "--quiet"]
+    assert main([*args, "-o", "a.pt"]) == 0
+    with ctrl_c_after_saves(1):
+        assert main([*args, "-o", "b.pt"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].endswith("to continue: compress prune --resume b.pt.ckpt")
+    assert main(["prune", "--resume", "b.pt.ckpt", "--quiet"]) == 0  # the command it printed, as given
+    from compress.modelfile import load_model
+
+    a, b = load_model("a.pt").net.state_dict(), load_model("b.pt").net.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_quantize_resume_alone_continues_the_run(tmp_path, capsys, monkeypatch):
+    from compress.cli import main
+    from tests.nets import ctrl_c_after_saves
+
+    monkeypatch.chdir(tmp_path)
+    args = ["quantize", "lenet", "--bits", "4", "--method", "qgt", "--epochs", "2", "--data", "synthetic",
+            "--max-steps", "2", "--limit", "64", "--checkpoint-every", "0", "--quiet"]
+    assert main([*args, "-o", "a.pt"]) == 0
+    with ctrl_c_after_saves(1):
+        assert main([*args, "-o", "b.pt"]) == 130
+    assert "to continue: compress quantize --resume b.pt.ckpt" in capsys.readouterr().err
+    assert main(["quantize", "--resume", "b.pt.ckpt"]) == 0
+    from compress.modelfile import load_model
+
+    a, b = load_model("a.pt").net.state_dict(), load_model("b.pt").net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_prune_resume_with_a_differing_flag_names_the_difference(tmp_path, capsys, monkeypatch):
+    from compress.cli import main
+    from tests.nets import ctrl_c_after_saves
+
+    monkeypatch.chdir(tmp_path)
+    with ctrl_c_after_saves(1):
+        assert main(["prune", "lenet", "--method", "magnitude", "--pcen", "50", "--rounds", "2",
+                     "--round-epochs", "1", "--retrain-epochs", "1", "--data", "synthetic",
+                     "--max-steps", "1", "--limit", "32", "--checkpoint-every", "0", "--quiet",
+                     "-o", "m.pt"]) == 130
+    capsys.readouterr()
+    assert main(["prune", "--resume", "m.pt.ckpt", "--lr", "0.05"]) == 1
+    assert "hyperparameters.lr was 0.01, now 0.05" in capsys.readouterr().err
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    assert main(["prune", "--resume", str(tmp_path / "m.pt.ckpt")]) == 2
+    assert "resume from that directory" in capsys.readouterr().err
+    assert main(["prune"]) == 2 and "Missing argument 'MODEL'" in capsys.readouterr().err

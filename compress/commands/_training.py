@@ -103,8 +103,54 @@ def augment_names(names: tuple[str, ...]) -> tuple[str, ...] | None:
     return names
 
 
-def train_config(t: dict[str, Any]):
-    """The TrainConfig of the training flags ``t`` (from :func:`pop_training`)."""
+# Flags that do not define a run: a bare ``--resume`` never takes them from the checkpoint.
+PER_INVOCATION = ("resume", "quiet")
+# Flags that say one thing together: one of them given, none of the others comes from the checkpoint.
+TOGETHER = (frozenset({"targets", "keep", "pcen"}),)
+
+
+def resume_defaults(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
+    """With ``--resume CKPT``: every flag not given on this command line takes the value the run was
+    started with (recorded in the checkpoint), so ``compress prune --resume X.ckpt`` alone continues it;
+    flags given here stay, and the checkpoint's own check then refuses the ones that change the run."""
+    import os
+
+    if not params.get("resume") or not os.path.isfile(params["resume"]):
+        return params  # a missing checkpoint is refused where the run would read it
+    from compress.prune.checkpoint import read_command
+
+    stored = read_command(params["resume"])
+    if stored is None:
+        return params
+    given = {k for k in params if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    if stored.get("cwd") and os.path.realpath(stored["cwd"]) != os.path.realpath(os.getcwd()) \
+            and not {"model", "solver"} & given:
+        raise click.UsageError(f"{params['resume']} was written by a run started in {stored['cwd']}; resume "
+                               "from that directory (its paths are relative to it), or give MODEL and its "
+                               "flags")
+    out = dict(params)
+    held = {name for group in TOGETHER if group & given for name in group}
+    for name, value in (stored.get("params") or {}).items():
+        if name in out and name not in given | held and name not in PER_INVOCATION:
+            out[name] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def command_record(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint keeps of the command that started the run (see :func:`resume_defaults`): its
+    name, the working directory and every parameter as plain JSON data; and the command that resumes."""
+    import json
+    import os
+
+    name = ctx.command.name
+    plain = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items() if k not in PER_INVOCATION}
+    return {"name": name, "cwd": os.getcwd(), "params": json.loads(json.dumps(plain, default=str)),
+            "resume": f"compress {name} --resume {{checkpoint}}"}
+
+
+def train_config(t: dict[str, Any], command: dict[str, Any] | None = None):
+    """The TrainConfig of the training flags ``t`` (from :func:`pop_training`); ``command``: the
+    :func:`command_record` a checkpoint keeps."""
     from compress.prune.distill import Distill
     from compress.prune.trainer import TrainConfig
 
@@ -114,4 +160,4 @@ def train_config(t: dict[str, Any]):
                        optimizer=t["optimizer"], seed=t["seed"], max_steps=t["max_steps"], amp=t["amp"],
                        distill=Distill(t["distill"], t["distill_temperature"]),
                        augment=augment_names(t["augment"]), checkpoint_every=t["checkpoint_every"],
-                       log=t["log"], progress=not t["quiet"])
+                       log=t["log"], progress=not t["quiet"], command=command or {})

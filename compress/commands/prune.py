@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import click
 
-from compress.commands._training import pop_training, train_config, training_options
+from compress.commands._training import (
+    command_record,
+    pop_training,
+    resume_defaults,
+    train_config,
+    training_options,
+)
 from compress.params import click_options, refuse_foreign
 from compress.prune.methods import available, method_class
 
@@ -18,7 +24,7 @@ SOLVER_DECIDES = ("data", "batch_size", "limit", "lr", "lr_schedule", "optimizer
 
 
 @click.command("prune")
-@click.argument("model")
+@click.argument("model", required=False)
 @click.option("--method", type=click.Choice(available()), default="admm", show_default=True,
               help="Pruning method (each reads only its own flags below)")
 @click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel that matches no zoo net")
@@ -47,6 +53,7 @@ def command(ctx, model, method, prototxt, output, targets, keep, pcen, sparsity,
 
     MODEL is a zoo name (lenet, alexnet), a model file, or a .caffemodel. Each method reads only its
     own flags (listed with its default in brackets); giving another method's flag is an error.
+    `compress prune --resume OUT.pt.ckpt` alone continues an interrupted run with its own settings.
 
     \b
     compress prune lenet --method admm --targets admm-71x --data mnist -o lenet_admm.pt
@@ -63,6 +70,13 @@ def command(ctx, model, method, prototxt, output, targets, keep, pcen, sparsity,
 
     from compress.prune.api import DataSpec, PruneConfig, TargetSpec, prune
 
+    params = resume_defaults(ctx, ctx.params)
+    (model, method, prototxt, output, targets, keep, pcen, sparsity, group, solver, max_iter) = (
+        params[k] for k in ("model", "method", "prototxt", "output", "targets", "keep", "pcen", "sparsity",
+                            "group", "solver", "max_iter"))
+    if model is None:
+        raise click.UsageError("Missing argument 'MODEL' (it may be left out with --resume only)")
+    options = {k: params[k] for k in options}
     t = pop_training(options)
     refuse_foreign(METHOD_PARAMS, method, options)
     if solver is not None:
@@ -75,7 +89,8 @@ def command(ctx, model, method, prototxt, output, targets, keep, pcen, sparsity,
         raise click.UsageError("--max-iter applies with --solver only")
     cfg = PruneConfig(method=method, hyper=options,
                       targets=TargetSpec(targets, tuple(keep), pcen, sparsity, group),
-                      data=DataSpec(t["data"], t["batch_size"], t["limit"]), train=train_config(t),
+                      data=DataSpec(t["data"], t["batch_size"], t["limit"]),
+                      train=train_config(t, command_record(ctx, params)),
                       device=t["device"], prototxt=prototxt,
                       output=output or f"{Path(model).stem}_{method}.pt", resume=t["resume"],
                       keep_checkpoint=t["keep_checkpoint"], checkpoints=not t["no_checkpoint"],

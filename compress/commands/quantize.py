@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import click
 
-from compress.commands._training import pop_training, train_config, training_options
+from compress.commands._training import (
+    command_record,
+    pop_training,
+    resume_defaults,
+    train_config,
+    training_options,
+)
 from compress.params import click_options, refuse_foreign
 from compress.quant.methods import METHODS
 
@@ -41,8 +47,8 @@ def render(result) -> str:
 
 
 @click.command("quantize")
-@click.argument("model")
-@click.option("--bits", type=int, required=True, metavar="N", help="Weight bits: 8, 4, 3 or 2 (any of 2..8)")
+@click.argument("model", required=False)
+@click.option("--bits", type=int, metavar="N", help="Weight bits: 8, 4, 3 or 2 (any of 2..8)")
 @click.option("--method", type=click.Choice(list(METHODS)), default="ptq", show_default=True,
               help="Method: ptq (no training), qgt or admm (fine-tune on --data: quantization-guided "
                    "training, ADMM)")
@@ -56,7 +62,7 @@ def render(result) -> str:
               "Deconvolution and InnerProduct layer", help="Quantize only these layers (names or patterns; "
               "repeatable)")
 @click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL")
-@click.option("-o", "--output", required=True, metavar="FILE", help="Quantized model file to write (.pt)")
+@click.option("-o", "--output", metavar="FILE", help="Quantized model file to write (.pt)")
 @click_options(METHOD_PARAMS)
 @training_options(without=RETRAIN)
 @click.pass_context
@@ -80,6 +86,14 @@ def command(ctx, model, bits, method, per_channel, scale, keep_first_last_8bit, 
     from compress.quant.api import QuantizeConfig, quantize
     from compress.quant.config import GridConfig
 
+    params = resume_defaults(ctx, ctx.params)
+    (model, bits, method, per_channel, scale, keep_first_last_8bit, layers, prototxt, output) = (
+        params[k] for k in ("model", "bits", "method", "per_channel", "scale", "keep_first_last_8bit",
+                            "layers", "prototxt", "output"))
+    for value, what in ((model, "argument 'MODEL'"), (bits, "option '--bits'"), (output, "option '-o'")):
+        if value is None:
+            raise click.UsageError(f"Missing {what} (it may be left out with --resume only)")
+    options = {k: params[k] for k in options}
     t = pop_training(options)
     refuse_foreign(METHOD_PARAMS, method, options)
     if not METHODS[method].trains:
@@ -93,7 +107,8 @@ def command(ctx, model, bits, method, per_channel, scale, keep_first_last_8bit, 
     grid = GridConfig(bits, per_channel=per_channel, scale=scale,
                       first_last_bits=8 if keep_first_last_8bit else None, layers=layers)
     cfg = QuantizeConfig(grid=grid, method=method, hyper=options,
-                         data=DataSpec(t["data"], t["batch_size"], t["limit"]), train=train_config(t),
+                         data=DataSpec(t["data"], t["batch_size"], t["limit"]),
+                         train=train_config(t, command_record(ctx, params)),
                          device=t["device"], prototxt=prototxt, output=output, resume=t["resume"],
                          keep_checkpoint=t["keep_checkpoint"], checkpoints=not t["no_checkpoint"])
     result = quantize(model, cfg)

@@ -4,7 +4,8 @@ atomically after every epoch and read back with ``weights_only=True``.
 Contents: ``model`` (state dict), ``optimizer``, ``scaler`` (AMP), ``method`` (Z/U/u/rho...),
 ``masks`` (None during the method phase), ``epoch`` (epochs completed), ``step`` (optimizer steps so
 far), ``rng`` (torch CPU/CUDA generator states), ``teacher`` (the distillation teacher's state
-dict, or None), ``history`` and ``info`` (what run this is, to refuse resuming a different one).
+dict, or None), ``history``, ``info`` (what run this is, to refuse resuming a different one) and
+``command`` (the command line's parameters, so that ``--resume`` alone continues the run).
 """
 from __future__ import annotations
 
@@ -47,3 +48,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_command(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``command`` record of a checkpoint (None when it has none), read without loading its tensors
+    into memory (memory-mapped)."""
+    if not os.path.isfile(path):
+        raise CompressError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - pickle/zip errors of many kinds
+        raise CompressError(f"cannot read checkpoint {path}: {' '.join(str(e).split())[:200]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CompressError(f"{path} is not a compress training checkpoint")
+    command = ckpt.get("command")
+    if command is None:
+        return None
+    if not (isinstance(command, dict) and isinstance(command.get("params", {}), dict)):
+        raise CompressError(f"checkpoint {path}: its command record is damaged")
+    return command

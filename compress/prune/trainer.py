@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shlex
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -71,6 +72,7 @@ class TrainConfig:
     log: str | None = None
     progress: bool = False
     info: dict[str, Any] = field(default_factory=dict)  # what defines the run: stored, checked on resume
+    command: dict[str, Any] = field(default_factory=dict)  # the command line's record (--resume alone)
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -272,10 +274,13 @@ class _Trainer:
         return TrainResult(self.history, acc, self.masks, self.epoch, self.step)
 
     def _interrupted(self) -> str:
-        where = f"interrupted in epoch {self.epoch + 1} of {len(self.segments)} (step {self.step})"
+        where = f"stopped in epoch {self.epoch + 1} of {len(self.segments)} (step {self.step})"
         if self.saved is None:
             return f"{where}; no checkpoint was written yet"
-        return f"{where}; resume with --resume {self.saved[0]} (saved after epoch {self.saved[1]})"
+        path = self.saved[0]
+        how = self.cfg.command.get("resume", "--resume {checkpoint}")
+        how = how.replace("{checkpoint}", shlex.quote(path))
+        return f"{where}; to continue: {how}"
 
     def _lr(self, seg: Segment, i: int) -> float:
         base = (self.cfg.retrain_lr or self.cfg.lr) if seg.phase == "retrain" else self.cfg.lr
@@ -389,7 +394,8 @@ class _Trainer:
                 "task": self.task.state_dict(), "batches": self.batches.state_dict(),
                 "observer": self.observer.state_dict(),
                 "segments": len(self.segments), "step": self.step, "rng": rng_state(),
-                "history": self.history, "info": {"method": self.method.name, **self.cfg.info}})
+                "history": self.history, "info": {"method": self.method.name, **self.cfg.info},
+                "command": self.cfg.command or None})
         self.saved, self.last_save = (path, self.epoch), time.monotonic()
         self.dist.barrier()
 

@@ -86,7 +86,8 @@ def train_solver(config: SolverTrainConfig) -> SolverTrainResult:
         method = method_class("default")(prunable_layers(s.train_net), None, epochs=1)
         cfg = TrainConfig(lr=1.0, seed=s.seed, checkpoint=None, progress=False,
                           info={"solver": solver.hyperparameters(), "net": _digest(s.train_net.netdef),
-                                "test_interval": solver.test_interval, "snapshot": solver.snapshot})
+                                "test_interval": solver.test_interval, "snapshot": solver.snapshot},
+                          command={"resume": _resume_command(config)})
         try:
             if config.resume is None and solver.test_now(0) and s.tests:
                 observer.test(0, s.task.evaluate())
@@ -104,6 +105,17 @@ def train_solver(config: SolverTrainConfig) -> SolverTrainResult:
             files += [config.output, deploy]
     last = observer.last_test or next((h["test"] for h in reversed(result.history) if h.get("test")), None)
     return SolverTrainResult(result.steps, last, files, result.history)
+
+
+def _resume_command(config: SolverTrainConfig) -> str:
+    """The command that continues this run from a snapshot state (``{checkpoint}`` stands for its path)."""
+    import shlex
+
+    parts = ["compress", "train", config.solver, *(f"--weights={w}" for w in config.weights or ()),
+             *(["-o", config.output] if config.output else []),
+             *([f"--max-iter={config.max_iter}"] if config.max_iter else []),
+             *(["--log", config.log] if config.log else [])]
+    return " ".join(shlex.quote(p) for p in parts) + " --resume {checkpoint}"
 
 
 def _snapshot_iterations(solver) -> list[int]:
