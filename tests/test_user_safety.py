@@ -254,3 +254,50 @@ def test_prune_resume_with_a_differing_flag_names_the_difference(tmp_path, capsy
     assert main(["prune", "--resume", str(tmp_path / "m.pt.ckpt")]) == 2
     assert "resume from that directory" in capsys.readouterr().err
     assert main(["prune"]) == 2 and "Missing argument 'MODEL'" in capsys.readouterr().err
+
+
+# --- caffe test: eval --solver --------------------------------------------------------------------------
+
+def test_eval_with_a_solver_gives_caffe_trains_own_test_outputs(setup, capsys):  # noqa: F811
+    """test_iter 12 x batch 10 = 5 passes over the 24 test records, so every test pass reads the same
+    records from the first one: eval --solver must give train's last test outputs exactly."""
+    Path("solver.prototxt").write_text(SOLVER.replace("test_iter: 3", "test_iter: 12")
+                                       .replace("max_iter: 12", "max_iter: 10"))
+    code, _, err = run(capsys, "train", "solver.prototxt", "-o", "t.caffemodel", "--log", "l.jsonl",
+                       "--quiet")
+    assert code == 0, err
+    last = [r for r in records("l.jsonl") if "test" in r][-1]
+    assert last["iter"] == 10
+    code, out, err = run(capsys, "eval", "t.caffemodel", "--solver", "solver.prototxt", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["nets"][0]["outputs"] == pytest.approx(last["test"], abs=1e-12)
+    assert report["accuracy"] == last["test"]["accuracy"] and report["nets"][0]["iterations"] == 12
+    code, out, _ = run(capsys, "eval", "t.caffemodel", "--solver", "solver.prototxt")
+    assert f"Test net output #0: accuracy = {last['test']['accuracy']:.6g}" in out
+    assert "loss = " in out and "(* 1 = " in out
+    # the train_val net itself: its TEST phase over its records once (3 batches of 10, wrapping)
+    code, out, err = run(capsys, "eval", "t.caffemodel", "--solver", "net.prototxt", "--iterations", "12",
+                         "--json")
+    assert code == 0 and json.loads(out)["nets"][0]["outputs"] == report["nets"][0]["outputs"]
+
+
+def test_eval_reads_a_caffe_lmdb_folder_as_the_data_layer_does(setup, capsys):  # noqa: F811
+    from compress.data.caffe import build_feeder  # noqa: F401  (the Data layer this must agree with)
+
+    assert run(capsys, "train", "solver.prototxt", "-o", "t.caffemodel", "--quiet")[0] == 0
+    code, _, err = run(capsys, "eval", "t.caffemodel", "--data", "test_lmdb")
+    assert code == 1 and "records no preprocessing" in err and "--solver" in err  # a raw caffemodel
+    from compress.modelfile import load_model, save_model
+
+    save_model("t.pt", load_model("t.caffemodel").net, {"preprocess": {"scale": 0.00390625, "mean": None,
+                                                                        "channel_order": "gray"}})
+    code, out, err = run(capsys, "eval", "t.pt", "--data", "test_lmdb", "--json")
+    assert code == 0, err
+    by_data = json.loads(out)
+    code, out, _ = run(capsys, "eval", "t.pt", "--solver", "net.prototxt", "--iterations", "12", "--json")
+    by_net = json.loads(out)["nets"][0]["outputs"]  # 5 passes over the 24 records: the same mean
+    assert by_data["test_images"] == 24 and by_data["top1"] == pytest.approx(by_net["accuracy"], abs=1e-6)
+    assert by_data["loss"] == pytest.approx(by_net["loss"], rel=1e-5)
+    code, _, err = run(capsys, "prune", "t.pt", "--data", "test_lmdb", "-o", "p.pt", "--quiet")
+    assert code == 1 and "holds one split" in err

@@ -28,8 +28,14 @@ def render(report) -> str:
 
 @click.command("eval")
 @click.argument("model", metavar="MODEL")
-@click.option("--data", required=True, metavar="SPEC",
-              help="Test data: mnist, synthetic, a directory of MNIST idx files or an image folder")
+@click.option("--data", metavar="SPEC",
+              help="Test data: mnist, fashion-mnist, synthetic, a directory of MNIST idx files, an image "
+                   "folder or a Caffe LMDB folder")
+@click.option("--solver", metavar="FILE",
+              help="A Caffe solver.prototxt or train_val.prototxt: test on its TEST phase's own data layers, "
+                   "as caffe test does (instead of --data)")
+@click.option("--iterations", type=click.IntRange(min=1), metavar="N", show_default="the solver's test_iter",
+              help="With --solver: batches per TEST net")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", show_default="the whole test split",
               help="Evaluate the first N test images only")
 @click.option("--batch-size", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
@@ -38,15 +44,38 @@ def render(report) -> str:
 @click.option("--device", default="auto", show_default=True, metavar="DEVICE",
               help="Where to run: auto, cpu, cuda or cuda:N")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object")
-def command(model: str, data: str, limit: int | None, batch_size: int, prototxt: str | None, device: str,
-            as_json: bool) -> None:
+def command(model: str, data: str | None, solver: str | None, iterations: int | None, limit: int | None,
+            batch_size: int, prototxt: str | None, device: str, as_json: bool) -> None:
     """Top-1/top-5 accuracy and loss of a model on a test set (PyTorch or onnxruntime).
 
     MODEL is a zoo name, a model file, a .caffemodel or an .onnx file (run by onnxruntime). The whole
     test split is evaluated unless --limit says otherwise; the loss is the mean cross-entropy of the
     logits. Synthetic data has random labels, so no accuracy is reported for it.
+
+    With --solver (caffe test): MODEL's weights go into the TEST net(s) of the solver (or of a train_val
+    net) by layer name, and every output blob is averaged over test_iter batches of its own data layers.
+
+    \b
+    compress eval lenet --data mnist
+    compress eval lenet_iter_10000.caffemodel --solver lenet_solver.prototxt
     """
     from compress.commands.convert import show_warnings
+
+    if (data is None) == (solver is None):
+        raise click.UsageError("give the test data: --data SPEC, or --solver FILE for a Caffe set-up's TEST "
+                               "phase (not both)")
+    if solver is not None:
+        if limit is not None:
+            raise click.UsageError("--limit applies with --data; with --solver give --iterations")
+        from compress.solver.test import caffe_test
+        from compress.solver.test import render as render_test
+
+        show_warnings()
+        report = caffe_test(model, solver, iterations=iterations, device=device, prototxt=prototxt)
+        click.echo(json.dumps(report.as_dict(), indent=2) if as_json else render_test(report), nl=as_json)
+        return
+    if iterations is not None:
+        raise click.UsageError("--iterations applies with --solver")
     from compress.evaluate import evaluate_model
 
     show_warnings()

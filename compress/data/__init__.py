@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.data import fashion_mnist, idx, imagefolder, mnist, synthetic  # noqa: F401  (register the sources)
+from compress.data import fashion_mnist, idx, imagefolder, lmdb_dir, mnist, synthetic  # noqa: F401  (register the sources)
 from compress.data.base import LAYOUTS, NAMED, DataSplits, Request, build_splits
 from compress.errors import CompressError
 

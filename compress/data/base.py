@@ -235,7 +235,7 @@ def build_splits(loaded: Loaded, *, batch_size: int, seed: int, limit: int | Non
     """Loaders over a source's datasets: seeded shuffle for train, fixed order for test."""
     train, test = _limited(loaded.train, limit), _limited(loaded.test, limit)
     for split, ds in (("train", train), ("test", test)):
-        if len(ds) == 0:
+        if len(ds) == 0 and loaded.meta.get("single_split") != "test":
             raise CompressError(f"{loaded.name}: the {split} split is empty")
     common = {"batch_size": batch_size, "num_workers": 0, "collate_fn": _collate,
               "worker_init_fn": loaded.worker_init_fn}
@@ -252,7 +252,7 @@ def build_splits(loaded: Loaded, *, batch_size: int, seed: int, limit: int | Non
         test_loader = DataLoader(test, sampler=DistributedSampler(test, shuffle=False), **common)
     else:
         g = torch.Generator().manual_seed(seed)
-        train_loader = DataLoader(train, shuffle=True, generator=g, **common)
+        train_loader = DataLoader(train, shuffle=len(train) > 0, generator=g, **common)
         test_loader = DataLoader(test, shuffle=False, **common)
     extra = dict(loaded.meta)
     meta = {"source": extra.pop("source", "unknown"), "preprocess": loaded.preprocess.to_meta(),

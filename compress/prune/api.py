@@ -230,7 +230,10 @@ def _classes(net: nn.Module) -> int | None:
     return last[-1].out_features if last else None
 
 
-def load_splits(spec: str, net: nn.Module, data: DataSpec, seed: int, distributed: bool):
+def load_splits(spec: str, net: nn.Module, data: DataSpec, seed: int, distributed: bool,
+                preprocess: dict | None = None):
+    """The data's loaders for ``net``, preprocessed as the model records (``meta["preprocess"]``: what its
+    weights expect), else as the source does by default."""
     from compress.data import get_data
 
     inputs = getattr(net, "inputs", None)
@@ -238,4 +241,4 @@ def load_splits(spec: str, net: nn.Module, data: DataSpec, seed: int, distribute
         raise CompressError("the model declares no input shape; cannot build its data loaders")
     shape = tuple(next(iter(inputs.values())))
     return get_data(spec, shape, batch_size=data.batch_size, seed=seed, num_classes=_classes(net),
-                    limit=data.limit, distributed=distributed)
+                    limit=data.limit, distributed=distributed, preprocess=preprocess)

@@ -29,7 +29,8 @@ class LoaderFront:
 
         self.net, self.meta, self.name = load_net(model, cfg.prototxt)
         self.dataset = cfg.data.spec or default_data(self.net, self.meta, self.name)
-        self.splits = load_splits(self.dataset, self.net, cfg.data, cfg.train.seed, dist.enabled)
+        self.splits = load_splits(self.dataset, self.net, cfg.data, cfg.train.seed, dist.enabled,
+                                  preprocess=self.meta.get("preprocess"))
         self.cfg, self.dev = cfg, dev
 
     def augment(self, given: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -51,8 +52,16 @@ class LoaderFront:
         self.net.to(self.dev)
         return evaluate(Logits(self.net), self.splits.test, self.dev, tc.amp, tc.max_steps)
 
+    def train_split(self):
+        """The training loader; a source that holds only a test split (a Caffe LMDB folder) is refused."""
+        if self.splits.meta.get("single_split") == "test":
+            raise CompressError(f"{self.dataset} holds one split, read as the test set; to train, give the "
+                                "solver whose data layers read the training LMDB (--solver SOLVER.prototxt), "
+                                "or a folder with train and test splits")
+        return self.splits.train
+
     def train_kwargs(self, method, tc) -> dict[str, Any]:
-        return {"train_data": self.splits.train, "test_data": self.splits.test}
+        return {"train_data": self.train_split(), "test_data": self.splits.test}
 
     def describe(self) -> str:
         sizes = self.splits.meta.get("sizes", {})
@@ -83,7 +92,7 @@ class SolverFront:
         import dataclasses
 
         from compress.solver.read import read_solver
-        from compress.solver.session import build_session
+        from compress.solver.session import build_session, model_weights
 
         if dist.enabled:
             raise CompressError("prune --solver does not run under torchrun yet; run it as one process")
@@ -99,7 +108,7 @@ class SolverFront:
             check_outputs([cfg.output, *self.extra_outputs(cfg.output)], files=solver.input_files())
         self.session = build_session(solver, dev)
         self.net = self.session.train_net
-        _copy_weights(model, cfg.prototxt, self.net)
+        model_weights(model, cfg.prototxt, self.net)
         self.name, self.meta = str(model), {"source": str(model)}
         self.dataset = f"solver {cfg.solver}"
 
@@ -163,29 +172,6 @@ class SolverFront:
         atomic_write_text(deploy, (tests[0].net if tests else net).netdef)
         print(f"wrote {weights} and {deploy}", file=sys.stderr, flush=True)
         return [weights, deploy]
-
-
-def _copy_weights(model, prototxt, net) -> None:
-    """Copy MODEL's blobs into the solver's net by layer name (a ``.caffemodel`` as Caffe's
-    ``--weights``, or any model the tool loads)."""
-    from pathlib import Path
-
-    from converters.caffe import caffe_blobs
-    from converters.caffe.params import copy_trained_layers
-
-    if Path(str(model)).suffix.lower() == ".caffemodel":
-        from converters.caffe.reader import read_caffemodel
-
-        blobs = read_caffemodel(model).blobs
-    else:
-        from compress.modelfile import load_model
-
-        blobs = caffe_blobs(load_model(model, prototxt).net)
-    copied = [n for n in blobs if any(node.name == n for node in net.nodes)]
-    if not copied:
-        raise CompressError(f"{model}: none of its layers ({', '.join(list(blobs)[:6])}) is in the solver's "
-                            "net; give the weights trained with this train_val")
-    copy_trained_layers(net, blobs, str(model))
 
 
 def snapshot_dir(output: str) -> str:

@@ -205,7 +205,7 @@ def _train(net, method, front, cfg: QuantizeConfig, tc: TrainConfig, dev, dist, 
     identity = {"weights": digest, "data": front.dataset, "limit": cfg.data.limit, "hyperparameters": hyper,
                 "quantization": cfg.grid.as_dict()}
     tc = dataclasses.replace(tc, augment=augment, info=identity)
-    batches = LoaderBatches(dist.shard(front.splits.train, tc.seed), tc.seed, tc.max_steps)
+    batches = LoaderBatches(dist.shard(front.train_split(), tc.seed), tc.seed, tc.max_steps)
     method.plan(batches.steps_per_epoch)
     if cfg.resume is None and tc.log and dist.is_main and os.path.exists(tc.log):
         os.unlink(tc.log)  # a fresh run starts a fresh log; a resumed one appends

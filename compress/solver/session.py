@@ -146,3 +146,33 @@ def _weights(paths) -> dict | None:
     for p in paths:
         blobs.update(read_caffemodel(p).blobs)
     return blobs
+
+
+def model_weights(model, prototxt, net) -> list[str]:
+    """Copy MODEL's blobs into a solver's net by layer name (a ``.caffemodel`` as Caffe's ``--weights``,
+    or any model the tool loads); returns the net's learnable layers MODEL has no blobs for."""
+    from pathlib import Path
+
+    from converters.caffe import caffe_blobs
+    from converters.caffe.params import copy_trained_layers
+
+    if Path(str(model)).suffix.lower() == ".caffemodel":
+        from converters.caffe.reader import read_caffemodel
+
+        blobs = read_caffemodel(model).blobs
+    else:
+        from compress.modelfile import load_model
+
+        blobs = caffe_blobs(load_model(model, prototxt).net)
+    copied = [n for n in blobs if any(node.name == n for node in net.nodes)]
+    if not copied:
+        raise CompressError(f"{model}: none of its layers ({', '.join(list(blobs)[:6])}) is in the solver's "
+                            "net; give the weights trained with this train_val")
+    copy_trained_layers(net, blobs, str(model))
+    return [n.name for n in net.nodes if n.name not in blobs and _has_blobs(net.layer(n.name))]
+
+
+def _has_blobs(module) -> bool:
+    from converters.caffe.layers.base import CaffeBlobs
+
+    return isinstance(module, CaffeBlobs) and bool(module.get_caffe_blobs())
