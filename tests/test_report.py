@@ -156,7 +156,7 @@ def test_unpruned_model_reports_zero_percent_pruned():
     assert report.compression == 1.0
     text = render(report, "markdown")
     assert "| **Total** | **430.5K** | **430.5K** | **100%**" in text
-    assert "Compression: 1.0x" in text and "0% pruned" in text
+    assert "Not pruned: 0 of 430.5K weights (0%) are zero, as trained" in text and "Compression" not in text
     assert "Method" not in text and "Accuracy" not in text
 
 
@@ -325,9 +325,14 @@ def test_cli_markdown_per_layer(fake_models, capsys):
     assert main(["report", "lenet_admm.pt", "--per-layer"]) == 0
     out = capsys.readouterr().out
     assert "| ip1 | 400K | 3.6K | 0.9% |" in out and "Compression: 71.2x" in out
-    assert main(["report", "dense"]) == 0  # unpruned: 0% pruned, no error, Total row only
+    assert main(["report", "dense"]) == 0  # unpruned: said so, no error, Total row only
     out = capsys.readouterr().out
-    assert "conv1" not in out and "Compression: 1.0x" in out
+    assert "| conv1 |" not in out and "Not pruned: 0 of 430.5K weights (0%) are zero" in out
+    assert main(["report", "lenet_admm.pt", "--json"]) == 0  # machine formats have every layer
+    d = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in d["layers"]] == ["conv1", "conv2", "ip1", "ip2"] and d["pruned"] is True
+    assert main(["report", "lenet_admm.pt", "--format", "csv"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 6  # header, 4 layers, Total
 
 
 def test_cli_writes_csv_and_json_files(fake_models, tmp_path, capsys):

@@ -113,8 +113,9 @@ def render(result) -> str:
 
     def pct(a):
         return "n/a" if a is None else f"{a:.2%}"
-    meaningless = any("means nothing" in n for n in result.notes)
-    acc = ("accuracy n/a" if meaningless
+    from compress.prune.fronts import meaningless
+
+    acc = ("accuracy n/a" if meaningless(result.notes)
            else f"accuracy {pct(result.accuracy_before)} -> {pct(result.accuracy_after)}")
     notes = f" ({'; '.join(result.notes)})" if result.notes else ""
     rows.append(acc + notes + (f"; saved {result.output}" if result.output else ""))

@@ -37,7 +37,9 @@ def render(result) -> str:
     lines.append(f"{result.method}: {cfg.bits}-bit {how} grids, {cfg.scale} scales{extra}, "
                  f"{result.seconds:.2f} s")
     notes = f" ({'; '.join(result.notes)})" if result.notes else ""
-    if any("means nothing" in n for n in result.notes):
+    from compress.prune.fronts import meaningless
+
+    if meaningless(result.notes):
         lines.append(f"top-1: n/a{notes}")
     elif result.accuracy_after is not None:
         lines.append(f"top-1: {result.accuracy_before:.2%} before, {result.accuracy_after:.2%} after{notes}")

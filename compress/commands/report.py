@@ -19,9 +19,12 @@ def report_model(spec: str, *, prototxt: str | None = None, baseline: str | None
 
 @click.command("report")
 @click.argument("models", metavar="[MODEL]...", nargs=-1)
-@click.option("--per-layer", is_flag=True, help="One row per prunable layer (otherwise the Total row only)")
+@click.option("--per-layer", is_flag=True,
+              help="One row per prunable layer in the Markdown table (otherwise the Total row only; CSV and "
+                   "JSON always have every layer)")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="markdown", show_default=True,
               help="Output format")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the same as --format json)")
 @click.option("--baseline", metavar="MODEL", help="Dense model to compare with, layer by layer")
 @click.option("--plot", "plot_path", metavar="FILE",
               help="Also write a bar chart of weights kept per layer (.png)")
@@ -33,9 +36,9 @@ def report_model(spec: str, *, prototxt: str | None = None, baseline: str | None
               help="With --quant-table: top-1 of each exported ONNX file on this test set (mnist, DIR)")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", show_default="the whole test set",
               help="With --quant-table --data: evaluate the first N test images only")
-def command(models: tuple[str, ...], per_layer: bool, fmt: str, baseline: str | None, plot_path: str | None,
-            prototxt: str | None, output: str | None, quant_table: bool, data: str | None,
-            limit: int | None) -> None:
+def command(models: tuple[str, ...], per_layer: bool, fmt: str, as_json: bool, baseline: str | None,
+            plot_path: str | None, prototxt: str | None, output: str | None, quant_table: bool,
+            data: str | None, limit: int | None) -> None:
     """Per-layer sparsity table (Markdown, CSV, JSON) of a pruned model.
 
     For each prunable layer of MODEL: weights, nonzero weights and kept %, as in the ADMM paper's
@@ -48,6 +51,12 @@ def command(models: tuple[str, ...], per_layer: bool, fmt: str, baseline: str | 
     """
     from compress.outputs import check_outputs
     from compress.report.render import render
+
+    if as_json:
+        if click.get_current_context().get_parameter_source("fmt") == click.core.ParameterSource.COMMANDLINE \
+                and fmt != "json":
+            raise click.UsageError(f"--json contradicts --format {fmt}")
+        fmt = "json"
 
     if quant_table or data or limit:
         if not quant_table or not models or per_layer or baseline or plot_path:
@@ -70,11 +79,12 @@ def command(models: tuple[str, ...], per_layer: bool, fmt: str, baseline: str | 
     inputs = [(model, prototxt)] + ([(baseline, None)] if baseline else [])
     check_outputs([output, plot_path], models=inputs)
     report = report_model(model, prototxt=prototxt, baseline=baseline)
-    text = render(report, fmt, per_layer=per_layer)
+    text = render(report, fmt, per_layer=per_layer or fmt != "markdown")
     if plot_path:
         from compress.report.plot import plot_kept
 
         plot_kept(report, plot_path)
+        click.echo(f"Wrote the plot {plot_path}", err=True)
     _emit(text, output)
 
 

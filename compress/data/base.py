@@ -256,7 +256,8 @@ def build_splits(loaded: Loaded, *, batch_size: int, seed: int, limit: int | Non
         test_loader = DataLoader(test, shuffle=False, **common)
     extra = dict(loaded.meta)
     meta = {"source": extra.pop("source", "unknown"), "preprocess": loaded.preprocess.to_meta(),
-            "sizes": {"train": len(train), "test": len(test)}, **extra}
+            "sizes": {"train": len(train), "test": len(test)},
+            "sizes_whole": {"train": len(loaded.train), "test": len(loaded.test)}, **extra}
     if loaded.classes_found is not None:
         meta["classes_found"] = loaded.classes_found
     return DataSplits(train_loader, test_loader, loaded.name, loaded.num_classes, meta)

@@ -14,6 +14,12 @@ from compress.data.base import Loaded, Preprocess, Request, parse_preprocess, re
 
 TRAIN_SIZE, TEST_SIZE = 512, 128
 DEFAULT_CLASSES = 10
+MEANINGLESS = "synthetic data has random labels: its accuracy means nothing"  # a run's accuracy note
+
+
+def meaningless(notes) -> bool:
+    """Whether a run's accuracy notes say its accuracy means nothing (random labels)."""
+    return MEANINGLESS in tuple(notes or ())
 
 
 class SyntheticDataset(Dataset):

@@ -24,7 +24,7 @@ from torch import nn
 from compress.errors import CompressError
 from compress.lock import output_lock
 from compress.prune.distributed import init_distributed
-from compress.prune.fronts import LoaderFront, SolverFront
+from compress.prune.fronts import LoaderFront, SolverFront, meaningless
 from compress.prune.methods import method_class
 from compress.prune.targets import prunable_layers, render_adjustments, resolve_targets
 from compress.prune.trainer import TrainConfig, train
@@ -164,7 +164,7 @@ def prune(model: str | nn.Module, config: PruneConfig | None = None, **overrides
         if cfg.resume is None and tc.log and dist.is_main and os.path.exists(tc.log):
             os.unlink(tc.log)  # a fresh run starts a fresh log; a resumed one appends
         if tc.progress and dist.is_main:
-            pct = "n/a" if before is None else f"{before:.2%}"
+            pct = "n/a" if before is None or meaningless(front.notes()) else f"{before:.2%}"
             steps = f" of at most {tc.max_steps} steps" if tc.max_steps else ""
             print(f"{name}: {cfg.method} on {front.describe()}, {m.total_epochs()} method + "
                   f"{retrain if m.prunes else 0} retrain epochs{steps}; top-1 before: {pct}",

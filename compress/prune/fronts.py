@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.data.synthetic import MEANINGLESS, meaningless  # noqa: F401  (re-exported)
 from compress.errors import CompressError
 from compress.prune.task import Logits, evaluate
 
@@ -70,10 +71,11 @@ class LoaderFront:
     def notes(self) -> tuple[str, ...]:
         notes = []
         if self.splits.meta.get("source") == "synthetic":
-            notes.append("synthetic data has random labels: its accuracy means nothing")
+            notes.append(MEANINGLESS)
         test, steps = self.splits.meta["sizes"]["test"], self.cfg.train.max_steps
+        whole = self.splits.meta.get("sizes_whole", {}).get("test", test)
         capped = steps is not None and steps * self.cfg.data.batch_size < test
-        flags = [f for f, on in (("--limit", self.cfg.data.limit is not None), ("--max-steps", capped)) if on]
+        flags = [f for f, on in (("--limit", test < whole), ("--max-steps", capped)) if on]
         if flags:
             seen = min(test, steps * self.cfg.data.batch_size) if capped else test
             notes.append(f"accuracy on the first {seen} test images only ({', '.join(flags)})")

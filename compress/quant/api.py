@@ -210,7 +210,9 @@ def _train(net, method, front, cfg: QuantizeConfig, tc: TrainConfig, dev, dist, 
     if cfg.resume is None and tc.log and dist.is_main and os.path.exists(tc.log):
         os.unlink(tc.log)  # a fresh run starts a fresh log; a resumed one appends
     if tc.progress and dist.is_main:
-        pct = "n/a" if before is None else f"{before:.2%}"
+        from compress.prune.fronts import meaningless
+
+        pct = "n/a" if before is None or meaningless(front.notes()) else f"{before:.2%}"
         steps = f" of at most {tc.max_steps} steps" if tc.max_steps else ""
         print(f"{name}: {cfg.method} {cfg.grid.bits}-bit on {front.describe()}, {method.total_epochs()} "
               f"epochs{steps}; top-1 before: {pct}", file=sys.stderr, flush=True)

@@ -142,9 +142,14 @@ def render_markdown(report: Report, per_layer: bool = True) -> str:
         lines.append(_md_row(cells))
     lines.append("")
     t = report.total
-    lines.append(f"Compression: {format_ratio(report.compression)} "
-                 f"({format_count(t.nonzero)} of {format_count(t.weights)} weights kept, "
-                 f"{format_percent(t.pruned)} pruned; biases not counted)")
+    if report.pruned:
+        lines.append(f"Compression: {format_ratio(report.compression)} "
+                     f"({format_count(t.nonzero)} of {format_count(t.weights)} weights kept, "
+                     f"{format_percent(t.pruned)} pruned; biases not counted)")
+    else:
+        why = "rounded to zero by the quantization grid" if report.quantization is not None else "as trained"
+        lines.append(f"Not pruned: {format_count(t.weights - t.nonzero)} of {format_count(t.weights)} "
+                     f"weights ({format_percent(t.pruned)}) are zero, {why}")
     if report.baseline_compression is not None:
         lines.append(f"Against baseline {report.baseline}: {format_ratio(report.baseline_compression)}")
     if report.method:
@@ -152,13 +157,17 @@ def render_markdown(report: Report, per_layer: bool = True) -> str:
         lines.append(f"Method: {report.method}" + (f" ({how})" if how else ""))
     if report.accuracy_before is not None or report.accuracy_after is not None:
         notes = f" ({'; '.join(report.accuracy_notes)})" if report.accuracy_notes else ""
-        lines.append(f"Accuracy (top-1): {_accuracy(report.accuracy_before)} before, "
-                     f"{_accuracy(report.accuracy_after)} after{notes}")
+        if report.accuracy_meaningful:
+            lines.append(f"Accuracy (top-1): {_accuracy(report.accuracy_before)} before, "
+                         f"{_accuracy(report.accuracy_after)} after{notes}")
+        else:
+            lines.append(f"Accuracy (top-1): n/a{notes}")
     if report.quantization is not None:
         q = report.quantization
         lines.append(f"Quantization: {q.description}; weights, scales and biases {format_kb(q.bytes)} KB "
                      f"packed vs {format_kb(q.float_bytes)} KB as dense float32 "
-                     f"({format_ratio(q.float_bytes / q.bytes if q.bytes else float('inf'))} smaller)")
+                     f"({format_ratio(q.float_bytes / q.bytes if q.bytes else float('inf'))} smaller than "
+                     "the dense float32 weights)")
     if report.source:
         lines.append(f"Source: {report.source}")
     return "\n".join(lines) + "\n"
@@ -205,6 +214,7 @@ def report_dict(report: Report, per_layer: bool = True) -> dict:
         "accuracy_after": report.accuracy_after,
         "accuracy_notes": list(report.accuracy_notes),
         "baseline": report.baseline,
+        "pruned": report.pruned,
         "compression": None if math.isinf(ratio) else ratio,
         "baseline_compression": None if base is None or math.isinf(base) else base,
         "layers": [r.as_dict() for r in report.rows] if per_layer else [],

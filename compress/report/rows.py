@@ -95,6 +95,19 @@ class Report:
         return total_row(self.rows)
 
     @property
+    def accuracy_meaningful(self) -> bool:
+        """False where the accuracy was measured on random labels (synthetic data)."""
+        from compress.data.synthetic import meaningless
+
+        return not meaningless(self.accuracy_notes)
+
+    @property
+    def pruned(self) -> bool:
+        """Whether the model file records a pruning run (a method); zeros of a dense model that was only
+        quantized are weights rounded to zero, not pruned ones."""
+        return self.method is not None
+
+    @property
     def compression(self) -> float:
         """Weights / nonzero weights (71.2 for the paper's LeNet); ``inf`` when every weight is zero."""
         t = self.total
@@ -243,10 +256,22 @@ def _baseline_weights(layers: list[tuple[str, str, nn.Module]], baseline: nn.Mod
     return out
 
 
-def build_report(net: nn.Module, meta: dict | None = None, *, model: str | None = None,
-                 baseline: nn.Module | None = None, baseline_name: str | None = None,
+def build_report(net: nn.Module | str, meta: dict | None = None, *, model: str | None = None,
+                 baseline: nn.Module | str | None = None, baseline_name: str | None = None,
                  input_shapes: dict[str, tuple[int, ...]] | None = None) -> Report:
-    """The report of ``net`` with what its model-file ``meta`` records (method, accuracy, source)."""
+    """The report of ``net`` with what its model-file ``meta`` records (method, accuracy, source).
+
+    ``net`` may be a model spec (a model file, ``.caffemodel`` or zoo name: ``build_report("x.pt")``), whose
+    meta is then read from the file; ``baseline`` likewise."""
+    if isinstance(net, str):
+        from compress.modelfile import load_model
+
+        loaded = load_model(net)
+        net, meta, model = loaded.net, loaded.meta if meta is None else meta, model or loaded.path or net
+    if isinstance(baseline, str):
+        from compress.modelfile import load_model
+
+        baseline_name, baseline = baseline_name or baseline, load_model(baseline).net
     meta = meta or {}
     rows = layer_rows(net, baseline, input_shapes=input_shapes)
     if not rows:

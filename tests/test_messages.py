@@ -1,0 +1,56 @@
+"""What the tool says: no accuracy on random labels, notes only where they apply, a quantized-only model not
+called pruned, every output file named."""
+from __future__ import annotations
+
+import pytest
+
+from compress.cli import main
+
+SMOKE = ["--data", "synthetic", "--max-steps", "1", "--batch-size", "16", "--quiet"]
+
+
+def test_synthetic_data_gives_no_top1_figures(tmp_path, capsys):
+    code = main(["prune", "lenet", "--method", "magnitude", "--pcen", "50", "--retrain-epochs", "1",
+                 "--data", "synthetic", "--max-steps", "1", "-o", str(tmp_path / "m.pt")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "top-1 before: n/a" in err and "top-1 before: 0" not in err
+    assert "accuracy n/a (synthetic data has random labels" in out
+    assert main(["report", str(tmp_path / "m.pt")]) == 0
+    assert "Accuracy (top-1): n/a (synthetic data has random labels" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("limit", "said"), [("100000", False), ("64", True)])
+def test_limit_is_named_only_where_it_cut_the_test_set(tmp_path, capsys, limit, said):
+    out_file = tmp_path / "m.pt"
+    code = main(["prune", "lenet", "--method", "magnitude", "--pcen", "50", "--retrain-epochs", "1",
+                 "--data", "synthetic", "--limit", limit, "--batch-size", "512", "-o", str(out_file),
+                 "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert ("--limit" in out) == said  # the synthetic test split has 128 images
+
+
+def test_a_model_that_was_only_quantized_is_not_called_pruned(tmp_path, capsys):
+    q = tmp_path / "q.pt"
+    assert main(["quantize", "lenet", "--bits", "2", "-o", str(q)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(q)]) == 0
+    out = capsys.readouterr().out
+    assert "Compression:" not in out and "pruned)" not in out
+    assert "Not pruned:" in out and "are zero, rounded to zero by the quantization grid" in out
+    assert "smaller than the dense float32 weights" in out
+
+
+def test_report_says_where_the_plot_went(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "kept.png"
+    assert main(["report", "lenet", "--plot", str(plot)]) == 0
+    assert f"Wrote the plot {plot}" in capsys.readouterr().err and plot.is_file()
+
+
+def test_report_json_flag_is_the_json_format_and_contradictions_are_refused(capsys):
+    assert main(["report", "lenet", "--json"]) == 0
+    assert capsys.readouterr().out.lstrip().startswith("{")
+    assert main(["report", "lenet", "--json", "--format", "csv"]) == 2
+    assert "--json contradicts --format csv" in capsys.readouterr().err
