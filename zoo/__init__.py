@@ -18,6 +18,8 @@ class ZooEntry:
     name: str
     description: str
     preprocess: dict = field(default_factory=dict)
+    dataset: str | None = None  # the data its shipped weights were trained on (a --data spec)
+    accuracy: float | None = None  # their top-1 on that data's whole test split, measured by compress eval
 
     @property
     def prototxt(self) -> Path:
@@ -50,7 +52,7 @@ ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in (
         ZooEntry("lenet", "Caffe's MNIST LeNet (conv 20/50 5x5, ip 500/10); input 1x1x28x28 scaled by 1/256",
-                 {"scale": 0.00390625, "mean": None, "channel_order": "gray"}),
+                 {"scale": 0.00390625, "mean": None, "channel_order": "gray"}, "mnist", 0.9916),
         ZooEntry("alexnet", "BVLC AlexNet deploy (ImageNet, 1000 classes); input 10x3x227x227 BGR 0-255 "
                             "minus mean",
                  {"scale": 1.0, "mean": [104.0, 117.0, 123.0], "channel_order": "BGR", "resize": 256}),
