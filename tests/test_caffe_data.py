@@ -17,6 +17,7 @@ from compress.data.caffe import build_feeder, datum_bytes, write_datum_lmdb, wri
 from compress.data.caffe.rng import CaffeRng
 from compress.errors import CompressError
 from converters.caffe.binaryproto import write_mean
+from tests.shared import reference
 
 MEMORY_MODES = [pytest.param(1 << 30, id="in-memory"), pytest.param(0, id="streamed")]
 
@@ -495,12 +496,7 @@ def test_real_mnist_lmdbs_give_caffes_first_loss_and_test_outputs(tmp_path):
     """With the reference run present: Caffe's loss at iteration 0 and its test outputs at 0."""
     import json
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    candidates = [os.path.join(repo, *up, "shared", "reference", "caffe_train", "lenet")
-                  for up in ([".."], ["..", ".."])]
-    ref = next((c for c in candidates if os.path.isdir(c)), None)
-    if ref is None:
-        pytest.skip("the real-Caffe reference run (../shared/reference/caffe_train) is not present")
+    ref = reference("caffe_train", "lenet")
     from compress.data.caffe.mnist_lmdb import write_mnist_lmdbs
     from converters.caffe.builder import build_net
     from converters.caffe.prototxt import parse_net_text
@@ -514,13 +510,13 @@ def test_real_mnist_lmdbs_give_caffes_first_loss_and_test_outputs(tmp_path):
     net = build_net(net_param, read_caffemodel(os.path.join(ref, "init.caffemodel")).blobs, "TEST",
                     input_shapes={"data": test.shapes["data"]})
     with open(os.path.join(ref, "reference.json")) as f:
-        reference = json.load(f)
+        caffe_run = json.load(f)
     ce = torch.nn.functional.cross_entropy
     with torch.no_grad():
         b = train.next_batch()
-        assert ce(net(b["data"]), b["label"]).item() == pytest.approx(reference["loss"]["0"], rel=1e-5)
+        assert ce(net(b["data"]), b["label"]).item() == pytest.approx(caffe_run["loss"]["0"], rel=1e-5)
         outs = [(net(b["data"]), b["label"]) for b in feed(test, 100)]
     accuracy = sum(int((o.argmax(1) == y).sum()) for o, y in outs) / 10000
     loss = sum(ce(o, y).item() for o, y in outs) / 100
-    assert accuracy == reference["test"]["0"]["accuracy"]
-    assert loss == pytest.approx(reference["test"]["0"]["loss"], rel=1e-5)
+    assert accuracy == caffe_run["test"]["0"]["accuracy"]
+    assert loss == pytest.approx(caffe_run["test"]["0"]["loss"], rel=1e-5)

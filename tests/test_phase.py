@@ -1,11 +1,10 @@
 """Phase nets (``converters/caffe/phase.py``) and learnable blobs (``converters/caffe/params.py``): Caffe's
 ``Net::Init`` filtering, loss weights, outputs, weight sharing, ``ParamSpec`` multipliers, fillers,
-trained blobs, the deploy definition; and the real Caffe LeNet run of ``shared/reference/caffe_train``
-when present."""
+trained blobs, the deploy definition; and the real Caffe LeNet run of ``../shared/reference/caffe_train``
+when present (``tests/shared.py``)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from converters.caffe.proto import caffe_pb2
 from converters.caffe.prototxt import parse_net_text, read_net_text
 from converters.caffe.reader import read_caffemodel
 from converters.errors import ConversionError
+from tests.shared import reference
 
 TRAIN_VAL = """
 name: "tiny"
@@ -343,21 +343,16 @@ def test_save_and_reload_through_caffemodel(tmp_path):
 
 # -- the real Caffe LeNet run (shared/reference/caffe_train/lenet), when present -----------------------
 
-LENET = next((p for p in (Path(__file__).resolve().parents[2] / "shared", Path("/work/shared"))
-              if p.is_dir()), Path("shared")) / "reference" / "caffe_train" / "lenet"
-
-
 def lenet():
-    if not (LENET / "init.caffemodel").is_file():
-        pytest.skip("the Caffe LeNet reference run (shared/reference/caffe_train) is absent")
+    ref_dir = reference("caffe_train", "lenet")
     from compress.data.mnist import mnist_arrays
 
-    net = read_net_text(LENET / "train_val.prototxt")
-    blobs = read_caffemodel(LENET / "init.caffemodel").blobs
+    net = read_net_text(ref_dir / "train_val.prototxt")
+    blobs = read_caffemodel(ref_dir / "init.caffemodel").blobs
     train = build_phase_net(net, "TRAIN", blobs=blobs, input_shapes={"data": (64, 1, 28, 28)})
     test = build_phase_net(net, "TEST", blobs=blobs, input_shapes={"data": (100, 1, 28, 28)},
                            share_with=train)
-    ref = json.loads((LENET / "reference.json").read_text())
+    ref = json.loads((ref_dir / "reference.json").read_text())
     x, y, x_test, y_test = mnist_arrays()
     return train, test, ref, (x, y, x_test, y_test)
 
@@ -371,7 +366,7 @@ def test_lenet_init_weights_load_by_name_and_save_back(tmp_path):
     train, _, _, _ = lenet()
     caffe.save(train, tmp_path / "lenet.caffemodel")
     saved = read_caffemodel(tmp_path / "lenet.caffemodel").blobs
-    init = read_caffemodel(LENET / "init.caffemodel").blobs
+    init = read_caffemodel(reference("caffe_train", "lenet", "init.caffemodel")).blobs
     assert sorted(saved) == sorted(init)
     for name, arrays in init.items():
         for want, got in zip(arrays, saved[name], strict=True):
@@ -410,7 +405,7 @@ def test_lenet_first_losses_and_weights_after_20_sgd_iterations_match_caffe():
             for s, v in zip(specs, history, strict=True):
                 v.mul_(0.9).add_(s.param.grad + 5e-4 * s.decay_mult * s.param, alpha=lr * s.lr_mult)
                 s.param.sub_(v)
-    after = read_caffemodel(LENET / "early_iter_20.caffemodel").blobs
+    after = read_caffemodel(reference("caffe_train", "lenet", "early_iter_20.caffemodel")).blobs
     ours = caffe.caffe_blobs(train)
     for name, arrays in after.items():
         for i, want in enumerate(arrays):

@@ -17,6 +17,7 @@ import torch
 
 from compress.cli import main
 from compress.data.caffe import write_datum_lmdb
+from tests.shared import reference
 
 NET = """
 name: "tinynet"
@@ -163,14 +164,11 @@ def test_output_over_an_input_is_refused(setup, capsys):
     assert code == 1 and "net.prototxt" in err and Path("net.prototxt").read_text() == NET
 
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "caffe_train" / "lenet"
-
-
-@pytest.mark.skipif(not (REF / "reference.json").is_file(), reason="../shared reference not present")
 def test_lenet_reference_first_20_iterations(tmp_path, monkeypatch, capsys):
     """Real Caffe 1.0's LeNet run: loss at each of the first 20 iterations within 1e-4 relative, lr
     within 1e-5, the test outputs at iteration 0 within 1e-4, the weights after 20 iterations within
     1e-4 (max |diff| / max |w| per blob)."""
+    ref_dir = reference("caffe_train", "lenet")
     pytest.importorskip("mnist")
     from compress.data.caffe.mnist_lmdb import mnist_uint8
     from converters.caffe.reader import read_caffemodel
@@ -178,15 +176,15 @@ def test_lenet_reference_first_20_iterations(tmp_path, monkeypatch, capsys):
     data = mnist_uint8()
     write_datum_lmdb(tmp_path / "train", *(a[:64 * 20] for a in data["train"]))  # 20 batches: no wrap
     write_datum_lmdb(tmp_path / "test", *data["test"])
-    text = (REF / "train_val.prototxt").read_text()
+    text = (ref_dir / "train_val.prototxt").read_text()
     (tmp_path / "train_val.prototxt").write_text(text.replace("@L/mnist_train_lmdb", "train")
                                                  .replace("@L/mnist_test_lmdb", "test"))
-    (tmp_path / "solver.prototxt").write_text((REF / "solver.prototxt").read_text())
+    (tmp_path / "solver.prototxt").write_text((ref_dir / "solver.prototxt").read_text())
     monkeypatch.chdir(tmp_path)
-    code, _, err = run(capsys, "train", "solver.prototxt", "--weights", str(REF / "init.caffemodel"),
+    code, _, err = run(capsys, "train", "solver.prototxt", "--weights", str(ref_dir / "init.caffemodel"),
                        "--max-iter", "20", "-o", "w20.caffemodel", "--log", "log.jsonl", "--quiet")
     assert code == 0, err
-    ref = json.loads((REF / "reference.json").read_text())
+    ref = json.loads((ref_dir / "reference.json").read_text())
     recs = records("log.jsonl")
     for r in (r for r in recs if "loss" in r):
         assert r["loss"] == pytest.approx(ref["loss"][str(r["iter"])], rel=1e-4)
@@ -195,7 +193,7 @@ def test_lenet_reference_first_20_iterations(tmp_path, monkeypatch, capsys):
     assert test0["accuracy"] == pytest.approx(ref["test"]["0"]["accuracy"], rel=1e-4)
     assert test0["loss"] == pytest.approx(ref["test"]["0"]["loss"], rel=1e-4)
     ours = read_caffemodel("w20.caffemodel").blobs
-    for name, blobs in read_caffemodel(REF / "early_iter_20.caffemodel").blobs.items():
+    for name, blobs in read_caffemodel(ref_dir / "early_iter_20.caffemodel").blobs.items():
         for a, b in zip(ours[name], blobs, strict=True):
             assert np.abs(a - b).max() / np.abs(b).max() < 1e-4, name
 
