@@ -7,7 +7,6 @@ or a distinct value per position).
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ from compress.data.caffe import build_feeder, datum_bytes, write_datum_lmdb, wri
 from compress.data.caffe.rng import CaffeRng
 from compress.errors import CompressError
 from converters.caffe.binaryproto import write_mean
-from tests.shared import reference
 
 MEMORY_MODES = [pytest.param(1 << 30, id="in-memory"), pytest.param(0, id="streamed")]
 
@@ -492,24 +490,23 @@ def test_mnist_pixels_must_be_whole_multiples_of_a_256th():
 
 
 @pytest.mark.slow
-def test_real_mnist_lmdbs_give_caffes_first_loss_and_test_outputs(tmp_path):
+def test_real_mnist_lmdbs_give_caffes_first_loss_and_test_outputs(tmp_path, caffe_lenet):
     """With the reference run present: Caffe's loss at iteration 0 and its test outputs at 0."""
     import json
 
-    ref = reference("caffe_train", "lenet")
     from compress.data.caffe.mnist_lmdb import write_mnist_lmdbs
     from converters.caffe.builder import build_net
     from converters.caffe.prototxt import parse_net_text
     from converters.caffe.reader import read_caffemodel
 
     write_mnist_lmdbs(tmp_path)
-    with open(os.path.join(ref, "train_val.prototxt")) as f:
+    with open(caffe_lenet / "train_val.prototxt") as f:
         net_param = parse_net_text(f.read().replace("@L", str(tmp_path)))
     train, test = (build_feeder(lay, phase) for lay, phase in zip(
         [x for x in net_param.layer if x.type == "Data"], ["TRAIN", "TEST"], strict=True))
-    net = build_net(net_param, read_caffemodel(os.path.join(ref, "init.caffemodel")).blobs, "TEST",
+    net = build_net(net_param, read_caffemodel(caffe_lenet / "init.caffemodel").blobs, "TEST",
                     input_shapes={"data": test.shapes["data"]})
-    with open(os.path.join(ref, "reference.json")) as f:
+    with open(caffe_lenet / "reference.json") as f:
         caffe_run = json.load(f)
     ce = torch.nn.functional.cross_entropy
     with torch.no_grad():

@@ -8,6 +8,7 @@ entropy: only the solver is new here. Issue 9's bars: loss within 1e-4 relative 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,17 +16,17 @@ import torch
 import torch.nn.functional as F
 
 from compress.solver import CaffeSolver, Learnable, SolverConfig
-from tests.shared import ROOT, reference
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_first_20_sgd_iterations_match_real_caffe():
-    ref_dir = reference("caffe_train", "lenet")
+def test_first_20_sgd_iterations_match_real_caffe(caffe_lenet):
     from compress.data.mnist import mnist_arrays
     from converters import caffe
     from converters.caffe.reader import read_caffemodel
 
-    ref = json.loads((ref_dir / "reference.json").read_text())
-    net = caffe.load(ROOT / "zoo" / "lenet.prototxt", ref_dir / "init.caffemodel",
+    ref = json.loads((caffe_lenet / "reference.json").read_text())
+    net = caffe.load(ROOT / "zoo" / "lenet.prototxt", caffe_lenet / "init.caffemodel",
                      input_shapes={"data": (64, 1, 28, 28)})
     logits_blob = net.nodes[-1].bottoms[0]  # the deploy net ends in Softmax; train on its input
     x_train, y_train, _, _ = mnist_arrays()
@@ -42,7 +43,7 @@ def test_first_20_sgd_iterations_match_real_caffe():
         opt.step()
         assert loss.item() == pytest.approx(ref["loss"][str(it)], rel=1e-4), it
         assert opt.last_rate == pytest.approx(ref["lr"][str(it)], rel=1e-5), it
-    want = read_caffemodel(ref_dir / "early_iter_20.caffemodel").blobs
+    want = read_caffemodel(caffe_lenet / "early_iter_20.caffemodel").blobs
     for name in layers:
         for k, (got, w) in enumerate(zip(net.layer(name).get_caffe_blobs(), want[name], strict=True)):
             got = np.asarray(torch.as_tensor(got).detach(), dtype=np.float32).reshape(w.shape)

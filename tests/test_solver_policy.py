@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from compress.solver import POLICIES, SolverConfig, learning_rate, rates
-from tests.shared import reference
 
 # policy -> (fields, the rates of iterations 0, 1, 2, ... computed by hand from Caffe's formulas)
 CASES = {
@@ -69,9 +68,9 @@ def test_integer_powers_are_taken_in_double():
     assert rate != chain
 
 
-def test_lenet_inv_policy_matches_real_caffe():
+def test_lenet_inv_policy_matches_real_caffe(caffe_lenet):
     """Caffe 1.0's own log: lr at every one of the 2,000 iterations (printed to 6 significant digits)."""
-    logged = json.loads(reference("caffe_train", "lenet", "reference.json").read_text())["lr"]
+    logged = json.loads((caffe_lenet / "reference.json").read_text())["lr"]
     cfg = SolverConfig(base_lr=0.01, lr_policy="inv", gamma=0.0001, power=0.75, momentum=0.9,
                        weight_decay=0.0005, max_iter=2000)
     got = list(rates(cfg))

@@ -18,7 +18,6 @@ import torch.nn.functional as F
 
 from compress.cli import main
 from compress.data.caffe import write_datum_lmdb
-from tests.shared import reference
 
 NET = """
 name: "tinynet"
@@ -194,11 +193,10 @@ def test_output_over_an_input_is_refused(setup, capsys):
     assert code == 1 and "net.prototxt" in err and Path("net.prototxt").read_text() == NET
 
 
-def test_lenet_reference_first_20_iterations(tmp_path, monkeypatch, capsys):
+def test_lenet_reference_first_20_iterations(tmp_path, monkeypatch, capsys, caffe_lenet):
     """Real Caffe 1.0's LeNet run: loss at each of the first 20 iterations within 1e-4 relative, lr
     within 1e-5, the test outputs at iteration 0 within 1e-4, the weights after 20 iterations within
     1e-4 (max |diff| / max |w| per blob)."""
-    ref_dir = reference("caffe_train", "lenet")
     pytest.importorskip("mnist")
     from compress.data.caffe.mnist_lmdb import mnist_uint8
     from converters.caffe.reader import read_caffemodel
@@ -206,15 +204,15 @@ def test_lenet_reference_first_20_iterations(tmp_path, monkeypatch, capsys):
     data = mnist_uint8()
     write_datum_lmdb(tmp_path / "train", *(a[:64 * 20] for a in data["train"]))  # 20 batches: no wrap
     write_datum_lmdb(tmp_path / "test", *data["test"])
-    text = (ref_dir / "train_val.prototxt").read_text()
+    text = (caffe_lenet / "train_val.prototxt").read_text()
     (tmp_path / "train_val.prototxt").write_text(text.replace("@L/mnist_train_lmdb", "train")
                                                  .replace("@L/mnist_test_lmdb", "test"))
-    (tmp_path / "solver.prototxt").write_text((ref_dir / "solver.prototxt").read_text())
+    (tmp_path / "solver.prototxt").write_text((caffe_lenet / "solver.prototxt").read_text())
     monkeypatch.chdir(tmp_path)
-    code, _, err = run(capsys, "train", "solver.prototxt", "--weights", str(ref_dir / "init.caffemodel"),
+    code, _, err = run(capsys, "train", "solver.prototxt", "--weights", str(caffe_lenet / "init.caffemodel"),
                        "--max-iter", "20", "-o", "w20.caffemodel", "--log", "log.jsonl", "--quiet")
     assert code == 0, err
-    ref = json.loads((ref_dir / "reference.json").read_text())
+    ref = json.loads((caffe_lenet / "reference.json").read_text())
     recs = records("log.jsonl")
     steps = [r for r in recs if "loss" in r]
     assert [r["iter"] for r in steps] == list(range(20))  # every iteration logged, so all 20 are compared
@@ -226,7 +224,7 @@ def test_lenet_reference_first_20_iterations(tmp_path, monkeypatch, capsys):
     assert test0["accuracy"] == pytest.approx(ref["test"]["0"]["accuracy"], rel=1e-4)
     assert test0["loss"] == pytest.approx(ref["test"]["0"]["loss"], rel=1e-4)
     ours = read_caffemodel("w20.caffemodel").blobs
-    want = read_caffemodel(ref_dir / "early_iter_20.caffemodel").blobs
+    want = read_caffemodel(caffe_lenet / "early_iter_20.caffemodel").blobs
     assert sorted(want) == sorted(ours) == ["conv1", "conv2", "ip1", "ip2"]
     for name, blobs in want.items():
         assert len(blobs) == 2, name
