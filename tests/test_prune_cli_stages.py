@@ -97,3 +97,4 @@ def test_alexnet_full_size_progressive_hits_every_stage_exactly(tmp_path):
     for entry, s in ((log[0], 1), (log[2], 2), (log[4], 3)):
         kept = sum(round(r ** (s / 4) * sizes[n]) for n, r in ALEXNET_21X.items())
         assert entry["sparsity"] == pytest.approx(1 - kept / sum(sizes.values()), abs=1e-12), s
+    out.unlink()  # 244 MB, not to be kept with pytest's last three temporary directories
