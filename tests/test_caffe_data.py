@@ -7,7 +7,6 @@ or a distinct value per position).
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 import pytest
@@ -491,36 +490,30 @@ def test_mnist_pixels_must_be_whole_multiples_of_a_256th():
 
 
 @pytest.mark.slow
-def test_real_mnist_lmdbs_give_caffes_first_loss_and_test_outputs(tmp_path):
+def test_real_mnist_lmdbs_give_caffes_first_loss_and_test_outputs(tmp_path, caffe_lenet):
     """With the reference run present: Caffe's loss at iteration 0 and its test outputs at 0."""
     import json
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    candidates = [os.path.join(repo, *up, "shared", "reference", "caffe_train", "lenet")
-                  for up in ([".."], ["..", ".."])]
-    ref = next((c for c in candidates if os.path.isdir(c)), None)
-    if ref is None:
-        pytest.skip("the real-Caffe reference run (../shared/reference/caffe_train) is not present")
     from compress.data.caffe.mnist_lmdb import write_mnist_lmdbs
     from converters.caffe.builder import build_net
     from converters.caffe.prototxt import parse_net_text
     from converters.caffe.reader import read_caffemodel
 
     write_mnist_lmdbs(tmp_path)
-    with open(os.path.join(ref, "train_val.prototxt")) as f:
+    with open(caffe_lenet / "train_val.prototxt") as f:
         net_param = parse_net_text(f.read().replace("@L", str(tmp_path)))
     train, test = (build_feeder(lay, phase) for lay, phase in zip(
         [x for x in net_param.layer if x.type == "Data"], ["TRAIN", "TEST"], strict=True))
-    net = build_net(net_param, read_caffemodel(os.path.join(ref, "init.caffemodel")).blobs, "TEST",
+    net = build_net(net_param, read_caffemodel(caffe_lenet / "init.caffemodel").blobs, "TEST",
                     input_shapes={"data": test.shapes["data"]})
-    with open(os.path.join(ref, "reference.json")) as f:
-        reference = json.load(f)
+    with open(caffe_lenet / "reference.json") as f:
+        caffe_run = json.load(f)
     ce = torch.nn.functional.cross_entropy
     with torch.no_grad():
         b = train.next_batch()
-        assert ce(net(b["data"]), b["label"]).item() == pytest.approx(reference["loss"]["0"], rel=1e-5)
+        assert ce(net(b["data"]), b["label"]).item() == pytest.approx(caffe_run["loss"]["0"], rel=1e-5)
         outs = [(net(b["data"]), b["label"]) for b in feed(test, 100)]
     accuracy = sum(int((o.argmax(1) == y).sum()) for o, y in outs) / 10000
     loss = sum(ce(o, y).item() for o, y in outs) / 100
-    assert accuracy == reference["test"]["0"]["accuracy"]
-    assert loss == pytest.approx(reference["test"]["0"]["loss"], rel=1e-5)
+    assert accuracy == caffe_run["test"]["0"]["accuracy"]
+    assert loss == pytest.approx(caffe_run["test"]["0"]["loss"], rel=1e-5)

@@ -462,19 +462,45 @@ WEIGHTED = {
 }
 
 
+# Every other registered type with the parameters and bottoms it needs to build (the weighted ones are
+# built from WEIGHTED); the input and data types are never modules: the net builder makes them inputs.
+IMAGE = (1, 2, 5, 5)
+UNWEIGHTED = {
+    "Accuracy": ("top: 'out'", [(2, 5), (2,)]),
+    "Concat": ("", [IMAGE, IMAGE]),
+    "Dropout": ("", [IMAGE]),
+    "Eltwise": ("", [IMAGE, IMAGE]),
+    "EuclideanLoss": ("top: 'out'", [(2, 5), (2, 5)]),
+    "Flatten": ("", [IMAGE]),
+    "LRN": ("", [IMAGE]),
+    "Pooling": ("pooling_param { kernel_size: 2 }", [IMAGE]),
+    "ReLU": ("", [IMAGE]),
+    "Reshape": ("reshape_param { shape { dim: 0 dim: -1 } }", [IMAGE]),
+    "Sigmoid": ("", [IMAGE]),
+    "SigmoidCrossEntropyLoss": ("top: 'out'", [(2, 5), (2, 5)]),
+    "Silence": ("", [IMAGE]),
+    "Softmax": ("", [IMAGE]),
+    "SoftmaxWithLoss": ("top: 'out'", [(2, 5), (2,)]),
+    "Split": ("", [IMAGE]),
+    "TanH": ("", [IMAGE]),
+}
+INPUT_TYPES = {"Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData", "WindowData"}
+
+
 def test_every_weighted_type_has_a_blob_case():
+    """Every registered type is built here (none skipped), and the ones that hold Caffe blobs are
+    exactly those of WEIGHTED: a new weighted type must come with its blob case."""
     from converters.caffe.layers.base import CaffeBlobs
 
-    weighted = set()
-    for t in supported_types():
-        lp = layer(f"type: '{t}'")
-        try:
-            m = builder_for(t)(lp, [torch.empty(1, 2, 5, 5, device="meta")])
-        except (ConversionError, ValueError):
-            continue  # needs parameters; those types are covered by WEIGHTED when weighted
-        if isinstance(m, CaffeBlobs):
-            weighted.add(t)
-    assert weighted <= set(WEIGHTED)
+    assert set(WEIGHTED).isdisjoint(UNWEIGHTED) and INPUT_TYPES.isdisjoint({*WEIGHTED, *UNWEIGHTED})
+    assert {*WEIGHTED, *UNWEIGHTED, *INPUT_TYPES} == set(supported_types())
+    cases = {**{t: (text, [IMAGE]) for t, (text, _) in WEIGHTED.items()}, **UNWEIGHTED}
+    weighted = {t for t, (text, shapes) in cases.items()
+                if isinstance(build(f"type: '{t}' {text}", *shapes), CaffeBlobs)}
+    assert weighted == set(WEIGHTED)
+    for t in sorted(INPUT_TYPES):
+        with pytest.raises(ConversionError, match="turned into net inputs by the net builder"):
+            build(f"type: '{t}'", IMAGE)
 
 
 @pytest.mark.parametrize("t", sorted(WEIGHTED))

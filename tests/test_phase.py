@@ -1,11 +1,10 @@
 """Phase nets (``converters/caffe/phase.py``) and learnable blobs (``converters/caffe/params.py``): Caffe's
 ``Net::Init`` filtering, loss weights, outputs, weight sharing, ``ParamSpec`` multipliers, fillers,
-trained blobs, the deploy definition; and the real Caffe LeNet run of ``shared/reference/caffe_train``
-when present."""
+trained blobs, the deploy definition; and the real Caffe LeNet run of ``../shared/reference/caffe_train``
+when present (the ``caffe_lenet`` fixture of ``tests/conftest.py``)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -343,21 +342,15 @@ def test_save_and_reload_through_caffemodel(tmp_path):
 
 # -- the real Caffe LeNet run (shared/reference/caffe_train/lenet), when present -----------------------
 
-LENET = next((p for p in (Path(__file__).resolve().parents[2] / "shared", Path("/work/shared"))
-              if p.is_dir()), Path("shared")) / "reference" / "caffe_train" / "lenet"
-
-
-def lenet():
-    if not (LENET / "init.caffemodel").is_file():
-        pytest.skip("the Caffe LeNet reference run (shared/reference/caffe_train) is absent")
+def lenet(ref_dir):
     from compress.data.mnist import mnist_arrays
 
-    net = read_net_text(LENET / "train_val.prototxt")
-    blobs = read_caffemodel(LENET / "init.caffemodel").blobs
+    net = read_net_text(ref_dir / "train_val.prototxt")
+    blobs = read_caffemodel(ref_dir / "init.caffemodel").blobs
     train = build_phase_net(net, "TRAIN", blobs=blobs, input_shapes={"data": (64, 1, 28, 28)})
     test = build_phase_net(net, "TEST", blobs=blobs, input_shapes={"data": (100, 1, 28, 28)},
                            share_with=train)
-    ref = json.loads((LENET / "reference.json").read_text())
+    ref = json.loads((ref_dir / "reference.json").read_text())
     x, y, x_test, y_test = mnist_arrays()
     return train, test, ref, (x, y, x_test, y_test)
 
@@ -367,19 +360,19 @@ def caffe_data(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x * 256).to(torch.uint8).float() * 0.00390625
 
 
-def test_lenet_init_weights_load_by_name_and_save_back(tmp_path):
-    train, _, _, _ = lenet()
+def test_lenet_init_weights_load_by_name_and_save_back(tmp_path, caffe_lenet):
+    train, _, _, _ = lenet(caffe_lenet)
     caffe.save(train, tmp_path / "lenet.caffemodel")
     saved = read_caffemodel(tmp_path / "lenet.caffemodel").blobs
-    init = read_caffemodel(LENET / "init.caffemodel").blobs
+    init = read_caffemodel(caffe_lenet / "init.caffemodel").blobs
     assert sorted(saved) == sorted(init)
     for name, arrays in init.items():
         for want, got in zip(arrays, saved[name], strict=True):
             assert np.array_equal(got.reshape(want.shape), want)
 
 
-def test_lenet_test_outputs_at_iteration_0_match_caffe():
-    train, test, ref, (_, _, x_test, y_test) = lenet()
+def test_lenet_test_outputs_at_iteration_0_match_caffe(caffe_lenet):
+    train, test, ref, (_, _, x_test, y_test) = lenet(caffe_lenet)
     acc = loss = 0.0
     with torch.no_grad():
         for i in range(100):  # test_iter 100 batches of 100, averaged per batch as Solver::Test does
@@ -391,11 +384,11 @@ def test_lenet_test_outputs_at_iteration_0_match_caffe():
     assert loss == pytest.approx(ref["test"]["0"]["loss"], rel=1e-4)
 
 
-def test_lenet_first_losses_and_weights_after_20_sgd_iterations_match_caffe():
+def test_lenet_first_losses_and_weights_after_20_sgd_iterations_match_caffe(caffe_lenet):
     # The net's objective and gradients, driven by a transcription of Caffe's SGD update (sgd_solver.cpp:
     # diff += weight_decay * decay_mult * w; v = momentum * v + lr * lr_mult * diff; w -= v), with the
     # reference solver's settings: base_lr 0.01, momentum 0.9, weight_decay 5e-4, inv(gamma 1e-4, power 0.75).
-    train, _, ref, (x, y, _, _) = lenet()
+    train, _, ref, (x, y, _, _) = lenet(caffe_lenet)
     specs = param_specs(train)
     history = [torch.zeros_like(s.param) for s in specs]
     for it in range(20):
@@ -410,7 +403,7 @@ def test_lenet_first_losses_and_weights_after_20_sgd_iterations_match_caffe():
             for s, v in zip(specs, history, strict=True):
                 v.mul_(0.9).add_(s.param.grad + 5e-4 * s.decay_mult * s.param, alpha=lr * s.lr_mult)
                 s.param.sub_(v)
-    after = read_caffemodel(LENET / "early_iter_20.caffemodel").blobs
+    after = read_caffemodel(caffe_lenet / "early_iter_20.caffemodel").blobs
     ours = caffe.caffe_blobs(train)
     for name, arrays in after.items():
         for i, want in enumerate(arrays):

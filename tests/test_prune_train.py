@@ -152,8 +152,22 @@ def test_caffe_net_ending_in_softmax_trains_on_logits(tmp_path):
     assert list(layers) == ["conv1", "ip1"]
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(8, 2, 8, 8, generator=g), torch.randint(0, 5, (8,), generator=g)) for _ in range(3)]
+    x, y = torch.cat([b[0] for b in data]), torch.cat([b[1] for b in data])
+    with torch.no_grad():
+        before = net.forward_blobs(data[0][0])["ip1"]  # the logits the first (only) step sees
     m = method_class("admm")(layers, Targets({"conv1": 0.25, "ip1": 0.1}), admm_iters=1, epochs_per_iter=1)
-    res = train(net, m, data, data, TrainConfig(retrain_epochs=1))
+    res = train(net, m, data[:1], data, TrainConfig(retrain_epochs=1))
     assert int((net.conv1.weight != 0).sum()) == 18  # round(0.25 * 72)
     assert int((net.ip1.weight != 0).sum()) == 32  # round(0.1 * 320)
-    assert res.history[0]["loss"] < 10 and 0 <= res.accuracy <= 1
+    # epoch 1's loss is the cross-entropy of the logits before its one step, not of the Softmax output
+    first = torch.nn.functional.cross_entropy(before, data[0][1]).item()
+    on_probabilities = torch.nn.functional.cross_entropy(torch.softmax(before, 1), data[0][1]).item()
+    assert abs(first - on_probabilities) > 0.05  # so the check below tells the two apart
+    assert res.history[0]["loss"] == pytest.approx(first, rel=1e-6)
+    assert res.history[0]["train_acc"] == int((before.argmax(1) == data[0][1]).sum()) / 8
+    # the final test on all 24 samples: accuracy and loss of the pruned net's logits, counted here
+    with torch.no_grad():
+        after = net.forward_blobs(x)["ip1"]
+    assert res.accuracy == int((after.argmax(1) == y).sum()) / 24
+    assert res.history[-1]["test"]["loss"] == pytest.approx(
+        torch.nn.functional.cross_entropy(after, y).item(), rel=1e-5)

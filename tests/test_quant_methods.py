@@ -2,6 +2,7 @@
 exactly zero, the hard quantization at the end, and resume bit for bit (as tests/test_prune_train.py)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,7 +10,6 @@ from compress.errors import CompressError
 from compress.prune.checkpoint import load_checkpoint
 from compress.prune.targets import prunable_layers
 from compress.prune.trainer import TrainConfig, train
-from compress.quant.admm import admm_quant_step
 from compress.quant.config import GridConfig
 from compress.quant.grid import fake_quantize, off_grid
 from compress.quant.methods import METHODS, method_class
@@ -140,22 +140,49 @@ def test_qgt_ramp_is_checked_before_any_work():
         make("qgt", qgt_lambda_min=0.0)
 
 
+def assert_ternary_projection(z: torch.Tensor, scales: torch.Tensor, v: np.ndarray, kept: np.ndarray) -> None:
+    """``z`` is ``Proj_grid(v)`` on a 2-bit grid (levels -s, 0, s of each row), in NumPy: the float32 codes
+    ``clip(rint(v / s), -1, 1)`` times ``s`` with the pruned entries zero, where ``s`` is Leng et al.'s
+    scaling factor ``<|v|, q> / <q, q>`` (the mean magnitude of the entries coded +-1) and fits ``v`` no
+    worse than max-abs does."""
+    v = np.where(kept, v, np.float32(0)).astype(np.float32)
+    s = scales.numpy()[:, None]
+    q = np.clip(np.rint(v / s), -1, 1)
+    assert np.array_equal(z.numpy(), np.where(kept, q * s, np.float32(0)))
+    a, coded = np.abs(v).astype(np.float64), np.abs(q).astype(np.float64)
+    assert (coded.sum(axis=1) > 0).all()
+    np.testing.assert_allclose(s[:, 0], (a * coded).sum(axis=1) / coded.sum(axis=1), rtol=1e-6)
+
+    def error(scale: np.ndarray) -> np.ndarray:
+        return ((a - np.clip(np.rint(a / scale), 0, 1) * scale) ** 2).sum(axis=1)
+
+    assert (error(s.astype(np.float64)) <= error(a.max(axis=1, keepdims=True)) * (1 + 1e-9)).all()
+
+
 def test_admm_hooks_are_its_formulas():
+    """Two ADMM iterations on fc against NumPy: Z = Proj(W + U) (the second one with U != 0), U = U + W - Z
+    in float32, the penalty gradient rho (W - Z + U) on the kept entries, rho doubling."""
     net, m = make("admm", rho=0.1, rho_growth=2.0)
     m.init(net)
     w = net.fc.weight
-    mask = w.detach() != 0
-    z0, u0, grid0 = admm_quant_step(w, torch.zeros_like(w), 2, mask=mask)
-    assert torch.equal(m.Z["fc"], z0) and not m.U["fc"].any()  # Z = Proj(W), U = 0
-    with torch.no_grad():
-        w.add_(0.01 * mask)  # W moves during the W-step
-    w.grad = torch.zeros_like(w)
-    m.before_step(net)
-    assert torch.allclose(w.grad, 0.1 * (w.detach() - m.Z["fc"] + m.U["fc"]) * mask, atol=1e-7)
-    z1, u1, grid1 = admm_quant_step(w, m.U["fc"], 2, mask=mask)
-    m.end_iteration(net, 0)
-    assert torch.equal(m.Z["fc"], z1) and torch.equal(m.U["fc"], u1)
-    assert torch.equal(m.grids["fc"].scales, grid1.scales) and m.rho["fc"] == 0.2
+    kept = w.detach().numpy() != 0
+    mask = torch.from_numpy(kept)
+    assert_ternary_projection(m.Z["fc"], m.grids["fc"].scales, w.detach().numpy(), kept)  # Z = Proj(W)
+    assert not m.U["fc"].any()  # U = 0
+    for k, move in enumerate((0.01, -0.02)):  # W moves during each W-step
+        with torch.no_grad():
+            w.add_(move * mask)
+        w.grad = torch.zeros_like(w)
+        m.before_step(net)
+        rho = 0.1 * 2 ** k
+        want = rho * (w.detach().numpy() - m.Z["fc"].numpy() + m.U["fc"].numpy()) * kept
+        np.testing.assert_allclose(w.grad.numpy(), want, rtol=1e-6, atol=1e-9)
+        u, now = m.U["fc"].numpy().copy(), w.detach().numpy().copy()
+        assert k == 0 or u.any()  # the second Z-step projects W + U, not W
+        m.end_iteration(net, k)
+        assert_ternary_projection(m.Z["fc"], m.grids["fc"].scales, u + now, kept)
+        assert np.array_equal(m.U["fc"].numpy(), u + now - m.Z["fc"].numpy())
+        assert m.rho["fc"] == pytest.approx(0.1 * 2 ** (k + 1), rel=1e-12)
 
 
 def test_admm_fixed_scale_keeps_the_initial_grid():

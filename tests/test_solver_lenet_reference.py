@@ -17,19 +17,16 @@ import torch.nn.functional as F
 
 from compress.solver import CaffeSolver, Learnable, SolverConfig
 
-REF = Path("/work/shared/reference/caffe_train/lenet")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_first_20_sgd_iterations_match_real_caffe():
-    if not (REF / "reference.json").is_file():
-        pytest.skip("the real-Caffe reference run is not on this machine")
+def test_first_20_sgd_iterations_match_real_caffe(caffe_lenet):
     from compress.data.mnist import mnist_arrays
     from converters import caffe
     from converters.caffe.reader import read_caffemodel
 
-    ref = json.loads((REF / "reference.json").read_text())
-    net = caffe.load(ROOT / "zoo" / "lenet.prototxt", REF / "init.caffemodel",
+    ref = json.loads((caffe_lenet / "reference.json").read_text())
+    net = caffe.load(ROOT / "zoo" / "lenet.prototxt", caffe_lenet / "init.caffemodel",
                      input_shapes={"data": (64, 1, 28, 28)})
     logits_blob = net.nodes[-1].bottoms[0]  # the deploy net ends in Softmax; train on its input
     x_train, y_train, _, _ = mnist_arrays()
@@ -46,7 +43,7 @@ def test_first_20_sgd_iterations_match_real_caffe():
         opt.step()
         assert loss.item() == pytest.approx(ref["loss"][str(it)], rel=1e-4), it
         assert opt.last_rate == pytest.approx(ref["lr"][str(it)], rel=1e-5), it
-    want = read_caffemodel(REF / "early_iter_20.caffemodel").blobs
+    want = read_caffemodel(caffe_lenet / "early_iter_20.caffemodel").blobs
     for name in layers:
         for k, (got, w) in enumerate(zip(net.layer(name).get_caffe_blobs(), want[name], strict=True)):
             got = np.asarray(torch.as_tensor(got).detach(), dtype=np.float32).reshape(w.shape)

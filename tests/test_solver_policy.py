@@ -3,14 +3,11 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from compress.solver import POLICIES, SolverConfig, learning_rate, rates
-
-REFERENCE = Path("/work/shared/reference/caffe_train/lenet/reference.json")
 
 # policy -> (fields, the rates of iterations 0, 1, 2, ... computed by hand from Caffe's formulas)
 CASES = {
@@ -71,11 +68,9 @@ def test_integer_powers_are_taken_in_double():
     assert rate != chain
 
 
-def test_lenet_inv_policy_matches_real_caffe():
+def test_lenet_inv_policy_matches_real_caffe(caffe_lenet):
     """Caffe 1.0's own log: lr at every one of the 2,000 iterations (printed to 6 significant digits)."""
-    if not REFERENCE.is_file():
-        pytest.skip("the real-Caffe reference run is not on this machine")
-    logged = json.loads(REFERENCE.read_text())["lr"]
+    logged = json.loads((caffe_lenet / "reference.json").read_text())["lr"]
     cfg = SolverConfig(base_lr=0.01, lr_policy="inv", gamma=0.0001, power=0.75, momentum=0.9,
                        weight_decay=0.0005, max_iter=2000)
     got = list(rates(cfg))

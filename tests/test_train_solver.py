@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from compress.cli import main
 from compress.data.caffe import write_datum_lmdb
@@ -55,12 +56,18 @@ random_seed: 7
 """
 
 
-@pytest.fixture
-def setup(tmp_path, monkeypatch):
-    """A train_val over two small LMDBs and its solver, in the working directory (as Caffe resolves)."""
+def tiny_data() -> tuple[np.ndarray, np.ndarray]:
+    """64 images (uint8, 1x6x6) whose brightness says their class (0, 1 or 2), and the labels."""
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, 64)
     images = (rng.integers(0, 60, (64, 1, 6, 6)) + labels[:, None, None, None] * 60).astype(np.uint8)
+    return images, labels
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    """A train_val over two small LMDBs and its solver, in the working directory (as Caffe resolves)."""
+    images, labels = tiny_data()
     write_datum_lmdb(tmp_path / "train_lmdb", images[:40], labels[:40])
     write_datum_lmdb(tmp_path / "test_lmdb", images[40:], labels[40:])
     (tmp_path / "net.prototxt").write_text(NET)
@@ -119,23 +126,46 @@ def test_resume_from_a_snapshot_is_bit_exact(setup, capsys):
 
 
 def test_iter_size_accumulates_and_reports_the_mean_loss(setup, capsys):
-    Path("solver.prototxt").write_text(SOLVER.replace("max_iter: 12", "max_iter: 2\niter_size: 2"))
-    code, _, err = run(capsys, "train", "solver.prototxt", "--log", "log.jsonl", "--quiet")
-    assert code == 0, err
-    from compress.data.caffe import build_feeder
-    from compress.solver.read import read_solver
-    from converters.caffe.phase import build_phase_net, phase_layers
+    """iter_size 2 against a float64 transcription in torch.nn.functional of the net (without its dropout)
+    and of Caffe's SGD update: iteration 0 logs the mean loss of batches 0 and 1 (images 0-15 in LMDB
+    order), its update uses the mean of their gradients (Normalize: diff / iter_size), and iteration 1
+    logs the mean loss of batches 2 and 3 under the updated weights."""
+    from converters.caffe.prototxt import parse_net_text
+    from converters.caffe.writer import write_caffemodel
 
-    solver = read_solver("solver.prototxt")
-    layer = [x for x in phase_layers(solver.train_net.param, "TRAIN") if x.type == "Data"][0]
-    feeder = build_feeder(layer, "TRAIN", seed=7)
-    torch.manual_seed(7)
-    net = build_phase_net(solver.train_net.param, "TRAIN", input_shapes=feeder.shapes,
-                          generator=torch.Generator().manual_seed(7))
-    first = [float(net.run(feeder.next_batch()).objective.detach()) for _ in range(2)]
+    Path("net.prototxt").write_text("".join(x for x in NET.splitlines(True) if '"Dropout"' not in x))
+    Path("solver.prototxt").write_text(SOLVER.replace("max_iter: 12", "max_iter: 2\niter_size: 2"))
+    rng = np.random.default_rng(3)
+    init = {"conv1": [rng.normal(0, 0.3, (4, 1, 3, 3)), rng.normal(0, 0.1, 4)],
+            "ip1": [rng.normal(0, 0.3, (3, 64)), rng.normal(0, 0.1, 3)]}
+    init = {k: [a.astype(np.float32) for a in v] for k, v in init.items()}
+    write_caffemodel("init.caffemodel", parse_net_text(NET), init)
+    code, _, err = run(capsys, "train", "solver.prototxt", "--weights", "init.caffemodel",
+                       "--log", "log.jsonl", "--quiet")
+    assert code == 0, err
+
+    images, labels = tiny_data()
+    x = torch.from_numpy(images[:32]).double() * 0.00390625  # transform_param scale
+    y = torch.from_numpy(labels[:32])
+    w = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (*init["conv1"], *init["ip1"])]
+
+    def loss(batch: int) -> torch.Tensor:  # conv1 -> ReLU -> ip1 -> SoftmaxWithLoss of batch size 8
+        rows = slice(8 * batch, 8 * batch + 8)
+        hidden = F.relu(F.conv2d(x[rows], w[0], w[1])).flatten(1)
+        return F.cross_entropy(F.linear(hidden, w[2], w[3]), y[rows])
+
+    first = loss(0) + loss(1)
+    first.backward()
+    gap = abs((loss(0) - loss(1)).item())
+    with torch.no_grad():  # iteration 0: v = 0, rate 0.05; conv1's bias has lr_mult 2; decay_mult 1 all
+        for p, lr_mult in zip(w, (1, 2, 1, 1), strict=True):
+            p -= 0.05 * lr_mult * (p.grad / 2 + 0.0005 * p)
+        second = loss(2) + loss(3)
     logged = [r for r in records("log.jsonl") if "loss" in r]
-    assert logged[0]["loss"] == pytest.approx(sum(first) / 2, rel=1e-6)
-    assert len(logged) == 2
+    assert [r["iter"] for r in logged] == [0, 1]
+    assert logged[0]["loss"] == pytest.approx(first.item() / 2, rel=1e-5)
+    assert logged[1]["loss"] == pytest.approx(second.item() / 2, rel=1e-5)
+    assert gap > 1e-2  # the two batches' losses differ: the loss of either one alone would not pass
 
 
 @pytest.mark.parametrize("edit,message", [
@@ -163,11 +193,7 @@ def test_output_over_an_input_is_refused(setup, capsys):
     assert code == 1 and "net.prototxt" in err and Path("net.prototxt").read_text() == NET
 
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "caffe_train" / "lenet"
-
-
-@pytest.mark.skipif(not (REF / "reference.json").is_file(), reason="../shared reference not present")
-def test_lenet_reference_first_20_iterations(tmp_path, monkeypatch, capsys):
+def test_lenet_reference_first_20_iterations(tmp_path, monkeypatch, capsys, caffe_lenet):
     """Real Caffe 1.0's LeNet run: loss at each of the first 20 iterations within 1e-4 relative, lr
     within 1e-5, the test outputs at iteration 0 within 1e-4, the weights after 20 iterations within
     1e-4 (max |diff| / max |w| per blob)."""
@@ -178,24 +204,30 @@ def test_lenet_reference_first_20_iterations(tmp_path, monkeypatch, capsys):
     data = mnist_uint8()
     write_datum_lmdb(tmp_path / "train", *(a[:64 * 20] for a in data["train"]))  # 20 batches: no wrap
     write_datum_lmdb(tmp_path / "test", *data["test"])
-    text = (REF / "train_val.prototxt").read_text()
+    text = (caffe_lenet / "train_val.prototxt").read_text()
     (tmp_path / "train_val.prototxt").write_text(text.replace("@L/mnist_train_lmdb", "train")
                                                  .replace("@L/mnist_test_lmdb", "test"))
-    (tmp_path / "solver.prototxt").write_text((REF / "solver.prototxt").read_text())
+    (tmp_path / "solver.prototxt").write_text((caffe_lenet / "solver.prototxt").read_text())
     monkeypatch.chdir(tmp_path)
-    code, _, err = run(capsys, "train", "solver.prototxt", "--weights", str(REF / "init.caffemodel"),
+    code, _, err = run(capsys, "train", "solver.prototxt", "--weights", str(caffe_lenet / "init.caffemodel"),
                        "--max-iter", "20", "-o", "w20.caffemodel", "--log", "log.jsonl", "--quiet")
     assert code == 0, err
-    ref = json.loads((REF / "reference.json").read_text())
+    ref = json.loads((caffe_lenet / "reference.json").read_text())
     recs = records("log.jsonl")
-    for r in (r for r in recs if "loss" in r):
+    steps = [r for r in recs if "loss" in r]
+    assert [r["iter"] for r in steps] == list(range(20))  # every iteration logged, so all 20 are compared
+    for r in steps:
         assert r["loss"] == pytest.approx(ref["loss"][str(r["iter"])], rel=1e-4)
         assert r["lr"] == pytest.approx(ref["lr"][str(r["iter"])], rel=1e-5)
+    assert [r["iter"] for r in recs if "test" in r] == [0]  # test_interval 500: only the test at 0
     test0 = next(r["test"] for r in recs if "test" in r and r["iter"] == 0)
     assert test0["accuracy"] == pytest.approx(ref["test"]["0"]["accuracy"], rel=1e-4)
     assert test0["loss"] == pytest.approx(ref["test"]["0"]["loss"], rel=1e-4)
     ours = read_caffemodel("w20.caffemodel").blobs
-    for name, blobs in read_caffemodel(REF / "early_iter_20.caffemodel").blobs.items():
+    want = read_caffemodel(caffe_lenet / "early_iter_20.caffemodel").blobs
+    assert sorted(want) == sorted(ours) == ["conv1", "conv2", "ip1", "ip2"]
+    for name, blobs in want.items():
+        assert len(blobs) == 2, name
         for a, b in zip(ours[name], blobs, strict=True):
             assert np.abs(a - b).max() / np.abs(b).max() < 1e-4, name
 
