@@ -248,19 +248,9 @@ def _load_onnx(path: str, device: str) -> tuple[_Loaded, torch.device]:
     from converters.onnx.verify import open_session, read_onnx
 
     proto = read_onnx(path)
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    dev = torch.device("cpu")
-    if device != "auto" and device != "cpu":
-        if not device.startswith("cuda"):
-            raise CompressError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise CompressError(f"--device {device}: this onnxruntime has no CUDA provider "
-                                f"(it has {', '.join(ort.get_available_providers())})")
-        providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
-        dev = torch.device(device)
-    session = open_session(path, providers=providers)
+    providers = ort_providers(device)
+    dev = torch.device(device if providers[0] == "CUDAExecutionProvider" else "cpu")
+    session = open_session(path, providers=providers)  # threads: OMP_NUM_THREADS (--threads)
     dims = session.get_inputs()[0].shape
     if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
         raise CompressError(f"{path}: expected an image input (N, C, H, W) with fixed C, H, W, found {dims}")
@@ -279,6 +269,21 @@ def _load_onnx(path: str, device: str) -> tuple[_Loaded, torch.device]:
     probabilities = producer is not None and producer.op_type == "Softmax"
     return _Loaded(session, (1, *dims[1:]), _class_count((1, classes), path), preprocess, probabilities,
                    "onnxruntime"), dev
+
+
+def ort_providers(device: str) -> tuple[str, ...]:
+    """onnxruntime's execution providers for ``--device``: the CPU one for auto/cpu, CUDA first for cuda[:N]
+    (one line when this onnxruntime has no CUDA provider)."""
+    if device in ("auto", "cpu"):
+        return ("CPUExecutionProvider",)
+    if not device.startswith("cuda"):
+        raise CompressError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise CompressError(f"--device {device}: this onnxruntime has no CUDA provider "
+                            f"(it has {', '.join(ort.get_available_providers())})")
+    return ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 def _class_count(shape: tuple[int, ...], where: str) -> int:

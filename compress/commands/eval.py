@@ -5,6 +5,8 @@ import json
 
 import click
 
+from compress.commands._common import threads_option
+
 
 def render(report) -> str:
     """The text of ``compress eval``: what ran on how many images, then the figures (or why none)."""
@@ -44,6 +46,7 @@ def render(report) -> str:
 @click.option("--device", default="auto", show_default=True, metavar="DEVICE",
               help="Where to run: auto, cpu, cuda or cuda:N")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object")
+@threads_option
 def command(model: str, data: str | None, solver: str | None, iterations: int | None, limit: int | None,
             batch_size: int, prototxt: str | None, device: str, as_json: bool) -> None:
     """Top-1/top-5 accuracy and loss of a model on a test set (PyTorch or onnxruntime).

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from compress.commands._common import echo_json, json_option, threads_option
+
 
 @dataclass(frozen=True)
 class ExportSummary:
@@ -194,8 +196,10 @@ def render(s: ExportSummary) -> str:
 @click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL")
 @click.option("--deploy", metavar="FILE", show_default="the output with .prototxt",
               help="Caffemodel: where to write the deploy prototxt")
+@threads_option
+@json_option
 def command(model: str, output: str, to: str | None, dense: bool, thin: bool | None, opset: int | None,
-            prototxt: str | None, deploy: str | None) -> None:
+            prototxt: str | None, deploy: str | None, as_json: bool) -> None:
     """Export to ONNX (sparse initializers where smaller), thinned, or .caffemodel.
 
     MODEL is a zoo name, a model file or a .caffemodel. ONNX weights go into sparse initializers
@@ -206,4 +210,9 @@ def command(model: str, output: str, to: str | None, dense: bool, thin: bool | N
     """
     summary = export_model(model, output, to=to, dense=dense, thin=thin, opset=opset,
                            prototxt=prototxt, deploy=deploy)
-    click.echo(render(summary), nl=False)
+    if as_json:
+        from dataclasses import asdict
+
+        echo_json({"schema": "compress.export/1", **asdict(summary)})
+    else:
+        click.echo(render(summary), nl=False)

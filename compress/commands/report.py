@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from compress.commands._common import threads_option
+
 FORMATS = ("markdown", "csv", "json")
 
 
@@ -36,6 +38,7 @@ def report_model(spec: str, *, prototxt: str | None = None, baseline: str | None
               help="With --quant-table: top-1 of each exported ONNX file on this test set (mnist, DIR)")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", show_default="the whole test set",
               help="With --quant-table --data: evaluate the first N test images only")
+@threads_option
 def command(models: tuple[str, ...], per_layer: bool, fmt: str, as_json: bool, baseline: str | None,
             plot_path: str | None, prototxt: str | None, output: str | None, quant_table: bool,
             data: str | None, limit: int | None) -> None:
