@@ -45,3 +45,16 @@ def test_two_classes_report_the_positive_class_and_more_classes_the_macro_mean()
     per = [roc_auc(p3[:, c], y3 == c) for c in range(3)]
     assert m3.auc == pytest.approx(np.mean(per)) and m3.averaging == "macro over 3 classes, one vs rest"
     assert m3.f1 == pytest.approx(np.mean([f1(p3.argmax(1) == c, y3 == c) for c in range(3)]))
+
+
+def test_eval_reports_the_same_auc_ap_f1_from_pytorch_logits_and_an_onnx_softmax(tmp_path):
+    from compress.commands.export import export_model
+    from compress.evaluate import evaluate_model
+
+    export_model("lenet", str(tmp_path / "l.onnx"))
+    a = evaluate_model("lenet", "mnist", limit=500).result
+    b = evaluate_model(str(tmp_path / "l.onnx"), "mnist", limit=500).result
+    assert a.averaging == b.averaging == "macro over 10 classes, one vs rest"
+    for key in ("auc", "ap", "f1"):
+        assert getattr(a, key) == pytest.approx(getattr(b, key), abs=1e-6), key
+    assert 0.99 < a.auc <= 1.0 and a.f1 == pytest.approx(a.top1, abs=0.02)

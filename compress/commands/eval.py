@@ -25,6 +25,10 @@ def render(report) -> str:
     top5 = "-  (fewer than 5 classes)" if r.top5 is None else f"{r.top5 * 100:.2f}%"
     lines.append(f"  top-5 accuracy  {top5}")
     lines.append(f"  loss            {r.loss:.4f}  (mean cross-entropy, {r.classes} classes)")
+    if r.f1 is not None:
+        auc = "-" if r.auc is None else f"{r.auc:.4f}"
+        ap = "-" if r.ap is None else f"{r.ap:.4f}"
+        lines.append(f"  AUC {auc}  AP {ap}  f1 {r.f1:.4f}  ({r.averaging})")
     return "\n".join(lines) + "\n"
 
 
