@@ -33,8 +33,8 @@ def report_model(spec: str, *, prototxt: str | None = None, baseline: str | None
 @click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL")
 @click.option("-o", "--output", metavar="FILE", show_default="stdout", help="Where to write the report")
 @click.option("--quant-table", is_flag=True,
-              help="The seed's quantization table (Method | alpha | num_bits | Size (KB) | Accuracy | AUC | AP | "
-                   "f1), one row per MODEL")
+              help="The seed's quantization table (Method | alpha | num_bits | Size (KB) | Accuracy | AUC | "
+                   "AP | f1), one row per MODEL")
 @click.option("--data", metavar="SPEC", show_default="the accuracy each model file records",
               help="With --quant-table: top-1, AUC, AP and f1 of each exported ONNX file on this test set "
                    "(mnist, fashion-mnist, DIR)")
