@@ -381,7 +381,7 @@ def test_distributed(tmp_path):
 
 @pytest.mark.parametrize(("make", "message"), [
     (lambda p: p / "nope", r"no such dataset name or directory; expected a dataset name "
-                           r"\(mnist, synthetic\)"),
+                           r"\(fashion-mnist, mnist, synthetic\)"),
     (lambda p: p, r"directory layout not recognized; expected .*idx files.*image folder"),
     (lambda p: (p / "f.txt").write_text("x") and p / "f.txt", r"f\.txt': is a file; expected"),
 ])
