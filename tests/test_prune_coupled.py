@@ -191,3 +191,48 @@ def test_rgsm_penalty_counts_each_coupled_set_once():
     assert torch.allclose(loss, expected)
     loss.backward()
     assert net.conv2b.weight.grad is not None and net.conv2b.weight.grad.abs().sum() > 0
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAt:
+    """The batches, but raising at the start of epoch ``stop`` (0-based), like a killed run."""
+
+    def __init__(self, batches, stop):
+        self.batches, self.stop, self.epochs = batches, stop, 0
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        if self.epochs == self.stop:
+            raise Interrupt
+        self.epochs += 1
+        return iter(self.batches)
+
+
+@pytest.mark.parametrize("name,stop,hp", [("admm", 1, {"admm_iters": 2, "epochs_per_iter": 1}),
+                                          ("admm", 3, {"admm_iters": 2, "epochs_per_iter": 1}),
+                                          ("rgsm", 1, {"epochs": 2})])
+def test_coupled_runs_resume_bit_for_bit(tmp_path, name, stop, hp):
+    def run(seed, data, **cfg):
+        torch.manual_seed(seed)
+        net = random_net(RESIDUAL_PROJ, seed)
+        layers = prunable_layers(net)
+        m = method_class(name)(layers, resolve_targets(layers, pcen=50, sparsity="channel"), **hp)
+        return net, lambda **kw: train(net, m, data, batches(net, seed=5), TrainConfig(
+            lr=0.02, retrain_epochs=2, seed=3, **cfg), **kw)
+
+    net_a, go = run(0, batches(random_net(RESIDUAL_PROJ)))
+    go()
+    ckpt = str(tmp_path / "run.ckpt")
+    data = batches(random_net(RESIDUAL_PROJ))
+    _, go = run(0, StopAt(data, stop), checkpoint=ckpt)
+    with pytest.raises(Interrupt):
+        go()
+    net_c, go = run(7, data, checkpoint=ckpt)  # another init: everything comes from the checkpoint
+    go(resume=ckpt)
+    for (k, a), (_, c) in zip(net_a.state_dict().items(), net_c.state_dict().items(), strict=True):
+        assert torch.equal(a, c), k
