@@ -121,11 +121,13 @@ def _probe(net, graph: ChannelGraph) -> dict[str, torch.Tensor]:
     hooks = []
     for name in names:
         def hook(_m, args, _y, name=name):
-            seen[name] = args[0][0].detach().double()
+            seen[name] = args[0][0].detach().double().cpu()
         hooks.append(net.layer(name).register_forward_hook(hook))
     try:
         with torch.no_grad():
-            net(*[torch.zeros((1, *tuple(s)[1:])) for s in net.inputs.values()])
+            p = next(iter(net.parameters()))
+            net(*[torch.zeros((1, *tuple(s)[1:]), device=p.device, dtype=p.dtype)
+                  for s in net.inputs.values()])
     finally:
         for h in hooks:
             h.remove()

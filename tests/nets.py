@@ -205,11 +205,11 @@ RESIDUAL = (_input() + _conv("conv1", "data", 8) + _bn("conv1", "conv1") + _relu
             + _relu("relu_sum", "sum") + _conv("conv3", "sum", 12, k=1, pad=0) + _bn("conv3", "conv3")
             + _relu("relu3", "conv3") + _head(bottom="conv3"))
 
-# The same with a projection shortcut (option B, a 1x1 conv with its own BN) widening 8 -> 16 channels.
+# The same with a projection shortcut (option B, a 1x1 conv with its own BN) widening 8 -> 32 channels.
 RESIDUAL_PROJ = (_input() + _conv("conv1", "data", 8) + _bn("conv1", "conv1") + _relu("relu1", "conv1")
-                 + _conv("proj", "conv1", 16, k=1, pad=0, bias=False) + _bn("proj", "proj")
+                 + _conv("proj", "conv1", 32, k=1, pad=0, bias=False) + _bn("proj", "proj")
                  + _conv("conv2a", "conv1", 6) + _bn("conv2a", "conv2a") + _relu("relu2a", "conv2a")
-                 + _conv("conv2b", "conv2a", 16, bias=False) + _bn("conv2b", "conv2b")
+                 + _conv("conv2b", "conv2a", 32, bias=False) + _bn("conv2b", "conv2b")
                  + 'layer { name: "sum" type: "Eltwise" bottom: "proj" bottom: "conv2b" top: "sum" }\n'
                  + _relu("relu_sum", "sum") + _head(bottom="sum"))
 
@@ -228,7 +228,7 @@ CONCAT = (_input() + _conv("conv1", "data", 6) + _relu("relu1", "conv1")
 DEPTHWISE = (_input() + _conv("conv1", "data", 8, bias=False) + _bn("conv1", "conv1")
              + _relu("relu1", "conv1")
              + _conv("dw", "conv1", 8, group=8, bias=False) + _bn("dw", "dw") + _relu("relu_dw", "dw")
-             + _conv("pw", "dw", 16, k=1, pad=0, bias=False) + _bn("pw", "pw") + _relu("relu_pw", "pw")
+             + _conv("pw", "dw", 32, k=1, pad=0, bias=False) + _bn("pw", "pw") + _relu("relu_pw", "pw")
              + _head(bottom="pw"))
 
 # BatchNorm after the ReLU (cannot fold), then a conv; a conv -> BN -> flatten -> fc (BN folds; columns).

@@ -38,7 +38,7 @@ def zero_cols(w):
 def test_a_residual_sum_loses_the_same_channels_everywhere():
     net, masks, _, _ = pruned(RESIDUAL)
     gone = zero_rows(net.conv1.weight)
-    assert int(gone.sum()) == 4  # round(0.5 * 8): 8 channels are too few to round to multiples of 8
+    assert int(gone.sum()) == 4  # round(0.5 * 8): 8 channels are too few to round
     for rows in (net.conv2b.weight,):
         assert torch.equal(zero_rows(rows), gone)
     for cols in (net.conv2a.weight, net.conv3.weight):
@@ -78,9 +78,13 @@ def test_the_importance_is_the_norm_of_all_slices_with_the_batchnorm_folded_in()
     assert zero_rows(net.conv1.weight).nonzero().flatten().tolist() == [5]
 
 
-def test_counts_round_to_multiples_of_eight_in_spaces_of_sixteen_or_more():
-    text = RESIDUAL.replace("num_output: 8 ", "num_output: 64 ")
-    for pcen, kept in ((30, 48), (50, 32), (60, 24), (100, 8)):  # 44.8 -> 48; 25.6 -> 24; 0 -> 1 -> 8
+@pytest.mark.parametrize("width,counts", [(64, ((30, 48), (50, 32), (60, 32), (100, 16))),
+                                          (40, ((30, 32), (50, 16), (60, 16), (100, 16))),
+                                          (16, ((50, 16), (100, 16)))])
+def test_counts_round_to_multiples_of_sixteen(width, counts):
+    # 64 channels: 44.8 -> 48, 25.6 -> 32, 0 -> 1 -> 16; 40: 28 -> 32, 20 -> 16; 16: stays whole
+    text = RESIDUAL.replace("num_output: 8 ", f"num_output: {width} ")
+    for pcen, kept in counts:
         net, _, _, _ = pruned(text, pcen=pcen)
         assert int((~zero_rows(net.conv1.weight)).sum()) == kept, pcen
         assert int((~zero_rows(net.conv2a.weight)).sum()) == max(1, round((1 - pcen / 100) * 6))  # 6: exact
@@ -99,9 +103,9 @@ def test_depthwise_and_projection_sets():
     gone = zero_rows(net.conv1.weight)
     assert int(gone.sum()) == 4 and torch.equal(zero_rows(net.dw.weight), gone)
     assert torch.equal(zero_cols(net.pw.weight), gone)
-    assert int((~zero_rows(net.pw.weight)).sum()) == 8  # 16 -> 8, a multiple of 8
+    assert int((~zero_rows(net.pw.weight)).sum()) == 16  # 32 -> 16, a multiple of 16
     r = thin(net)
-    assert r.removed == {"conv1": (8, 4), "dw": (8, 4), "pw": (16, 8)}
+    assert r.removed == {"conv1": (8, 4), "dw": (8, 4), "pw": (32, 16)}
     assert r.net.dw.groups == 4 and "group: 4" in r.net.netdef
     net, _, _, _ = pruned(RESIDUAL_PROJ)
     assert torch.equal(zero_rows(net.proj.weight), zero_rows(net.conv2b.weight))
@@ -161,12 +165,12 @@ def test_every_channel_method_prunes_coupled_sets(name, hp):
     data = batches(net)
     train(net, m, data, data, TrainConfig(lr=0.01, retrain_epochs=1))
     gone = zero_rows(net.proj.weight)
-    assert int(gone.sum()) == 8  # the 16-channel sum keeps 8
+    assert int(gone.sum()) == 16  # the 32-channel sum keeps 16
     assert torch.equal(zero_rows(net.conv2b.weight), gone) and torch.equal(zero_cols(net.fc.weight), gone)
     assert torch.equal(zero_rows(net.conv1.weight), zero_cols(net.conv2a.weight))
     assert torch.equal(zero_rows(net.conv1.weight), zero_cols(net.proj.weight))
     r = thin(net)
-    assert r.removed["proj"] == (16, 8) and r.removed["conv1"] == (8, 4) and r.max_rel_err <= 1e-5
+    assert r.removed["proj"] == (32, 16) and r.removed["conv1"] == (8, 4) and r.max_rel_err <= 1e-5
 
 
 def test_admm_projection_zeroes_whole_sets_in_z():

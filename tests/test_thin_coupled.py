@@ -180,3 +180,14 @@ def test_cli_fold_bn_is_a_no_op_without_batchnorm(tmp_path, capsys):
     assert "folded" not in capsys.readouterr().out
     x = np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32)
     assert np.array_equal(run_ort(str(a), x), run_ort(str(b), x))
+
+
+def test_the_report_says_what_thinning_keeps(tmp_path, capsys):
+    net = prune(random_net(RESIDUAL))
+    model = _model_file(tmp_path, net, {"method": "magnitude", "sparsity": "channel"})
+    assert main(["report", model, "--per-layer"]) == 0
+    text = capsys.readouterr().out
+    assert "| conv2b | 0.432K | 0.108K | 25% | 4/8 | 3/6 |" in text  # filters and channels before/after
+    assert "Thinning keeps zero channels of conv1: the zero input channels read net input data" in text
+    assert main(["report", model, "--format", "json"]) == 0
+    assert '"thin_kept": [' in capsys.readouterr().out

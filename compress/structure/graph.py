@@ -139,7 +139,9 @@ def channel_graph(net) -> ChannelGraph:
 
 def _top_shapes(net) -> dict[int, list[tuple[int, ...]]]:
     """The shape of every top of every node, from one forward pass at batch 1 (zeros)."""
-    blobs = {b: torch.zeros((1, *tuple(s)[1:])) for b, s in net.inputs.items()}
+    p = next(iter(net.parameters()), None)
+    kw = {"device": p.device, "dtype": p.dtype} if p is not None else {}
+    blobs = {b: torch.zeros((1, *tuple(s)[1:]), **kw) for b, s in net.inputs.items()}
     out: dict[int, list[tuple[int, ...]]] = {}
     was = net.training
     net.eval()
