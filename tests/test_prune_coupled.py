@@ -140,6 +140,13 @@ def test_sets_the_graph_cannot_follow_stay_whole_and_are_named():
     assert not zero_rows(net.conv1.weight).any() and not zero_rows(net.conv1b.weight).any()
     (adj,) = [a for a in c.adjustments(t) if a.layer == "conv1b"]
     assert adj.action == "kept whole" and "r (Reshape)" in adj.reason
+    lrn = (_input() + _conv("conv1", "data", 8) + _relu("relu1", "conv1")
+           + 'layer { name: "norm" type: "LRN" bottom: "conv1" top: "norm" lrn_param { local_size: 3 } }\n'
+           + _conv("a", "norm", 4) + _conv("b", "norm", 4)
+           + 'layer { name: "ab" type: "Eltwise" bottom: "a" bottom: "b" top: "feat" }\n' + _head())
+    net, _, c, t = pruned(lrn)  # two consumers after an across-channel LRN: no zero it could remove
+    assert not zero_rows(net.conv1.weight).any()
+    assert "across-channel LRN norm" in next(a.reason for a in c.adjustments(t) if a.layer == "a")
     net, _, c, t = pruned(CONCAT)  # the data is read by two convolutions: a coupled net input
     assert [a.layer for a in c.adjustments(t)] == ["conv1"]
     assert "net input data" in c.adjustments(t)[0].reason

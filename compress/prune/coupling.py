@@ -34,7 +34,8 @@ What stays as before: a *plain* space (one producer or a net input, one consumer
 AlexNet) is pruned layer by layer, the seed's rule (``Targets.count`` of the layer's own groups, ranked
 by their own norms; an InnerProduct's single columns under ``--group in``), and so are layers the graph
 does not place (a Deconvolution) and every net that is not a CaffeNet. A space the graph cannot follow to
-its end (a net output, a Softmax, an unknown layer type) keeps all its sets; that is reported as an
+its end (a net output, a Softmax, an unknown layer type), or that passes an across-channel LRN (whose
+windows let only exactly-zero channels at the ends go), keeps all its sets; that is reported as an
 adjustment naming the layer and its type.
 """
 from __future__ import annotations
@@ -90,7 +91,7 @@ class Coupling:
             if not s.members or s.plain:
                 continue
             coupled_side.update(m.layer for m in s.role(*side, DW))
-            if s.blocked or s.inputs:
+            if s.blocked or s.inputs or s.lrn:
                 self.blocked.append(s)
                 continue
             self.spaces.append(_coupled(s, layers))
@@ -124,7 +125,8 @@ class Coupling:
             owners = [n for n in side if targets is None or n in targets.keep]
             if not owners:
                 continue
-            why = s.blocked[0] if s.blocked else f"they are the net input {s.inputs[0]}"
+            why = (s.blocked[0] if s.blocked else f"they are the net input {s.inputs[0]}" if s.inputs else
+                   f"they pass across-channel LRN {s.lrn[0]}, which mixes neighbouring channels")
             others = [n for n in s.layers(IN, OUT, DW) if n != owners[0]]
             more = " ..." if len(others) > 3 else ""
             shared = f" (shared with {', '.join(others[:3])}{more})" if others else ""
