@@ -123,7 +123,8 @@ def test_missing_files(capsys, tmp_path, tiny):
            "no such file", "nope.caffemodel")
     _fails(capsys, tmp_path, ["convert", str(model), "--prototxt", str(tmp_path / "nope.prototxt")],
            "no such file", "nope.prototxt")
-    _fails(capsys, tmp_path, ["info", "not-a-zoo-name"], "no such model file or zoo name", "lenet, alexnet")
+    _fails(capsys, tmp_path, ["info", "not-a-zoo-name"], "no such model file or zoo name",
+           "lenet, mobilenet_v1_0.25, mobilenet_v1_0.5, resnet20, alexnet")
 
 
 def test_output_in_missing_directory_writes_nothing(capsys, tmp_path, tiny):
@@ -150,7 +151,8 @@ def test_caffemodel_without_definition_asks_for_prototxt(capsys, tmp_path, tiny)
     _, model = tiny
     lonely = tmp_path / "lonely.caffemodel"
     lonely.write_bytes(model.read_bytes())
-    _fails(capsys, tmp_path, ["info", str(lonely)], "pass --prototxt", "no zoo net (lenet, alexnet)")
+    _fails(capsys, tmp_path, ["info", str(lonely)], "pass --prototxt",
+           "no zoo net (lenet, mobilenet_v1_0.25, mobilenet_v1_0.5, resnet20, alexnet)")
 
 
 def test_train_val_without_input_shape(capsys, tmp_path):

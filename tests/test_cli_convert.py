@@ -98,7 +98,7 @@ def test_zoo_list(capsys):
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["lenet"][1:3] == ["1x1x28x28", "431,080"]
     assert rows["alexnet"][1:3] == ["10x3x227x227", "60,965,224"]
-    assert set(rows) == {"lenet", "alexnet"}
+    assert set(rows) == {"lenet", "mobilenet_v1_0.25", "mobilenet_v1_0.5", "resnet20", "alexnet"}
 
 
 def test_convert_train_val_with_input_shape(capsys, tmp_path):

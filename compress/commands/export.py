@@ -22,6 +22,7 @@ class ExportSummary:
     quantized: bool = False  # packed low-bit weights (the notes say how each layer is stored)
     folded: dict[str, list[str]] = field(default_factory=dict)  # --fold-bn: conv -> BatchNorm/Scale folded
     fold_kept: dict[str, str] = field(default_factory=dict)  # --fold-bn: BatchNorm/Scale -> why it stays
+    original_bytes: int | None = None  # the model as loaded (before thinning/folding), all blobs as float32
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
     from (``compress.outputs.check_outputs``)."""
     from compress.modelfile import load_model
     from compress.outputs import check_outputs
+    from converters.caffe import caffe_blobs
 
     models = [(spec, prototxt)]
     check_outputs([output, deploy], models=models)  # first: never a word about formats for `-o MODEL`
@@ -113,6 +115,7 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
     model = load_model(spec, prototxt)
     net, meta = model.net, dict(model.meta)
     meta.setdefault("source", model.path or spec)
+    original = 4 * sum(int(b.size) for blobs in caffe_blobs(net).values() for b in blobs)
     thinned: dict[str, tuple[int, int]] = {}
     refused: dict[str, str] = {}
     grids = None
@@ -148,7 +151,8 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
         net, folded, fold_kept = result.net, result.folded, result.kept
         meta["folded_bn"] = {"folded": folded, "kept": fold_kept}
     summary = WRITERS[opts.to](net, meta, opts)
-    return replace(summary, thinned=thinned, refused=refused, folded=folded, fold_kept=fold_kept)
+    return replace(summary, thinned=thinned, refused=refused, folded=folded, fold_kept=fold_kept,
+                   original_bytes=original)
 
 
 @writer("onnx", ".onnx")
@@ -180,6 +184,15 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def against_original(size: int, original: int) -> str:
+    """The file's size against the original model's float32 weights, the one baseline every ratio names."""
+    base = f"the original model's float32 weights: {_size(original)}"
+    ratio = original / size if size else float("inf")
+    if 0.995 <= ratio <= 1.005:
+        return f"the size of {base}"
+    return f"{ratio:.2f}x smaller than {base}" if ratio > 1 else f"{1 / ratio:.2f}x larger than {base}"
+
+
 def render(s: ExportSummary) -> str:
     lines = []
     for layer, (before, after) in s.thinned.items():
@@ -192,10 +205,9 @@ def render(s: ExportSummary) -> str:
     for layer, why in s.fold_kept.items():
         lines.append(f"kept {layer} unfolded: {why}")
     for path, size in s.files.items():
-        line = f"wrote {path}: {_size(size)}"
-        if s.dense_bytes is not None:
-            line += f" (dense export {_size(s.dense_bytes)}, {s.dense_bytes / size:.2f}x smaller)"
-        lines.append(line)
+        baseline = f" ({against_original(size, s.original_bytes)})" if s.original_bytes and \
+            path.endswith(".onnx") else ""
+        lines.append(f"wrote {path}: {_size(size)}{baseline}")
     if s.dense_bytes is not None and not s.quantized:
         if s.sparse_tensors:
             lines.append(f"sparse initializers ({len(s.sparse_tensors)}): {', '.join(s.sparse_tensors)}")
