@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from converters.caffe.names import shown
 from converters.errors import ConversionError
 
 
@@ -66,6 +67,7 @@ def open_session(onnx_path: str | os.PathLike, threads: int | None = None,
 
     path = os.fspath(onnx_path)
     opts = ort.SessionOptions()
+    opts.log_severity_level = 4  # a failure is raised and reported as one line: not logged to stderr too
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -120,6 +122,30 @@ def _torch_outputs(net: nn.Module, feeds: dict[str, np.ndarray]) -> dict[str, np
     return {f"output{i}": v.numpy() for i, v in enumerate(out)}
 
 
+def _run(session, names: list[str], feeds: dict[str, np.ndarray], path: str) -> list[np.ndarray]:
+    """``session.run``; a graph that loads but fails when run (an attribute out of range, a Conv group
+    that does not divide its channels) is one ConversionError naming the file."""
+    try:
+        return session.run(names, feeds)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types; say what failed, briefly
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ConversionError(f"{path}: onnxruntime failed to run it on inputs of "
+                              f"{[list(a.shape) for a in feeds.values()]} ({reason})") from None
+
+
+def _check_finite(net: nn.Module, feeds: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
+    """Refuse a reference that computes NaN or infinity (nothing to compare an export with), naming
+    the first layer where it appears when the net can say (``CaffeNet.first_nonfinite``)."""
+    bad = next((name for name, value in ref.items() if not np.isfinite(value).all()), None)
+    if bad is None:
+        return
+    find = getattr(net, "first_nonfinite", None)
+    origin = find(*(torch.from_numpy(a) for a in feeds.values())) if find is not None else None
+    where = origin or f"output {shown(bad)}"
+    raise ConversionError(f"the model computes NaN or infinity on these inputs (first at {where}); there is "
+                          "nothing to check its export against")
+
+
 def _match_outputs(ort_names: list[str], ref: dict[str, np.ndarray], path: str) -> dict[str, str]:
     """``{ort output name: torch output name}``: one output each, or every output by name."""
     if len(ort_names) == 1 and len(ref) == 1:
@@ -160,20 +186,25 @@ def verify_onnx(onnx_path: str | os.PathLike, net: nn.Module, *, batch_size: int
             feeds[name] = a
     batch = next(iter(feeds.values())).shape[0]
     ort_names = [o.name for o in session.get_outputs()]
-    ort_out = session.run(ort_names, feeds)  # warm-up, and the outputs compared
+    ort_out = _run(session, ort_names, feeds, path)  # warm-up, and the outputs compared
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        session.run(ort_names, feeds)
+        _run(session, ort_names, feeds, path)
         times.append((time.perf_counter() - t0) * 1e3)
     was_training = net.training
     net.eval()
     try:
         ref = _torch_outputs(net, feeds)
+        _check_finite(net, feeds, ref)
     finally:
         net.train(was_training)
     pairs = _match_outputs(ort_names, ref, path)
     got = dict(zip(ort_names, ort_out, strict=True))
+    for name, value in got.items():
+        if not np.isfinite(value).all():
+            raise ConversionError(f"{path}: onnxruntime computes NaN or infinity in output {shown(name)} on "
+                                  "these inputs, where the model's outputs are finite")
 
     max_abs = max_rel = 0.0
     passed = True
