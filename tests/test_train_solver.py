@@ -255,3 +255,19 @@ def test_a_diverging_solver_stops_with_one_line_naming_the_last_snapshot(setup, 
     code, _, err = run(capsys, "train", "solver.prototxt", "-o", "x.caffemodel", "--quiet")
     assert code == 1 and "loss became" in err and "last good checkpoint:" in err
     assert not Path("x.caffemodel").exists()
+
+
+# -- issue 17 ---------------------------------------------------------------------------------------
+
+def test_weights_holding_nan_are_refused_before_training(setup, capsys):
+    from converters.caffe.reader import read_caffemodel
+
+    assert run(capsys, "train", "solver.prototxt", "-o", "t.caffemodel", "--quiet")[0] == 0
+    model = read_caffemodel("t.caffemodel")
+    model.blobs["ip1"][1][2] = np.inf
+    from converters.caffe.writer import write_caffemodel
+
+    write_caffemodel("inf.caffemodel", model.net, model.blobs)
+    code, _, err = run(capsys, "train", "solver.prototxt", "--weights", "inf.caffemodel", "--quiet")
+    assert code == 1 and err.startswith("Error: ") and len(err.splitlines()) == 1, err
+    assert "layer 'ip1': param 1 of inf.caffemodel: 1 of 3 values are NaN or infinite" in err

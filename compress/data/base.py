@@ -75,33 +75,52 @@ def parse_preprocess(user: dict | None, defaults: Preprocess, where: str) -> Pre
     allowed = {f.name for f in fields(Preprocess)} | {"mean_file"}
     unknown = sorted(set(user) - allowed)
     if unknown:
-        raise CompressError(f"{where}: unknown preprocess key(s) {', '.join(unknown)}; "
+        from converters.caffe.names import listed
+
+        raise CompressError(f"{where}: unknown preprocess key(s) {listed(unknown)}; "
                             f"expected {', '.join(sorted(allowed))}")
     values = {k: user[k] for k in allowed - {"mean_file"} if k in user}
     if user.get("mean_file") is not None:
         values["mean"] = str(user["mean_file"])  # model-file meta: mean_file wins over its summary
     pp = Preprocess(**{**defaults.__dict__, **values})
     scale = pp.scale
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) \
-            or scale <= 0:
-        raise CompressError(f"{where}: preprocess scale must be a positive number, found {scale!r}")
+    if not _finite_number(scale) or scale <= 0:
+        raise CompressError(f"{where}: preprocess scale must be a positive number, found {_cut(scale)}")
     mean = pp.mean
     if isinstance(mean, (list, tuple)):
-        if not mean or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean):
-            raise CompressError(f"{where}: preprocess mean must be a list of numbers, found {mean!r}")
+        if not mean or not all(_finite_number(v) for v in mean):
+            raise CompressError(f"{where}: preprocess mean must be a list of finite numbers, found "
+                                f"{_cut(list(mean))}")
         mean = tuple(float(v) for v in mean)
     elif isinstance(mean, Path):
         mean = str(mean)
     elif mean is not None and not isinstance(mean, str):
         raise CompressError(f"{where}: preprocess mean must be a list of numbers, a .binaryproto "
-                            f"path or null, found {mean!r}")
+                            f"path or null, found {_cut(mean)}")
     if pp.channel_order not in CHANNEL_ORDERS:
         raise CompressError(f"{where}: preprocess channel_order must be one of "
-                            f"{', '.join(CHANNEL_ORDERS)}, found {pp.channel_order!r}")
+                            f"{', '.join(CHANNEL_ORDERS)}, found {_cut(pp.channel_order)}")
     if pp.resize is not None and (isinstance(pp.resize, bool) or not isinstance(pp.resize, int)
                                   or pp.resize <= 0):
-        raise CompressError(f"{where}: preprocess resize must be a positive integer, found {pp.resize!r}")
+        raise CompressError(f"{where}: preprocess resize must be a positive integer, found {_cut(pp.resize)}")
     return Preprocess(scale=float(scale), mean=mean, channel_order=pp.channel_order, resize=pp.resize)
+
+
+def _finite_number(value: Any) -> bool:
+    """A JSON number that is a finite float: not a bool, NaN, infinity or an integer beyond a float's
+    range (on which ``math.isfinite`` raises OverflowError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _cut(value: Any) -> str:
+    from converters.caffe.names import cut
+
+    return cut(repr(value), 120)
 
 
 @dataclass(frozen=True)

@@ -419,6 +419,9 @@ def _materialize(layers, modules, blobs, source: str, report: BuildReport) -> No
                 raise layer_error(layer, f"blob {i}: expected shape {_fmt_shape(want)} (from the "
                                          f"definition), {source} has {_fmt_shape(have)}")
             tensors.append(_adopt(arr).reshape(want))
+            bad = nonfinite(tensors[-1])
+            if bad:
+                raise layer_error(layer, f"blob {i}: {bad} in {source}")
         module.set_caffe_blobs(tensors)
         if _has_meta(module):  # the module copies instead of adopting: give it memory, set again
             module.to_empty(device="cpu")
@@ -441,6 +444,15 @@ def same_blob_shape(want: tuple[int, ...], have: tuple[int, ...]) -> bool:
     if len(want) <= 4 and len(have) <= 4:
         return (1,) * (4 - len(want)) + want == (1,) * (4 - len(have)) + have
     return False
+
+
+def nonfinite(t: torch.Tensor) -> str | None:
+    """What is wrong with a parameter blob holding NaN or infinity (a damaged or diverged model, whose
+    every output would be meaningless), or None when every value is finite."""
+    bad = t.numel() - int(torch.isfinite(t).sum())
+    if not bad:
+        return None
+    return f"{bad:,} of {t.numel():,} values are NaN or infinite (a model's parameters must be finite)"
 
 
 def _adopt(arr) -> torch.Tensor:

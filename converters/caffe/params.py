@@ -203,7 +203,7 @@ def copy_trained_layers(net: CaffeNet, blobs: dict, source: str = "the caffemode
     """``Net::CopyTrainedLayersFrom``: copy ``blobs`` ({layer name: arrays in Caffe layout}) into the
     layers of ``net`` with the same name, in place (shared tensors stay shared). Layers of ``blobs``
     that ``net`` lacks are ignored and returned; a count or shape mismatch is an error."""
-    from converters.caffe.builder import same_blob_shape
+    from converters.caffe.builder import nonfinite, same_blob_shape
 
     names = {node.name for node in net.nodes}
     ignored = []
@@ -223,7 +223,11 @@ def copy_trained_layers(net: CaffeNet, blobs: dict, source: str = "the caffemode
                                       f"mismatch, source param shape is {list(have)}, target param shape "
                                       f"is {list(target.shape)}; to learn this layer's parameters from "
                                       f"scratch rather than copying them, rename the layer")
-            target.copy_(_as_tensor(array).reshape(target.shape))
+            value = _as_tensor(array).reshape(target.shape)
+            bad = nonfinite(value)
+            if bad:
+                raise ConversionError(f"layer {name!r}: param {i} of {source}: {bad}")
+            target.copy_(value)
     return ignored
 
 
