@@ -271,3 +271,70 @@ def test_weights_holding_nan_are_refused_before_training(setup, capsys):
     code, _, err = run(capsys, "train", "solver.prototxt", "--weights", "inf.caffemodel", "--quiet")
     assert code == 1 and err.startswith("Error: ") and len(err.splitlines()) == 1, err
     assert "layer 'ip1': param 1 of inf.caffemodel: 1 of 3 values are NaN or infinite" in err
+
+
+NO_DROPOUT = NET.replace('layer { name: "drop" type: "Dropout" bottom: "conv1" top: "conv1" dropout_param '
+                         '{ dropout_ratio: 0.2 } }\n', "")
+
+
+def test_iter_size_draws_each_micro_batch_only_when_it_is_trained(setup):
+    """Caffe's memory: one batch at a time, however large iter_size (all were read up front before)."""
+    from compress.solver.read import read_solver
+    from compress.solver.session import build_session
+
+    Path("solver.prototxt").write_text(SOLVER + "iter_size: 1000\n")
+    s = build_session(read_solver("solver.prototxt"), torch.device("cpu"))
+    feeder = s.batches.feeders[0]
+    step = next(iter(s.batches.segment(0, 1)))
+    assert len(step) == 1000 and feeder.position == 0  # nothing read yet
+    parts = iter(step)
+    next(parts)
+    assert feeder.position == 8
+    next(parts)
+    assert feeder.position == 16
+
+
+def _trained(solver_text: str, capsys, name: str) -> dict:
+    from converters.caffe.reader import read_caffemodel
+
+    Path("solver.prototxt").write_text(solver_text)
+    code, _, err = run(capsys, "train", "solver.prototxt", "-o", f"{name}.caffemodel", "--quiet")
+    assert code == 0, err
+    return read_caffemodel(f"{name}.caffemodel").blobs
+
+
+def test_iter_size_weights_are_those_of_reading_every_micro_batch_first(setup, capsys):
+    """Bit for bit the weights of the former implementation, which read the iter_size batches of an
+    update before its first forward pass (the same arithmetic in the same order)."""
+    from compress.solver.read import read_solver
+    from compress.solver.session import build_session
+    from compress.solver.task import next_batch
+
+    Path("net.prototxt").write_text(NO_DROPOUT)
+    solver = SOLVER.replace("max_iter: 12", "max_iter: 4") + "iter_size: 3\ntest_initialization: false\n"
+    ours = _trained(solver, capsys, "lazy")
+    s = build_session(read_solver("solver.prototxt"), torch.device("cpu"))
+    opt = s.optimizer()(None, None, None, None)
+    for _ in range(4):
+        parts = [next_batch(s.batches.feeders) for _ in range(3)]
+        opt.zero_grad(set_to_none=True)
+        for part in parts:
+            s.train_net.run(part).objective.backward()
+        opt.step()
+    for name in ("conv1", "ip1"):
+        module = s.train_net.layer(name)
+        assert np.array_equal(ours[name][0], module.weight.detach().numpy().reshape(ours[name][0].shape))
+        assert np.array_equal(ours[name][1], module.bias.detach().numpy())
+
+
+def test_iter_size_2_trains_like_a_batch_twice_as_large(setup, capsys):
+    """SoftmaxWithLoss averages over the batch and the solver divides the accumulated diffs by
+    iter_size: two batches of 8 per update are one batch of 16, up to float rounding."""
+    Path("net.prototxt").write_text(NO_DROPOUT)
+    solver = SOLVER.replace("max_iter: 12", "max_iter: 4")
+    two = _trained(solver + "iter_size: 2\n", capsys, "two")
+    Path("net.prototxt").write_text(NO_DROPOUT.replace("batch_size: 8", "batch_size: 16"))
+    one = _trained(solver, capsys, "one")
+    for name in ("conv1", "ip1"):
+        for a, b in zip(two[name], one[name], strict=True):
+            assert np.abs(a - b).max() <= 1e-6 * np.abs(b).max(), name

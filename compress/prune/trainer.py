@@ -24,7 +24,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,9 +110,21 @@ def seed_epoch(loader: Any, seed: int, epoch: int) -> None:
             obj.set_epoch(epoch)
 
 
-class MicroBatches(tuple):
-    """The batches of one optimizer step whose gradients accumulate (Caffe's ``iter_size``): each is
-    forwarded and backpropagated in turn, the loss reported is their mean."""
+class MicroBatches:
+    """The ``count`` batches of one optimizer step whose gradients accumulate (Caffe's ``iter_size``).
+    ``draw()`` reads each as the loop comes to it, so every batch is forwarded and backpropagated before
+    the next one is read: the memory of one batch, as in Caffe, whatever ``count``. The loss reported is
+    their mean."""
+
+    def __init__(self, count: int, draw: Callable[[], Any]) -> None:
+        self.count, self.draw = count, draw
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator:
+        for _ in range(self.count):
+            yield self.draw()
 
 
 class Observer:

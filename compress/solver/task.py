@@ -98,7 +98,8 @@ class CaffeTask:
 
 class SolverBatches:
     """The TRAIN net's batches: ``iter_size`` batches of its data layers per update, read sequentially
-    (the feeders keep their cursors across segments; the segment index plays no part)."""
+    (the feeders keep their cursors across segments; the segment index plays no part), each one when
+    the loop is ready for it (:class:`MicroBatches`)."""
 
     steps_per_epoch = None
 
@@ -109,8 +110,10 @@ class SolverBatches:
         if steps is None:
             raise CompressError("a solver-driven segment needs a length")
         for _ in range(steps):
-            parts = [next_batch(self.feeders) for _ in range(self.iter_size)]
-            yield MicroBatches(parts) if self.iter_size > 1 else parts[0]
+            if self.iter_size > 1:
+                yield MicroBatches(self.iter_size, lambda: next_batch(self.feeders))
+            else:
+                yield next_batch(self.feeders)
 
     def state_dict(self) -> dict:
         return feeders_state(self.feeders)
