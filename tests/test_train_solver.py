@@ -338,3 +338,22 @@ def test_iter_size_2_trains_like_a_batch_twice_as_large(setup, capsys):
     for name in ("conv1", "ip1"):
         for a, b in zip(two[name], one[name], strict=True):
             assert np.abs(a - b).max() <= 1e-6 * np.abs(b).max(), name
+
+
+def test_loss_weight_0_on_the_only_loss_trains_with_zero_gradients(setup, capsys):
+    """Caffe trains such a net: the loss contributes nothing, weight decay alone moves the weights."""
+    from compress.solver.read import read_solver
+    from compress.solver.session import build_session
+
+    Path("net.prototxt").write_text(NET.replace('top: "loss" }', 'top: "loss" loss_weight: 0 }'))
+    start = build_session(read_solver("solver.prototxt"), torch.device("cpu")).train_net
+    w0 = start.layer("ip1").weight.detach().numpy().copy()
+    code, _, err = run(capsys, "train", "solver.prototxt", "--max-iter", "3", "-o", "z.caffemodel",
+                       "--log", "log.jsonl", "--quiet")
+    assert code == 0, err
+    assert [r["loss"] for r in records("log.jsonl") if "loss" in r] == [0.0, 0.0, 0.0]
+    from converters.caffe.reader import read_caffemodel
+
+    w3 = read_caffemodel("z.caffemodel").blobs["ip1"][0].reshape(w0.shape)
+    ratio = w3 / w0  # decay with momentum scales every weight by the same factor
+    assert 0.99 < ratio.min() <= ratio.max() < 1 and ratio.max() - ratio.min() < 1e-5

@@ -356,6 +356,8 @@ class _Trainer:
                 raise DivergenceError(f"loss became {v} at epoch {self.epoch + 1} step {i + 1}; "
                                       f"last good checkpoint: {where}")
             value += v / len(parts)
+            if not loss.requires_grad:  # no weighted loss reaches a parameter (loss_weight: 0): zero diffs
+                continue
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
             else:
