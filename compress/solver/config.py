@@ -174,8 +174,12 @@ def _validate(cfg: SolverConfig) -> None:
                                   f"found {getattr(cfg, name)}")
     if cfg.solver_mode not in ("CPU", "GPU"):
         raise cfg.error("solver_mode", f"expected CPU or GPU, found {cfg.solver_mode!r}")
-    if cfg.snapshot_format not in ("BINARYPROTO", "HDF5"):
-        raise cfg.error("snapshot_format", f"expected BINARYPROTO or HDF5, found {cfg.snapshot_format!r}")
+    if cfg.snapshot_format == "HDF5":
+        raise cfg.error("snapshot_format", "HDF5 snapshots (Caffe's .caffemodel.h5 and .solverstate.h5) are "
+                                           "not supported; remove the field or set BINARYPROTO (snapshots "
+                                           "are written as .caffemodel and .solverstate.pt)")
+    if cfg.snapshot_format != "BINARYPROTO":
+        raise cfg.error("snapshot_format", f"expected BINARYPROTO, found {cfg.snapshot_format!r}")
     if cfg.test_nets:
         if len(cfg.test_nets) != len(cfg.test_iter):
             raise cfg.error("test_iter", f"{len(cfg.test_iter)} given for {len(cfg.test_nets)} test nets")
