@@ -8,7 +8,6 @@ source is one decorated function in one new file.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from compress.errors import CompressError
+from compress.numbers import finite_number
 
 CHANNEL_ORDERS = ("BGR", "RGB", "gray")
 
@@ -84,11 +84,11 @@ def parse_preprocess(user: dict | None, defaults: Preprocess, where: str) -> Pre
         values["mean"] = str(user["mean_file"])  # model-file meta: mean_file wins over its summary
     pp = Preprocess(**{**defaults.__dict__, **values})
     scale = pp.scale
-    if not _finite_number(scale) or scale <= 0:
+    if not finite_number(scale) or scale <= 0:
         raise CompressError(f"{where}: preprocess scale must be a positive number, found {_cut(scale)}")
     mean = pp.mean
     if isinstance(mean, (list, tuple)):
-        if not mean or not all(_finite_number(v) for v in mean):
+        if not mean or not all(finite_number(v) for v in mean):
             raise CompressError(f"{where}: preprocess mean must be a list of finite numbers, found "
                                 f"{_cut(list(mean))}")
         mean = tuple(float(v) for v in mean)
@@ -104,17 +104,6 @@ def parse_preprocess(user: dict | None, defaults: Preprocess, where: str) -> Pre
                                   or pp.resize <= 0):
         raise CompressError(f"{where}: preprocess resize must be a positive integer, found {_cut(pp.resize)}")
     return Preprocess(scale=float(scale), mean=mean, channel_order=pp.channel_order, resize=pp.resize)
-
-
-def _finite_number(value: Any) -> bool:
-    """A JSON number that is a finite float: not a bool, NaN, infinity or an integer beyond a float's
-    range (on which ``math.isfinite`` raises OverflowError)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
 
 
 def _cut(value: Any) -> str:

@@ -21,6 +21,7 @@ import math
 import torch
 
 from compress.errors import CompressError
+from compress.numbers import as_float32
 from compress.prune.targets import prunable_layers
 from compress.quant.config import GridConfig
 from compress.quant.grid import MAX_BITS, MIN_BITS, LayerGrid, off_grid
@@ -93,7 +94,7 @@ def _grid(entry: object, w: torch.Tensor, where: str) -> LayerGrid:
                                                for s in scales):
         raise CompressError(f"{where}: scales must be a list of numbers, found {_kind(scales)}")
     want = (1,) if entry.get("axis") is None else (w.shape[0],)
-    values = _float32(scales)
+    values = as_float32(scales)
     bad = next((i for i, v in enumerate(values) if not (math.isfinite(v) and v > 0)), None)
     if len(scales) not in want or bad is not None:
         which = "" if bad is None else f" (scale {bad}: {_shown(scales[bad])})"
@@ -102,18 +103,6 @@ def _grid(entry: object, w: torch.Tensor, where: str) -> LayerGrid:
     if entry.get("axis") not in (0, None):
         raise CompressError(f"{where}: axis must be 0 or null, found {_shown(entry.get('axis'))}")
     return LayerGrid(bits, torch.tensor(values, dtype=torch.float32))
-
-
-def _float32(numbers: list) -> list[float]:
-    """JSON numbers as float32 values: an integer beyond any float becomes infinity (``float()`` and
-    ``math.isfinite`` raise OverflowError on it), as does 1e300."""
-    wide = []
-    for n in numbers:
-        try:
-            wide.append(float(n))
-        except OverflowError:
-            wide.append(math.inf if n > 0 else -math.inf)
-    return torch.tensor(wide, dtype=torch.float32).tolist()
 
 
 def _shown(value: object) -> str:
