@@ -357,3 +357,61 @@ def test_loss_weight_0_on_the_only_loss_trains_with_zero_gradients(setup, capsys
     w3 = read_caffemodel("z.caffemodel").blobs["ip1"][0].reshape(w0.shape)
     ratio = w3 / w0  # decay with momentum scales every weight by the same factor
     assert 0.99 < ratio.min() <= ratio.max() < 1 and ratio.max() - ratio.min() < 1e-5
+
+
+def _set(path: tuple, value):
+    def edit(state):
+        d = state
+        for k in path[:-1]:
+            d = d[k]
+        if value is KeyError:
+            del d[path[-1]]
+        else:
+            d[path[-1]] = value
+    return edit
+
+
+STATE_DEFECTS = {  # a mutated .solverstate.pt -> what the one line names
+    "info not a dict": (_set(("info",), [1, 2]), "info: expected a dict, found a list of 2"),
+    "no position": (_set(("batches", "data", "position"), KeyError), "batches.data.position: missing"),
+    "position past the records": (_set(("batches", "data", "position"), 40),
+                                  "batches.data.position: expected an integer from 0 to 39, found 40"),
+    "rng position 10**30": (_set(("batches", "data", "rng", "pos"), 10 ** 30),
+                            "batches.data.rng.pos: expected an integer from 0 to 624, found 10000000000"),
+    "rng words": (_set(("batches", "data", "rng", "mt19937"), torch.zeros(5, dtype=torch.int64)),
+                  "batches.data.rng.mt19937: expected a tensor of shape [624] of torch.int64"),
+    "history shape": (lambda s: s["optimizer"]["state"][0].update(history=torch.zeros(3)),
+                      "optimizer.state.0.history: expected a tensor of shape"),
+    "history not a tensor": (lambda s: s["optimizer"]["state"][0].update(history="x"),
+                             "optimizer.state.0.history: expected a tensor of shape [4, 1, 3, 3] of "
+                             "torch.float32, found 'x'"),
+    "empty batches": (_set(("batches",), {}), "batches: no data cursor for layer(s) data"),
+    "empty optimizer state": (_set(("optimizer", "state"), {}),
+                              "optimizer.state: empty, but the run has made 5 updates"),
+    "solver iter": (_set(("optimizer", "solver", "iter"), -3), "optimizer.solver.iter: expected an integer"),
+    "epoch": (_set(("epoch",), 7), "epoch: expected an integer from 0 to 3, found 7"),
+    "step": (_set(("step",), 6), "step: expected an integer from 5 to 5, found 6"),
+    "history length": (_set(("history",), []), "history: expected a list of 1, found a list of 0"),
+    "weights NaN": (lambda s: s["model"]["ip1.weight"].fill_(float("nan")), "model.ip1.weight: holds NaN"),
+    "weights int": (lambda s: s["model"].update({"ip1.bias": torch.zeros(3, dtype=torch.int64)}),
+                    "model.ip1.bias: expected a tensor of shape [3] of torch.float32"),
+    "weights missing": (lambda s: s["model"].pop("ip1.bias"), "model holds another model's weights (missing "
+                                                              "ip1.bias)"),
+    "rng": (_set(("rng", "cpu"), torch.zeros(3, dtype=torch.uint8)), "rng.cpu: expected a tensor of shape"),
+    "losses": (_set(("observer", "losses"), ["a"]), "observer.losses: expected finite numbers, found 'a'"),
+    "test cursor": (_set(("task", "tests"), []), "task.tests: 0 test nets' cursors, the solver has 1"),
+    "a 100,000-character layer": (lambda s: s["batches"].update({"x" * 100000: s["batches"].pop("data")}),
+                                  "batches: no data cursor for layer(s) data"),
+}
+
+
+@pytest.mark.parametrize("defect", list(STATE_DEFECTS))
+def test_a_damaged_solver_state_is_refused_field_by_field(setup, capsys, defect):
+    edit, message = STATE_DEFECTS[defect]
+    assert run(capsys, "train", "solver.prototxt", "--quiet")[0] == 0
+    state = torch.load("snap/tiny_iter_5.solverstate.pt", weights_only=True)
+    edit(state)
+    torch.save(state, "bad.solverstate.pt")
+    code, _, err = run(capsys, "train", "solver.prototxt", "--resume", "bad.solverstate.pt", "--quiet")
+    assert code == 1 and err.startswith("Error: checkpoint bad.solverstate.pt: "), err
+    assert len(err.splitlines()) == 1 and message in err and len(err) < 400, err

@@ -4,7 +4,9 @@ atomically after every epoch and read back with ``weights_only=True``.
 Contents: ``model`` (state dict), ``optimizer``, ``scaler`` (AMP), ``method`` (Z/U/u/rho...),
 ``masks`` (None during the method phase), ``epoch`` (epochs completed), ``step`` (optimizer steps so
 far), ``rng`` (torch CPU/CUDA generator states), ``teacher`` (the distillation teacher's state
-dict, or None), ``history`` and ``info`` (what run this is, to refuse resuming a different one).
+dict, or None), ``history`` and ``info`` (what run this is, to refuse resuming a different one). On
+resume every field is checked before it is used (``compress/savedstate.py``): ``weights_only`` only
+guarantees plain data.
 """
 from __future__ import annotations
 
@@ -43,7 +45,16 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def set_rng_state(state: dict[str, Any], where: str = "rng") -> None:
+    """Restore :func:`rng_state`'s generators, each state checked first (``where`` names it)."""
+    from compress.savedstate import Fields
+
+    fields = Fields(state, where)
+    cpu = fields.tensor("cpu", tuple(torch.get_rng_state().shape), torch.uint8)
+    cuda = fields.sequence("cuda") if "cuda" in state and torch.cuda.is_available() else None
+    try:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise CompressError(f"{where}: not a generator state ({' '.join(str(e).split())[:200]})") from None

@@ -17,6 +17,8 @@ import torch
 
 from compress.errors import CompressError
 from compress.prune.trainer import MicroBatches
+from compress.savedstate import Fields
+from converters.caffe.names import listed
 
 
 def next_batch(feeders: Sequence) -> dict[str, torch.Tensor]:
@@ -32,11 +34,14 @@ def feeders_state(feeders: Sequence) -> dict[str, Any]:
 
 
 def load_feeders_state(feeders: Sequence, state: dict[str, Any], where: str) -> None:
+    """Every feeder's cursor from ``state`` (``where``: its place in the checkpoint); one missing is an
+    error, as a run that starts its data again would not be the run that was saved."""
+    fields = Fields(state, where)
     missing = [f.name for f in feeders if f.name not in state]
     if missing:
-        raise CompressError(f"{where}: no data cursor for layer(s) {', '.join(missing)}")
+        raise CompressError(f"{where}: no data cursor for layer(s) {listed(missing)}")
     for f in feeders:
-        f.load_state_dict(state[f.name])
+        f.load_state_dict(state[f.name], fields.at(f.name))
 
 
 @dataclass
@@ -87,13 +92,13 @@ class CaffeTask:
     def state_dict(self) -> dict[str, Any]:
         return {"tests": [feeders_state(t.feeders) for t in self.tests]}
 
-    def load_state_dict(self, state: dict[str, Any], where: str) -> None:
-        tests = state.get("tests") or []
+    def load_state_dict(self, state: dict[str, Any], where: str = "task") -> None:
+        tests = Fields(state, where).sequence("tests")
         if len(tests) != len(self.tests):
-            raise CompressError(f"checkpoint {where} has {len(tests)} test nets' cursors, the solver "
-                                f"has {len(self.tests)} test nets")
-        for t, s in zip(self.tests, tests, strict=True):
-            load_feeders_state(t.feeders, s, where)
+            raise CompressError(f"{where}.tests: {len(tests)} test nets' cursors, the solver has "
+                                f"{len(self.tests)} test nets")
+        for k, (t, s) in enumerate(zip(self.tests, tests, strict=True)):
+            load_feeders_state(t.feeders, s, f"{where}.tests[{k}]")
 
 
 class SolverBatches:
@@ -118,6 +123,5 @@ class SolverBatches:
     def state_dict(self) -> dict:
         return feeders_state(self.feeders)
 
-    def load_state_dict(self, state: dict) -> None:
-        if state:
-            load_feeders_state(self.feeders, state, "checkpoint")
+    def load_state_dict(self, state: dict, where: str = "batches") -> None:
+        load_feeders_state(self.feeders, state, where)

@@ -18,6 +18,7 @@ import torch
 from compress.data.caffe.datum import chw_text
 from compress.data.caffe.feeder import Feeder, register_feeder
 from compress.errors import CompressError
+from compress.savedstate import Fields, shown
 
 
 def _read_file_list(source: str, where: str) -> list[str]:
@@ -126,10 +127,21 @@ class HDF5DataFeeder(Feeder):
                 "file_order": torch.tensor(self.file_order, dtype=torch.int64),
                 "rows": torch.tensor(self.rows, dtype=torch.int64)}
 
-    def _load_state(self, state: dict) -> None:
-        if int(state["files"]) != len(self.files):
-            raise CompressError(f"{self.where}: the saved data state is for a list of {state['files']} "
-                                f"HDF5 files, {self.source!r} has {len(self.files)}")
-        self.file_order = [int(i) for i in state["file_order"].tolist()]
-        self.current_file, self.current_row = int(state["current_file"]), int(state["current_row"])
-        self._load(self.file_order[self.current_file], [int(i) for i in state["rows"].tolist()])
+    def _load_state(self, state: Fields) -> None:
+        files = state.integer("files", 1)
+        if files != len(self.files):
+            raise CompressError(f"{state.where}: {self.where}: the saved data state is for a list of {files} "
+                                f"HDF5 files, {shown(self.source)} has {len(self.files)}")
+        file_order = state.tensor("file_order", (files,), torch.int64, 0, files - 1).tolist()
+        if len(set(file_order)) != files:
+            raise CompressError(f"{state.at('file_order')}: expected an order of the {files} files, found "
+                                "repeats")
+        current_file = state.integer("current_file", 0, files - 1)
+        rows = state.tensor("rows", None, torch.int64, 0, 2**62)
+        self._load(file_order[current_file], rows.tolist())  # the file itself says how many rows it has
+        if rows.dim() != 1 or len(rows) != len(self.blobs[0]) or len(set(self.rows)) != len(self.rows) \
+                or max(self.rows) >= len(self.rows):
+            raise CompressError(f"{state.at('rows')}: expected an order of the {len(self.blobs[0])} rows of "
+                                f"{shown(self.files[file_order[current_file]])}, found {shown(rows)}")
+        self.file_order, self.current_file = file_order, current_file
+        self.current_row = state.integer("current_row", 0, len(self.rows) - 1)

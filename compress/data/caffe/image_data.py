@@ -19,6 +19,7 @@ from compress.data.caffe.image import imread, resize, to_chw
 from compress.data.caffe.rng import CaffeRng
 from compress.data.caffe.transform import Transformer, transform_config
 from compress.errors import CompressError
+from compress.savedstate import Fields, shown
 
 
 def read_image_list(source: str, where: str) -> list[tuple[str, int]]:
@@ -122,10 +123,15 @@ class ImageDataFeeder(Feeder):
                 "order": torch.tensor(self.order, dtype=torch.int64),
                 "shuffle_rng": self.shuffle_rng.state_dict()}
 
-    def _load_state(self, state: dict) -> None:
-        if int(state["lines"]) != len(self.lines):
-            raise CompressError(f"{self.where}: the saved data state is for a list of {state['lines']} "
-                                f"images, {self.source!r} has {len(self.lines)}")
-        self.cursor = int(state["cursor"])
-        self.order = [int(i) for i in state["order"].tolist()]
-        self.shuffle_rng.load_state_dict(state["shuffle_rng"])
+    def _load_state(self, state: Fields) -> None:
+        lines = state.integer("lines", 1)
+        if lines != len(self.lines):
+            raise CompressError(f"{state.where}: {self.where}: the saved data state is for a list of {lines} "
+                                f"images, {shown(self.source)} has {len(self.lines)}")
+        order = state.tensor("order", (lines,), torch.int64, 0, lines - 1)
+        if len(set(order.tolist())) != lines:
+            raise CompressError(f"{state.at('order')}: expected an order of the {lines} images, found "
+                                "repeats")
+        cursor = state.integer("cursor", 0, lines - 1)
+        self.shuffle_rng.load_state_dict(state.get("shuffle_rng"), state.at("shuffle_rng"))
+        self.cursor, self.order = cursor, order.tolist()
