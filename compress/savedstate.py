@@ -17,7 +17,7 @@ from compress.errors import CompressError
 from compress.numbers import finite_number
 
 
-def shown(value: Any) -> str:
+def found(value: Any) -> str:
     """A found value in a message: its repr, cut when long, or its type for containers and tensors."""
     from converters.caffe.names import cut
 
@@ -33,7 +33,7 @@ class Fields:
 
     def __init__(self, state: Any, where: str) -> None:
         if not isinstance(state, dict):
-            raise CompressError(f"{where}: expected a dict, found {shown(state)}")
+            raise CompressError(f"{where}: expected a dict, found {found(state)}")
         self.state, self.where = state, where
 
     def at(self, key: Any) -> str:
@@ -52,26 +52,26 @@ class Fields:
         value = self.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise CompressError(f"{self.at(key)}: expected an integer from {low} to {high}, "
-                                f"found {shown(value)}")
+                                f"found {found(value)}")
         return value
 
     def number(self, key: Any) -> float:
         value = self.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite_number(value):
-            raise CompressError(f"{self.at(key)}: expected a finite number, found {shown(value)}")
+            raise CompressError(f"{self.at(key)}: expected a finite number, found {found(value)}")
         return float(value)
 
     def text(self, key: Any) -> str:
         value = self.get(key)
         if not isinstance(value, str):
-            raise CompressError(f"{self.at(key)}: expected a string, found {shown(value)}")
+            raise CompressError(f"{self.at(key)}: expected a string, found {found(value)}")
         return value
 
     def sequence(self, key: Any, length: int | None = None) -> list:
         value = self.get(key)
         if not isinstance(value, (list, tuple)) or (length is not None and len(value) != length):
             what = "a list" if length is None else f"a list of {length}"
-            raise CompressError(f"{self.at(key)}: expected {what}, found {shown(value)}")
+            raise CompressError(f"{self.at(key)}: expected {what}, found {found(value)}")
         return list(value)
 
     def numbers(self, key: Any) -> list[float]:
@@ -79,7 +79,7 @@ class Fields:
         values = self.sequence(key)
         bad = next((v for v in values if not finite_number(v)), None)
         if bad is not None or any(v is None for v in values):
-            raise CompressError(f"{self.at(key)}: expected finite numbers, found {shown(bad)}")
+            raise CompressError(f"{self.at(key)}: expected finite numbers, found {found(bad)}")
         return [float(v) for v in values]
 
     def tensor(self, key: Any, shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None,
@@ -99,7 +99,7 @@ def check_tensor(value: Any, where: str, shape: tuple[int, ...] | None = None,
     if not isinstance(value, torch.Tensor) or value.layout != torch.strided or value.is_meta \
             or (shape is not None and tuple(value.shape) != tuple(shape)) \
             or (dtype is not None and value.dtype != dtype):
-        raise CompressError(f"{where}: expected {want}, found {shown(value)}")
+        raise CompressError(f"{where}: expected {want}, found {found(value)}")
     if value.is_floating_point() and not bool(torch.isfinite(value).all()):
         raise CompressError(f"{where}: holds NaN or infinite values")
     if value.numel() and low is not None and high is not None \
@@ -138,14 +138,14 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Any, where: st
         at = f"{where}.param_groups[{i}]"
         params = Fields(group, at).sequence("params", len(mine["params"]))
         if not all(isinstance(p, int) and not isinstance(p, bool) for p in params):
-            raise CompressError(f"{at}.params: expected parameter indices, found {shown(params)}")
+            raise CompressError(f"{at}.params: expected parameter indices, found {found(params)}")
         ids += params
     if len(set(ids)) != len(ids):
         raise CompressError(f"{where}.param_groups: a parameter index appears twice")
     held = fields.fields("state")
     unknown = [k for k in held.state if k not in set(ids)]
     if unknown:
-        raise CompressError(f"{held.where}: state for parameter {shown(unknown[0])}, which no group holds")
+        raise CompressError(f"{held.where}: state for parameter {found(unknown[0])}, which no group holds")
     if updates > 0 and not held.state:
         raise CompressError(f"{held.where}: empty, but the run has made {updates} updates (momentum and "
                             "the like would start again: this state would not continue the run)")
@@ -164,8 +164,8 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Any, where: st
             if isinstance(value, torch.Tensor):
                 if value.dim() and tuple(value.shape) != tuple(p.shape):
                     raise CompressError(f"{where}.state.{index}.{name}: expected a tensor of shape "
-                                        f"{list(p.shape)} (its parameter's), found {shown(value)}")
+                                        f"{list(p.shape)} (its parameter's), found {found(value)}")
                 check_tensor(value, f"{where}.state.{index}.{name}")
             elif value is not None and not finite_number(value):
                 raise CompressError(f"{where}.state.{index}.{name}: expected a tensor or a number, found "
-                                    f"{shown(value)}")
+                                    f"{found(value)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -415,3 +416,26 @@ def test_a_damaged_solver_state_is_refused_field_by_field(setup, capsys, defect)
     code, _, err = run(capsys, "train", "solver.prototxt", "--resume", "bad.solverstate.pt", "--quiet")
     assert code == 1 and err.startswith("Error: checkpoint bad.solverstate.pt: "), err
     assert len(err.splitlines()) == 1 and message in err and len(err) < 400, err
+
+
+@pytest.mark.parametrize("where", ["weights", "net", "source", "layer"])
+def test_a_100000_character_name_from_a_file_is_cut_in_the_error(setup, capsys, where):
+    long = "x" * 100000
+    if where in ("weights", "net"):
+        text = SOLVER + f'weights: "{long}"\n' if where == "weights" else \
+            SOLVER.replace('net: "net.prototxt"', f'net: "{long}"')
+        Path("solver.prototxt").write_text(text)
+    else:
+        old = 'source: "train_lmdb"' if where == "source" else 'layer { name: "data" type: "Data"'
+        new = f'source: "{long}"' if where == "source" else f'layer {{ name: "{long}" type: "Data"'
+        Path("net.prototxt").write_text(NET.replace(old, new, 1).replace("train_lmdb", "gone_lmdb"))
+    code, _, err = run(capsys, "train", "solver.prototxt", "--quiet")
+    assert code == 1 and err.startswith("Error: ") and len(err.splitlines()) == 1, err[:300]
+    assert re.search(r"\(100,00\d characters\)", err) and len(err) < 1000, err[:300]
+
+
+def test_the_cli_cuts_a_long_file_name_in_an_os_error(capsys, tmp_path):
+    from compress.cli import _one_line
+
+    line = _one_line(PermissionError(13, "Permission denied", "y" * 100000))
+    assert line.startswith("Permission denied: 'yyy") and "(100,000 characters)" in line and len(line) < 200

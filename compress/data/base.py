@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from compress.errors import CompressError
 from compress.numbers import finite_number
+from converters.caffe.names import shown
 
 CHANNEL_ORDERS = ("BGR", "RGB", "gray")
 
@@ -217,7 +218,7 @@ def gray_tensor(raw: np.ndarray, pp: Preprocess, where: str) -> torch.Tensor:
     """(N, H, W) pixels in 0..255 -> (N, 1, H, W) float32 ``(raw - mean) * scale``."""
     if pp.channel_order != "gray":
         raise CompressError(f"{where}: images are grayscale, preprocess channel_order is "
-                            f"{pp.channel_order!r}")
+                            f"{shown(pp.channel_order)}")
     if isinstance(pp.mean, str):
         raise CompressError(f"{where}: a mean file is supported for image folders only, found {pp.mean}")
     x = raw.astype(np.float32, copy=True)

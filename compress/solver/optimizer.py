@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from compress.errors import CompressError
-from compress.savedstate import Fields, shown
+from compress.savedstate import Fields, found
 from compress.solver.config import SolverConfig
 from compress.solver.policy import learning_rate
 from compress.solver.updates import RULES, Hyper
@@ -147,9 +147,9 @@ class CaffeSolver(torch.optim.Optimizer):
         fields = Fields(state_dict, "optimizer")
         saved = state_dict.get("solver") if isinstance(state_dict, dict) else None
         if not isinstance(saved, dict) or saved.get("type") != self.config.type:
-            found = shown(saved.get("type")) if isinstance(saved, dict) else "no solver state"
+            what = found(saved.get("type")) if isinstance(saved, dict) else "no solver state"
             raise CompressError(f"optimizer: expected the state of a {self.config.type} CaffeSolver, "
-                                f"found {found}")
+                                f"found {what}")
         solver = fields.fields("solver")
         iteration = solver.integer("iter", 0, 2**31 - 1)  # Caffe's int counters
         current_step = solver.integer("current_step", 0, 2**31 - 1)
@@ -169,7 +169,7 @@ class CaffeSolver(torch.optim.Optimizer):
             extra = sorted(map(str, set(held.state) - histories))
             if key not in params or extra:
                 what = "no parameter's index" if key not in params else \
-                    f"{shown(extra[0])} is no history of a {self.config.type} solver"
+                    f"{found(extra[0])} is no history of a {self.config.type} solver"
                 raise CompressError(f"{held.where}: {what}")
             # Copy the histories: torch's loader would alias the given tensors.
             state[key] = {n: held.tensor(n, tuple(params[key].shape), params[key].dtype).clone()

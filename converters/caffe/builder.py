@@ -220,10 +220,10 @@ def _inputs(net, layers, blobs, overrides, report, labels_as_inputs=False):
             if labels_as_inputs:
                 for extra, extra_dim in zip(layer.top[1:], label_shapes(layer, dim[0]), strict=True):
                     if extra not in overrides and extra_dim is None:
-                        raise layer_error(layer, f"the shape of top {extra!r} cannot be known from the "
+                        raise layer_error(layer, f"the shape of top {shown(extra)} cannot be known from the "
                                                  f"definition; give it (input_shapes)")
                     shapes[extra] = extra_dim
-                    where[extra] = f"layer {layer.name!r} ({layer.type}) top {extra!r}"
+                    where[extra] = f"layer {shown(layer.name)} ({layer.type}) top {shown(extra)}"
             if layer.HasField("transform_param") and not report.transform:
                 t = layer.transform_param
                 report.transform = {"scale": t.scale, "mean_value": list(t.mean_value),

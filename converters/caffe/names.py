@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 SHOWN_CHARS = 60  # longest name shown whole in a message
+PATH_CHARS = 300  # longest file path shown whole (``shown(path, PATH_CHARS)``)
 LISTED_ITEMS = 8  # longest list of names shown whole in a message
 
 
@@ -26,6 +27,11 @@ def shown(name, limit: int = SHOWN_CHARS) -> str:
         return repr(text)
     half = limit // 2
     return f"{text[:half]!r}...{text[-half:]!r} ({len(text):,} characters)"
+
+
+def shown_path(path) -> str:
+    """A file path in a message: as :func:`shown`, whole up to :data:`PATH_CHARS` characters."""
+    return shown(str(path), PATH_CHARS)
 
 
 def cut(text: str, limit: int = 300) -> str:

@@ -104,8 +104,8 @@ def _input_shapes(session, net: nn.Module, batch_size: int, path: str) -> dict[s
         want = tuple(shape)
         if len(dims) != len(want) or any(isinstance(d, int) and d != w for d, w in zip(dims[1:], want[1:],
                                                                                    strict=False)):
-            raise ConversionError(f"{path}: ONNX input {arg.name!r} has shape {dims}, the model's input "
-                                  f"{blob!r} has shape {list(want)} (batch first)")
+            raise ConversionError(f"{path}: ONNX input {shown(arg.name)} has shape {dims}, the model's input "
+                                  f"{shown(blob)} has shape {list(want)} (batch first)")
         batch = dims[0] if isinstance(dims[0], int) else batch_size
         shapes[arg.name] = (batch, *want[1:])
     return shapes
@@ -181,7 +181,7 @@ def verify_onnx(onnx_path: str | os.PathLike, net: nn.Module, *, batch_size: int
         for (name, shape), a in zip(shapes.items(), arrays, strict=True):
             a = np.ascontiguousarray(a, dtype=np.float32)
             if tuple(a.shape[1:]) != tuple(shape[1:]) or a.shape[0] != shape[0]:
-                raise ConversionError(f"input {name!r}: data has shape {list(a.shape)}, "
+                raise ConversionError(f"input {shown(name)}: data has shape {list(a.shape)}, "
                                       f"the ONNX graph expects {list(shape)}")
             feeds[name] = a
     batch = next(iter(feeds.values())).shape[0]
@@ -212,8 +212,8 @@ def verify_onnx(onnx_path: str | os.PathLike, net: nn.Module, *, batch_size: int
     for ort_name, ref_name in pairs.items():
         a, b = np.asarray(got[ort_name], dtype=np.float64), ref[ref_name].astype(np.float64)
         if a.shape != b.shape:
-            raise ConversionError(f"{path}: output {ort_name!r} has shape {list(a.shape)} in onnxruntime, "
-                                  f"{list(b.shape)} in PyTorch")
+            raise ConversionError(f"{path}: output {shown(ort_name)} has shape {list(a.shape)} in "
+                                  f"onnxruntime, {list(b.shape)} in PyTorch")
         err = float(np.max(np.abs(a - b))) if a.size else 0.0
         scale = float(np.max(np.abs(b))) if b.size else 0.0
         if not np.isfinite(err):

@@ -16,7 +16,8 @@ from compress.data.caffe.db import BACKENDS, LmdbRecords
 from compress.data.caffe.feeder import Feeder, register_feeder
 from compress.data.caffe.transform import Transformer, transform_config
 from compress.errors import CompressError
-from compress.savedstate import Fields, shown
+from compress.savedstate import Fields
+from converters.caffe.names import shown, shown_path
 
 log = logging.getLogger("compress.data.caffe")
 LMDB = 1
@@ -44,7 +45,7 @@ class DataFeeder(Feeder):
             log.warning("%s: force_color/force_gray apply to encoded records only; Caffe ignores them for "
                         "the raw records of %r, and so does this", self.where, p.source)
         chw = self.transformer.setup(self.records.first_image.shape,
-                                     f"{self.where}: first record of {p.source!r}")
+                                     f"{self.where}: first record of {shown_path(p.source)}")
         self.records.prepare(self.transformer.check, memory_limit)
         self.shapes = {self.tops[0]: (self.batch_size, *chw)}
         if len(self.tops) > 1:

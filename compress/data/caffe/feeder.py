@@ -29,7 +29,8 @@ import torch
 from compress.data.caffe.db import DEFAULT_MEMORY_LIMIT
 from compress.data.caffe.rng import CaffeRng
 from compress.errors import CompressError
-from compress.savedstate import Fields, shown
+from compress.savedstate import Fields, found
+from converters.caffe.names import shown
 
 PHASES = ("TRAIN", "TEST")
 FEEDERS: dict[str, type[Feeder]] = {}
@@ -58,9 +59,10 @@ class Feeder(ABC):
     def __init__(self, layer, phase: str = "TRAIN", *, seed: int = 0,
                  memory_limit: int = DEFAULT_MEMORY_LIMIT):
         self.name, self.phase = layer.name, phase
-        self.where = f"layer {layer.name!r} ({layer.type})"
+        self.where = f"layer {shown(layer.name)} ({layer.type})"
         if phase not in PHASES:
-            raise CompressError(f"{self.where}: phase must be one of {', '.join(PHASES)}, found {phase!r}")
+            raise CompressError(f"{self.where}: phase must be one of {', '.join(PHASES)}, found "
+                                f"{shown(phase)}")
         self.tops = tuple(layer.top)
         low, high = self.top_counts
         if len(self.tops) < low or (high is not None and len(self.tops) > high):
@@ -87,7 +89,7 @@ class Feeder(ABC):
         theirs = tuple(state.get(k) for k in ("layer", "type", "phase"))
         if mine != theirs:
             raise CompressError(f"{where}: {self.where}: the saved data state is for layer "
-                                f"{shown(theirs[0])} ({shown(theirs[1])}, {shown(theirs[2])}), not this "
+                                f"{found(theirs[0])} ({found(theirs[1])}, {found(theirs[2])}), not this "
                                 f"layer in {self.phase}")
         rng = CaffeRng(0)
         rng.load_state_dict(fields.get("rng"), fields.at("rng"))
@@ -129,6 +131,6 @@ def build_feeder(layer, phase: str = "TRAIN", *, seed: int = 0,
     if cls is None:
         what = "is not supported as a training data source" if layer.type in _NOT_SUPPORTED else \
             "is not a data layer type"
-        raise CompressError(f"layer {layer.name!r} ({layer.type}): {layer.type} {what}; supported: "
+        raise CompressError(f"layer {shown(layer.name)} ({layer.type}): {layer.type} {what}; supported: "
                             f"{', '.join(sorted(FEEDERS))}")
     return cls(layer, phase, seed=seed, memory_limit=memory_limit)

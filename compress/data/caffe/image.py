@@ -24,6 +24,7 @@ import numpy as np
 
 from compress.data.caffe.resize import resize_linear
 from compress.errors import CompressError
+from converters.caffe.names import shown_path
 
 MODES = ("unchanged", "color", "gray")
 BACKEND_ORDER = ("cv2", "Pillow")
@@ -66,7 +67,7 @@ def imread(path: str, color: bool, where: str) -> np.ndarray:
         with open(path, "rb") as f:
             buf = f.read()
     except OSError as e:
-        raise CompressError(f"{where}: cannot read image {path!r} ({e.strerror or e})") from None
+        raise CompressError(f"{where}: cannot read image {shown_path(path)} ({e.strerror or e})") from None
     return imdecode(buf, "color" if color else "gray", where)
 
 
