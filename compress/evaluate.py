@@ -132,6 +132,9 @@ def evaluate(model: nn.Module | Any, loader: Iterable, *, device: torch.device |
                 break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             s = _scores(run(x), where).to(device)
+            if len(s) != len(y):
+                raise CompressError(f"{where}: the model gave {len(s)} rows of class scores for a batch of "
+                                    f"{len(y)} images")
             if not bool(torch.isfinite(s).all()):
                 raise CompressError(f"{where}: {_nonfinite(run, x)} on test batch {i + 1}; accuracy and loss "
                                     "would mean nothing")

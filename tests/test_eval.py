@@ -300,3 +300,14 @@ def test_an_untrained_batchnorm_with_zero_statistics_is_a_finite_model():
     x = torch.randn(4, 3, 4, 4)
     r = evaluate(Logits(net), [(x, torch.tensor([0, 1, 2, 0]))])
     assert r.images == 4 and math.isfinite(r.loss)
+
+
+def test_scores_for_another_number_of_images_are_an_error():
+    """An ONNX graph rewired to output a weight matrix gave 10 rows for a batch of 32: a RuntimeError
+    deep in the top-k count before."""
+    class Fixed(nn.Module):
+        def forward(self, x):
+            return LOGITS.repeat(2, 1)  # 6 rows, whatever the batch
+
+    with pytest.raises(CompressError, match=r"^t: the model gave 6 rows of class scores for a batch of 2"):
+        evaluate(Fixed(), _batches(2, torch.tensor([0, 1]), 2), where="t")

@@ -43,9 +43,10 @@ def cut(text: str, limit: int = 300) -> str:
 
 
 def bare(name) -> str:
-    """A name as it is when short (no quotes), else as :func:`shown` cuts it."""
+    """A name as it is when short and printable (no quotes), else as :func:`shown` quotes and cuts it
+    (a newline or other control character in a name would break the one-line message)."""
     text = name if isinstance(name, str) else str(name)
-    return text if len(text) <= SHOWN_CHARS else shown(text)
+    return text if len(text) <= SHOWN_CHARS and text.isprintable() else shown(text)
 
 
 def listed(names: Iterable, limit: int = LISTED_ITEMS, show: Callable[[object], str] = bare) -> str:
