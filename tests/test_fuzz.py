@@ -104,8 +104,50 @@ def test_malicious_pickles_run_code_without_weights_only_and_are_refused_here(tm
 
 def test_fast_slice_of_a_campaign_has_only_clean_outcomes():
     start = time.monotonic()
-    results = run_campaign(36, seed=20240601, jobs=2, limits=Limits(memory=2 << 30, timeout=60))
+    limits = Limits(memory=2 << 30, timeout=60)
+    results = run_campaign(36, seed=20240601, jobs=2, limits=limits)
     table = summary_table(results)
     assert len(results) == 36 and not failures(results), table + "\n".join(map(str, failures(results)))
     assert {"ok", "clean"} <= {r.outcome for r in results}
     assert time.monotonic() - start < 60
+
+
+def test_the_training_seed_trains_and_its_state_resumes(tmp_path):
+    """The unmutated set-up of the training targets is a working LeNet run: `compress train` and
+    `compress train --resume` of the snapshot state both succeed (a mutation is then what fails)."""
+    from compress.fuzz import training
+    from compress.fuzz.campaign import _after, load_and_check
+
+    for resume in (False, True):
+        case = training.case("solverstate" if resume else "solver", "seed", {}, resume=resume)
+        directory = tmp_path / str(resume)
+        directory.mkdir()
+        case.write(directory)
+        verdict = _after(run_limited(lambda c=case, d=directory: load_and_check(c, d)), case, directory)
+        assert verdict.outcome == "ok", verdict
+        assert (directory / "out.caffemodel").is_file() and (directory / "lenet_iter_4.caffemodel").is_file()
+
+
+def test_a_training_run_past_the_work_bound_is_drawn_again():
+    from compress.fuzz import lenet_setup, training
+
+    files = dict(lenet_setup.files())
+    assert training.within_bounds(files)
+    edits = [("max_iter: 4", "max_iter: 2147483647"), ("max_iter: 4", "max_iter: 4\niter_size: 100000"),
+             ("test_iter: 2", "test_iter: 2147483647"), ("snapshot: 2", "snapshot: 1\nmax_iter: 100")]
+    for old, new in edits:
+        solver = lenet_setup.SOLVER.replace(old, new)
+        assert not training.within_bounds({**files, "solver.prototxt": solver.encode()}), new
+
+
+@pytest.mark.parametrize("kind, bits, dequantize", [
+    ("4bit", 4, "DequantizeLinear"), ("2bit", 2, "DequantizeLinear"), ("sparse-2bit", 2, "SparseDequantize")])
+def test_the_quantized_seeds_are_the_tools_own_outputs(tmp_path, kind, bits, dequantize):
+    import onnx
+
+    from compress.modelfile import read_model_file
+
+    model_file, onnx_file = seeds.quantized(kind)
+    (tmp_path / "q.pt").write_bytes(model_file)
+    assert read_model_file(tmp_path / "q.pt").meta["quantization"]["bits"] == bits
+    assert dequantize in {n.op_type for n in onnx.load_from_string(onnx_file).graph.node}
