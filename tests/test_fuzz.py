@@ -61,13 +61,15 @@ def test_v1_seed_is_the_zoo_lenet_in_the_v1_format(tmp_path):
 
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_cases_are_replayable_from_seed_and_index(tmp_path, target):
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir()
-    b.mkdir()
+    """The same seed, index and directory give the same mutated bytes (a pickle's payload names its
+    directory), and another index gives another case."""
     for i in range(3):
-        first, second = make_case(7, i, a, (target,)), make_case(7, i, b, (target,))
-        assert first.target == target and first.mutation == second.mutation
-        assert first.files.keys() == second.files.keys()
+        first = make_case(7, i, tmp_path, (target,))
+        written = {name: (tmp_path / name).read_bytes() for name in first.files}
+        second = make_case(7, i, tmp_path, (target,))
+        assert first.target == target and first.mutation == second.mutation and first.argv == second.argv
+        assert first.files == second.files == written
+    assert make_case(7, 3, tmp_path, (target,)).files != make_case(7, 4, tmp_path, (target,)).files
 
 
 def _refused_without_running(path, marker) -> str:
@@ -109,7 +111,9 @@ def test_fast_slice_of_a_campaign_has_only_clean_outcomes():
     table = summary_table(results)
     assert len(results) == 36 and not failures(results), table + "\n".join(map(str, failures(results)))
     assert {"ok", "clean"} <= {r.outcome for r in results}
-    assert time.monotonic() - start < 60
+    # Only a hang fails here: every case has its own time limit (a case past it is a "timeout" above),
+    # so a slow or busy machine makes the slice slower, never red; the seeds take a minute at most.
+    assert time.monotonic() - start < 36 * limits.timeout / 2 + 120
 
 
 def test_the_training_seed_trains_and_its_state_resumes(tmp_path):
