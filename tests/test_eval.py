@@ -270,16 +270,27 @@ def test_finite_weights_that_overflow_name_the_first_layer_computing_infinity(di
               "mean nothing")
 
 
-def test_an_onnx_file_computing_nan_names_its_output(digits, lenet_onnx, tmp_path, capsys):
+def _lenet_onnx_with(lenet_onnx, tmp_path, name: str, value: float) -> str:
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(lenet_onnx / "lenet.onnx"))
-    bias = next(i for i in model.graph.initializer if i.name == "ip2.bias")
-    bias.CopyFrom(numpy_helper.from_array(np.full(10, np.inf, np.float32), bias.name))
-    path = tmp_path / "inf.onnx"
+    init = next(i for i in model.graph.initializer if i.name == name)
+    init.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(init), value), name))
+    path = tmp_path / "edited.onnx"
     onnx.save(model, str(path))
-    _one_line(capsys, ["eval", str(path), "--data", str(digits)],
+    return str(path)
+
+
+def test_an_onnx_file_with_an_infinite_parameter_is_refused_on_load(digits, lenet_onnx, tmp_path, capsys):
+    path = _lenet_onnx_with(lenet_onnx, tmp_path, "ip2.bias", np.inf)
+    _one_line(capsys, ["eval", path, "--data", str(digits)],
+              f"{path}: initializer 'ip2.bias': 10 of 10 values are NaN or infinite")
+
+
+def test_an_onnx_file_computing_nan_names_its_output(digits, lenet_onnx, tmp_path, capsys):
+    path = _lenet_onnx_with(lenet_onnx, tmp_path, "ip1.weight", 3e38)  # finite, its sums are not
+    _one_line(capsys, ["eval", path, "--data", str(digits)],
               f"{path}: onnxruntime computes NaN or infinity in output 'prob' on test batch 1")
 
 

@@ -238,9 +238,16 @@ def test_a_reference_computing_nan_is_an_error_naming_its_first_layer(exported):
 
 
 def test_an_export_computing_infinity_is_an_error_naming_the_output(exported, tmp_path):
-    bad = perturbed(exported, tmp_path / "inf.onnx", delta=np.inf)
+    bad = perturbed(exported, tmp_path / "inf.onnx", delta=3e38)  # finite weights whose sums overflow
     with pytest.raises(ConversionError, match=r"inf\.onnx: onnxruntime computes NaN or infinity in output "
                                               r"'ip' on these inputs"):
+        verify_onnx(bad, tiny_net(), repeats=1)
+
+
+def test_an_export_holding_nan_is_refused_on_load(exported, tmp_path):
+    bad = perturbed(exported, tmp_path / "nan.onnx", delta=np.nan)
+    with pytest.raises(ConversionError, match=r"nan\.onnx: initializer 'conv1.weight': 36 of 36 values are "
+                                              r"NaN or infinite"):
         verify_onnx(bad, tiny_net(), repeats=1)
 
 

@@ -57,7 +57,31 @@ def read_onnx(onnx_path: str | os.PathLike):
     except Exception as e:
         reason = " ".join(str(e).split())[:200] or type(e).__name__
         raise ConversionError(f"{path}: not a valid ONNX model ({reason})") from None
+    _check_parameters(model, path)
     return model
+
+
+def _check_parameters(model, path: str) -> None:
+    """Every float initializer (dense or the values of a sparse one; weights, biases, quantization
+    scales) holds finite values, as a model's parameters must: NaN or infinity in one makes every output
+    meaningless. External data is not read."""
+    from onnx import TensorProto, numpy_helper
+
+    from converters.caffe.builder import nonfinite
+
+    floats = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+    tensors = [*model.graph.initializer, *(s.values for s in model.graph.sparse_initializer)]
+    for t in tensors:
+        if t.data_type not in floats or t.data_location == TensorProto.EXTERNAL:
+            continue
+        try:
+            values = torch.from_numpy(np.asarray(numpy_helper.to_array(t), dtype=np.float64))
+        except Exception as e:  # noqa: BLE001 - raw data that does not fit its dims, and the like
+            reason = " ".join(str(e).split())[:200] or type(e).__name__
+            raise ConversionError(f"{path}: initializer {shown(t.name)} cannot be read ({reason})") from None
+        bad = nonfinite(values)
+        if bad:
+            raise ConversionError(f"{path}: initializer {shown(t.name)}: {bad}")
 
 
 def open_session(onnx_path: str | os.PathLike, threads: int | None = None,
