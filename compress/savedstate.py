@@ -15,6 +15,7 @@ import torch
 
 from compress.errors import CompressError
 from compress.numbers import finite_number
+from converters.errors import reason
 
 
 def found(value: Any) -> str:
@@ -156,8 +157,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Any, where: st
     except CompressError:
         raise
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
-        raise CompressError(f"{where}: {reason}") from None
+        raise CompressError(f"{where}: {reason(e)}") from None
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for index, p in zip(ids, params, strict=True):
         for name, value in optimizer.state.get(p, {}).items():

@@ -17,6 +17,7 @@ import torch
 
 from compress.errors import CompressError
 from converters.atomic import atomic_open
+from converters.errors import reason
 
 FORMAT = "compress-checkpoint"
 
@@ -32,7 +33,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors of many kinds
-        raise CompressError(f"cannot read checkpoint {path}: {' '.join(str(e).split())[:200]}") from None
+        raise CompressError(f"cannot read checkpoint {path}: {reason(e)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CompressError(f"{path} is not a compress training checkpoint")
     return ckpt
@@ -57,4 +58,4 @@ def set_rng_state(state: dict[str, Any], where: str = "rng") -> None:
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
     except (RuntimeError, TypeError, ValueError) as e:
-        raise CompressError(f"{where}: not a generator state ({' '.join(str(e).split())[:200]})") from None
+        raise CompressError(f"{where}: not a generator state ({reason(e)})") from None

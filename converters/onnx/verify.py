@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from converters.caffe.names import shown
-from converters.errors import ConversionError
+from converters.errors import ConversionError, reason
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,7 @@ def read_onnx(onnx_path: str | os.PathLike):
             raise ValueError("no graph nodes or outputs")
         onnx.checker.check_model(model)  # plain check: sparse initializers pass it, full_check does not
     except Exception as e:
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
-        raise ConversionError(f"{path}: not a valid ONNX model ({reason})") from None
+        raise ConversionError(f"{path}: not a valid ONNX model ({reason(e)})") from None
     _check_parameters(model, path)
     return model
 
@@ -77,8 +76,8 @@ def _check_parameters(model, path: str) -> None:
         try:
             values = torch.from_numpy(np.asarray(numpy_helper.to_array(t), dtype=np.float64))
         except Exception as e:  # noqa: BLE001 - raw data that does not fit its dims, and the like
-            reason = " ".join(str(e).split())[:200] or type(e).__name__
-            raise ConversionError(f"{path}: initializer {shown(t.name)} cannot be read ({reason})") from None
+            raise ConversionError(f"{path}: initializer {shown(t.name)} cannot be read "
+                                  f"({reason(e)})") from None
         bad = nonfinite(values)
         if bad:
             raise ConversionError(f"{path}: initializer {shown(t.name)}: {bad}")
@@ -98,8 +97,7 @@ def open_session(onnx_path: str | os.PathLike, threads: int | None = None,
     try:
         return ort.InferenceSession(path, opts, providers=list(providers))
     except Exception as e:
-        reason = " ".join(str(e).split())[:200]
-        raise ConversionError(f"{path}: onnxruntime cannot load it ({reason})") from None
+        raise ConversionError(f"{path}: onnxruntime cannot load it ({reason(e)})") from None
 
 
 def _load_session(onnx_path: str | os.PathLike, threads: int | None):
@@ -152,9 +150,8 @@ def _run(session, names: list[str], feeds: dict[str, np.ndarray], path: str) -> 
     try:
         return session.run(names, feeds)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types; say what failed, briefly
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
         raise ConversionError(f"{path}: onnxruntime failed to run it on inputs of "
-                              f"{[list(a.shape) for a in feeds.values()]} ({reason})") from None
+                              f"{[list(a.shape) for a in feeds.values()]} ({reason(e)})") from None
 
 
 def _check_finite(net: nn.Module, feeds: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
