@@ -322,3 +322,11 @@ def test_scores_for_another_number_of_images_are_an_error():
 
     with pytest.raises(CompressError, match=r"^t: the model gave 6 rows of class scores for a batch of 2"):
         evaluate(Fixed(), _batches(2, torch.tensor([0, 1]), 2), where="t")
+
+
+def test_a_100000_character_mean_file_in_the_record_is_cut(digits, tmp_path, capsys):
+    pre = {"scale": 0.00390625, "mean": None, "channel_order": "gray", "mean_file": "m" * 100000}
+    path = _lenet_file(tmp_path, lambda net, meta: meta.update(preprocess=pre))
+    err = _one_line(capsys, ["eval", path, "--data", str(digits)], "a mean file is supported for image "
+                    "folders only, found 'mmm", "(100,000 characters)")
+    assert len(err) < 600

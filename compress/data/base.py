@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from compress.errors import CompressError
 from compress.numbers import finite_number
-from converters.caffe.names import shown
+from converters.caffe.names import shown, shown_path
 
 CHANNEL_ORDERS = ("BGR", "RGB", "gray")
 
@@ -220,7 +220,8 @@ def gray_tensor(raw: np.ndarray, pp: Preprocess, where: str) -> torch.Tensor:
         raise CompressError(f"{where}: images are grayscale, preprocess channel_order is "
                             f"{shown(pp.channel_order)}")
     if isinstance(pp.mean, str):
-        raise CompressError(f"{where}: a mean file is supported for image folders only, found {pp.mean}")
+        raise CompressError(f"{where}: a mean file is supported for image folders only, found "
+                            f"{shown_path(pp.mean)}")
     x = raw.astype(np.float32, copy=True)
     if pp.mean is not None:
         if len(pp.mean) != 1:
