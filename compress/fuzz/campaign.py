@@ -179,7 +179,7 @@ def _after(verdict: Verdict, case: Case, directory: Path) -> Verdict:
     present = (p.relative_to(directory).as_posix() for p in directory.rglob("*") if not p.is_dir())
     expected = set(case.files) | written
     left = sorted(p for p in present if p not in expected
-                  and not (case.may_leave and re.fullmatch(case.may_leave, p)))
+                  and not (case.may_leave and re.fullmatch(case.may_leave, p, re.DOTALL)))
     if left and verdict.outcome in CLEAN:
         return Verdict("other", f"left files behind: {left[:5]}", verdict.seconds)
     return verdict
