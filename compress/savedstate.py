@@ -15,13 +15,12 @@ import torch
 
 from compress.errors import CompressError
 from compress.numbers import finite_number
+from converters.caffe.names import cut, listed
 from converters.errors import reason
 
 
 def found(value: Any) -> str:
     """A found value in a message: its repr, cut when long, or its type for containers and tensors."""
-    from converters.caffe.names import cut
-
     if isinstance(value, torch.Tensor):
         return f"a {value.dtype} tensor of shape {list(value.shape)}"
     if isinstance(value, (dict, list, tuple)):
@@ -58,15 +57,9 @@ class Fields:
 
     def number(self, key: Any) -> float:
         value = self.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite_number(value):
+        if not finite_number(value):
             raise CompressError(f"{self.at(key)}: expected a finite number, found {found(value)}")
         return float(value)
-
-    def text(self, key: Any) -> str:
-        value = self.get(key)
-        if not isinstance(value, str):
-            raise CompressError(f"{self.at(key)}: expected a string, found {found(value)}")
-        return value
 
     def sequence(self, key: Any, length: int | None = None) -> list:
         value = self.get(key)
@@ -78,9 +71,9 @@ class Fields:
     def numbers(self, key: Any) -> list[float]:
         """A list of finite numbers."""
         values = self.sequence(key)
-        bad = next((v for v in values if not finite_number(v)), None)
-        if bad is not None or any(v is None for v in values):
-            raise CompressError(f"{self.at(key)}: expected finite numbers, found {found(bad)}")
+        bad = [v for v in values if not finite_number(v)]
+        if bad:
+            raise CompressError(f"{self.at(key)}: expected finite numbers, found {found(bad[0])}")
         return [float(v) for v in values]
 
     def tensor(self, key: Any, shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None,
@@ -113,8 +106,6 @@ def check_tensor(value: Any, where: str, shape: tuple[int, ...] | None = None,
 def load_module_state(module: torch.nn.Module, state: Any, where: str) -> None:
     """``module.load_state_dict(state)`` once every tensor of ``state`` has the name, shape and dtype of
     the module's own and holds finite values (``load_state_dict`` casts dtypes and accepts NaN)."""
-    from converters.caffe.names import listed
-
     fields = Fields(state, where)
     own = module.state_dict()
     missing = [k for k in own if k not in fields.state]
