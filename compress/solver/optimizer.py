@@ -145,7 +145,7 @@ class CaffeSolver(torch.optim.Optimizer):
         """Continue from :meth:`state_dict`: the same solver type, the same parameter groups, Caffe's
         counters in range, and every history a float tensor of its parameter's shape."""
         fields = Fields(state_dict, "optimizer")
-        saved = state_dict.get("solver") if isinstance(state_dict, dict) else None
+        saved = state_dict.get("solver")
         if not isinstance(saved, dict) or saved.get("type") != self.config.type:
             what = found(saved.get("type")) if isinstance(saved, dict) else "no solver state"
             raise CompressError(f"optimizer: expected the state of a {self.config.type} CaffeSolver, "
