@@ -9,9 +9,9 @@ directory; snapshots go beside the solver (``lenet_iter_N.*``).
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
+import os
 import tempfile
 from pathlib import Path
 
@@ -110,9 +110,14 @@ def state() -> bytes:
     """The resumable state ``compress train`` snapshots after iteration 2 of the raw set-up."""
     from compress.solver.train import SolverTrainConfig, train_solver
 
-    with tempfile.TemporaryDirectory() as d, contextlib.chdir(d):
-        for name, data in files().items():
-            Path(name).parent.mkdir(exist_ok=True)
-            Path(name).write_bytes(data)
-        train_solver(SolverTrainConfig("solver.prototxt", progress=False, device="cpu"))
-        return Path(STATE).read_bytes()
+    before = os.getcwd()
+    with tempfile.TemporaryDirectory() as d:
+        os.chdir(d)  # Caffe's paths are relative to the working directory (contextlib.chdir: 3.11)
+        try:
+            for name, data in files().items():
+                Path(name).parent.mkdir(exist_ok=True)
+                Path(name).write_bytes(data)
+            train_solver(SolverTrainConfig("solver.prototxt", progress=False, device="cpu"))
+            return Path(STATE).read_bytes()
+        finally:
+            os.chdir(before)
