@@ -152,6 +152,23 @@ _DICT_OPS = {"format": _format, "version": _version, "netdef": _netdef, "meta": 
              "blobs": _blobs, "blobs2": _blobs, "blobs3": _blobs, "top-level": _shape, "extra-key": _extra}
 
 
+def archive_mutation(rng: random.Random, archive: bytes, mutate) -> tuple[bytes, str]:
+    """A ``torch.save`` archive (a quantized model file, a solver state) mutated: its bytes (10%), its
+    zip entries (10%), or the dict it holds, loaded and saved again around ``mutate(rng, dict) -> name``."""
+    import torch
+
+    r = rng.random()
+    if r < 0.1:
+        data, what = mutate_bytes(rng, archive)
+        return data, f"bytes-{what}"
+    if r < 0.2:
+        data, what = zip_mutation(rng, archive)
+        return data, f"zip-{what}"
+    d = torch.load(io.BytesIO(archive), weights_only=True)
+    what = mutate(rng, d)
+    return seeds.save_dict(d), what
+
+
 # -- zip mutations ---------------------------------------------------------------------------------
 
 def zip_mutation(rng: random.Random, archive: bytes) -> tuple[bytes, str]:

@@ -10,13 +10,12 @@ or at the zip and byte level (``modelfiles.py``).
 """
 from __future__ import annotations
 
-import io
 import json
 import random
 
 from compress.fuzz import seeds
-from compress.fuzz.case import Case, mutate_bytes
-from compress.fuzz.modelfiles import zip_mutation
+from compress.fuzz.case import Case
+from compress.fuzz.modelfiles import archive_mutation
 
 SPECIAL = [float("nan"), float("inf"), float("-inf"), 0, -1, 1e300, 1e-50, 10 ** 400, -10 ** 400, "0.5", True,
            None, [1], 2 ** 64, 3.4e38]
@@ -26,18 +25,7 @@ LONG_NAME = "x" * 100000
 def generate(rng: random.Random) -> Case:
     kind = rng.choice(seeds.QUANTIZED)
     model, onnx_file = seeds.quantized(kind)
-    r = rng.random()
-    if r < 0.1:
-        data, what = mutate_bytes(rng, model)
-        what = f"bytes-{what}"
-    elif r < 0.2:
-        data, what = zip_mutation(rng, model)
-        what = f"zip-{what}"
-    else:
-        d = _load(model)
-        what = rng.choice(list(_OPS))
-        what = _OPS[what](rng, d) or what
-        data = seeds.save_dict(d)
+    data, what = archive_mutation(rng, model, _mutate)
     command = rng.choice(["info", "export", "eval", "verify"])
     argv = {"info": ("info", "q.pt"), "export": ("export", "q.pt", "-o", "out.onnx"),
             "eval": ("eval", "q.pt", "--data", seeds.eval_data(), "--limit", "64", "--batch-size", "32",
@@ -48,12 +36,9 @@ def generate(rng: random.Random) -> Case:
     return Case("quantized", f"{kind}:{what}>{command}", files, argv=argv, writes=("out.onnx",))
 
 
-def _load(model: bytes) -> dict:
-    import torch
-
-    d = torch.load(io.BytesIO(model), weights_only=True)
-    d["blobs"] = {k: [t.clone() for t in v] for k, v in d["blobs"].items()}
-    return d
+def _mutate(rng: random.Random, d: dict) -> str:
+    op = rng.choice(list(_OPS))
+    return _OPS[op](rng, d) or op
 
 
 def _edit_meta(d: dict, edit) -> None:

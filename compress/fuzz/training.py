@@ -15,13 +15,12 @@ drawn again: training work is bounded by :data:`WORK` images and :data:`SNAPSHOT
 """
 from __future__ import annotations
 
-import io
 import random
 
 from compress.fuzz import lenet_setup, values
-from compress.fuzz.case import Case, mutate_bytes
+from compress.fuzz.case import Case
 from compress.fuzz.graph import mutate_graph, set_scalar
-from compress.fuzz.modelfiles import zip_mutation
+from compress.fuzz.modelfiles import archive_mutation
 from compress.fuzz.prototxts import token_mutation, value_mutation
 
 WORK = 4000  # images forwarded and backpropagated, test passes included
@@ -221,25 +220,14 @@ SPECIAL_VALUES = [None, -1, 0, 10 ** 30, 2 ** 63 - 1, "x", LONG, [], {}, 1.5, fl
 
 
 def generate_state(rng: random.Random) -> Case:
-    data = lenet_setup.state()
-    r = rng.random()
-    if r < 0.1:
-        data, what = mutate_bytes(rng, data)
-        what = f"bytes-{what}"
-    elif r < 0.2:
-        data, what = zip_mutation(rng, data)
-        what = f"zip-{what}"
-    else:
-        data, what = _state_dict(rng, data)
+    data, what = archive_mutation(rng, lenet_setup.state(), _state_dict)
     return case("solverstate", what, {lenet_setup.STATE: data}, resume=True)
 
 
-def _state_dict(rng: random.Random, data: bytes) -> tuple[bytes, str]:
+def _state_dict(rng: random.Random, state: dict) -> str:
+    """One change anywhere in the state's nested dicts and lists, in place; its name."""
     import torch
 
-    from compress.fuzz.seeds import save_dict
-
-    state = torch.load(io.BytesIO(data), weights_only=True)
     places = list(_walk(state, ()))
     container, key, path = rng.choice(places)
     op = rng.choice(["delete", "value", "value", "tensor", "empty", "extra"])
@@ -256,7 +244,7 @@ def _state_dict(rng: random.Random, data: bytes) -> tuple[bytes, str]:
     else:
         container[key] = rng.choice(SPECIAL_VALUES)
         op = "value"
-    return save_dict(state), f"{op}:{'.'.join(map(str, path))[:80]}"
+    return f"{op}:{'.'.join(map(str, path))[:80]}"
 
 
 def _walk(value, path: tuple):
