@@ -57,7 +57,11 @@ def inspect_model_file(path: str | os.PathLike, expected: str) -> Inspection:
     from compress.filekind import describe_file
 
     path = str(path)
-    if not zipfile.is_zipfile(path):
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except _ZIP_ERRORS as e:  # end records that name another disk (a zip64 locator) raise here
+        raise _damaged(path, e) from None
+    if not is_zip:
         _refuse_raw_pickle(path, expected)
         raise CompressError(f"{path}: {describe_file(path)}, not a model file; {expected}")
     try:
@@ -74,10 +78,8 @@ def inspect_model_file(path: str | os.PathLike, expected: str) -> Inspection:
             data = zf.read(info)
     except CompressError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError, OSError,
-            RuntimeError, zlib.error) as e:  # RuntimeError: an encrypted entry
-        raise CompressError(f"{path}: a damaged zip archive ({_first_line(e)}); not a readable model "
-                            "file") from None
+    except _ZIP_ERRORS as e:
+        raise _damaged(path, e) from None
     prefix = info.filename[: -len("data.pkl")]
     storage = sum(i.file_size for i in infos if i.filename.startswith(prefix + "data/"))
     strings = scan_pickle(data, path)
@@ -86,6 +88,15 @@ def inspect_model_file(path: str | os.PathLike, expected: str) -> Inspection:
         raise CompressError(f"{path}: a PyTorch file, but not a compress model file (it lacks format "
                             f"'compress-model' and a net definition); {expected}")
     return Inspection(netdef, storage)
+
+
+# What zipfile raises on a damaged archive (RuntimeError: an encrypted entry).
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError, OSError,
+               RuntimeError, zlib.error)
+
+
+def _damaged(path: str, e: BaseException) -> CompressError:
+    return CompressError(f"{path}: a damaged zip archive ({_first_line(e)}); not a readable model file")
 
 
 def _refuse_raw_pickle(path: str, expected: str) -> None:

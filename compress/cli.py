@@ -89,11 +89,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_line(e: BaseException) -> str:
+    from converters.caffe.names import bare, cut
+
     if isinstance(e, FileNotFoundError) and e.filename:
-        return f"no such file: {e.filename}"
+        return f"no such file: {bare(e.filename)}"
     if isinstance(e, OSError) and e.filename and e.strerror:
-        return f"{e.strerror}: {e.filename}"
-    return " ".join(str(e).split()) or type(e).__name__
+        return f"{e.strerror}: {bare(e.filename)}"
+    return cut(" ".join(str(e).split()), 2000) or type(e).__name__
 
 
 if __name__ == "__main__":

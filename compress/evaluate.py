@@ -140,6 +140,12 @@ def evaluate(model: nn.Module | Any, loader: Iterable, *, device: torch.device |
                 break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             s = _scores(run(x), where).to(device)
+            if len(s) != len(y):
+                raise CompressError(f"{where}: the model gave {len(s)} rows of class scores for a batch of "
+                                    f"{len(y)} images")
+            if not bool(torch.isfinite(s).all()):
+                raise CompressError(f"{where}: {_nonfinite(run, x)} on test batch {i + 1}; accuracy and loss "
+                                    "would mean nothing")
             classes = s.shape[1]
             if int(y.min()) < 0 or int(y.max()) >= classes:
                 raise CompressError(f"{where}: labels must be in [0, {classes}) for a net with {classes} "
@@ -174,6 +180,17 @@ def evaluate(model: nn.Module | Any, loader: Iterable, *, device: torch.device |
     return EvalResult(images=images, classes=classes, top1=float(sums[1]) / images,
                       top5=float(sums[2]) / images if classes >= TOP_K else None,
                       loss=float(sums[3]) / images, **extra)
+
+
+def _nonfinite(run: Any, x: torch.Tensor) -> str:
+    """Where NaN or infinity first appears: an ONNX graph's output, or a Caffe net's first such layer."""
+    from converters.caffe.names import shown
+
+    if isinstance(run, _OrtModel):
+        return f"onnxruntime computes NaN or infinity in output {shown(run.output)}"
+    find = getattr(getattr(run, "net", run), "first_nonfinite", None)  # a CaffeNet, or one in Logits
+    origin = find(x) if find is not None else None
+    return f"the model computes NaN or infinity (first at {origin or 'its output'})"
 
 
 @dataclass(frozen=True)

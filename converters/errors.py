@@ -12,3 +12,9 @@ class UnsupportedLayerError(ConversionError):
 
 class OutputPathError(ValueError):
     """An output path that cannot be written (missing directory, a directory given as a file)."""
+
+
+def reason(e: BaseException, limit: int = 200) -> str:
+    """Another library's exception as the reason in one of ours: its message on one line, at most
+    ``limit`` characters, or its type's name when it has none."""
+    return " ".join(str(e).split())[:limit] or type(e).__name__

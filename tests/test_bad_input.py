@@ -374,3 +374,20 @@ def test_a_malicious_pickle_is_refused_in_one_line_without_running(capsys, tmp_p
     line = _fails(capsys, tmp_path, ["convert", str(evil)], f"{evil}: refused: its pickle calls os.system, "
                   "which would run code when unpickled")
     assert not marker.exists() and "weights_only" not in line
+
+
+# -- issue 17: a fuzz campaign's finds -------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["info", "convert", "export", "verify"])
+def test_a_zip64_locator_naming_another_disk_is_a_damaged_archive(capsys, tmp_path, model_dict, command):
+    """One flipped byte of a valid model file: zipfile.is_zipfile itself raises BadZipFile."""
+    data = bytearray(open(_saved(tmp_path, model_dict), "rb").read())
+    locator = data.rfind(b"PK\x06\x07")  # zip64 end of central directory locator: its disk number next
+    assert locator > 0
+    data[locator + 4] = 1
+    path = tmp_path / "disk.pt"
+    path.write_bytes(bytes(data))
+    argv = {"info": ["info", str(path)], "convert": ["convert", str(path)],
+            "export": ["export", str(path), "-o", str(tmp_path / "out.onnx")],
+            "verify": ["verify", str(tmp_path / "x.onnx"), "--against", str(path)]}[command]
+    _fails(capsys, tmp_path, argv, f"{path}: a damaged zip archive (zipfiles that span multiple disks")

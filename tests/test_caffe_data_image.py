@@ -85,6 +85,52 @@ def test_undecodable_bytes_and_16_bit_images_are_refused(monkeypatch):
         imdecode(buf.getvalue(), "unchanged", "where")
 
 
+def _png_claiming(width: int, height: int) -> bytes:
+    """A valid 2x2 PNG whose IHDR (CRC recomputed) declares ``width`` x ``height``."""
+    import struct
+    import zlib
+
+    buf = bytearray(_encode(np.zeros((2, 2), np.uint8)))
+    buf[16:24] = struct.pack(">II", width, height)
+    buf[29:33] = struct.pack(">I", zlib.crc32(bytes(buf[12:29])))
+    return bytes(buf)
+
+
+@pytest.mark.parametrize("decoder", ["cv2", "Pillow"])
+def test_a_header_declaring_too_many_pixels_is_refused_before_decoding(monkeypatch, decoder):
+    """A 60000 x 60000 PNG header made OpenCV assert (cv2.error, a traceback); a 20000 x 20000 one is
+    within its limit and fails as undecodable."""
+    if decoder == "cv2":
+        pytest.importorskip("cv2")
+    monkeypatch.setattr("compress.data.caffe.image.BACKEND_ORDER", (decoder,))
+    with pytest.raises(CompressError, match=r"^where: the image's header declares 60,000 x 60,000 pixels; at "
+                                            r"most 1,048,576 a side and 1,073,741,824 in all are decoded"):
+        imdecode(_png_claiming(60000, 60000), "unchanged", "where")
+    with pytest.raises(CompressError, match="header declares 2,000,000 x 1 pixels"):
+        imdecode(_png_claiming(2_000_000, 1), "color", "where")
+    with pytest.raises(CompressError, match=r"^where: (cannot decode the image|Pillow refuses)"):
+        imdecode(_png_claiming(20000, 20000), "unchanged", "where")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "GIF"])
+def test_header_size_reads_what_the_encoder_wrote(fmt):
+    from compress.data.caffe.image import header_size
+
+    pixels = _images()["rgb"] if fmt != "GIF" else _images()["grey"]
+    assert header_size(_encode(pixels, fmt)) == (7, 6)
+    assert header_size(_encode(pixels, fmt)[:9]) is None and header_size(b"II*\x00") is None
+
+
+def test_a_jpeg_frame_declaring_65000_squared_is_refused():
+    import struct
+
+    buf = bytearray(_encode(_images()["rgb"], "JPEG"))
+    sof = buf.find(b"\xff\xc0")
+    buf[sof + 5:sof + 9] = struct.pack(">HH", 65000, 65000)
+    with pytest.raises(CompressError, match="header declares 65,000 x 65,000 pixels"):
+        imdecode(bytes(buf), "color", "where")
+
+
 # --- ImageData --------------------------------------------------------------------------------------
 
 def _image_set(tmp_path, n=5, size=(6, 8), grey=False) -> list[np.ndarray]:

@@ -215,3 +215,118 @@ def test_cli_bad_model_or_data_is_one_line(args, message, digits, lenet_onnx, tm
     assert main(args) == 1
     err = capsys.readouterr().err
     assert err.startswith("Error: ") and err.count("\n") == 1 and message in err, err
+
+
+# -- issue 17: a model that computes NaN or infinity never gets an accuracy ------------------------
+
+def _lenet_file(tmp_path, edit) -> str:
+    """The zoo LeNet as a model file, ``edit(net, meta)`` applied first."""
+    from compress.modelfile import load_model, save_model
+
+    model = load_model("lenet")
+    meta = dict(model.meta)
+    edit(model.net, meta)
+    path = tmp_path / "lenet.pt"
+    save_model(path, model.net, meta)
+    return str(path)
+
+
+def _one_line(capsys, args, *expected: str) -> str:
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and err.count("\n") == 1 and "accuracy 9" not in err, err
+    for text in expected:
+        assert text in err, err
+    return err
+
+
+def test_a_nan_bias_is_refused_on_load(digits, tmp_path, capsys):
+    def nan_bias(net, meta):
+        with torch.no_grad():
+            net.layer("ip2").bias[3] = float("nan")
+    path = _lenet_file(tmp_path, nan_bias)
+    _one_line(capsys, ["eval", path, "--data", str(digits)],
+              "layer 'ip2' (InnerProduct): blob 1: 1 of 10 values are NaN or infinite")
+
+
+@pytest.mark.parametrize("preprocess, message", [
+    ({"scale": 0.00390625, "mean": [float("nan")]},
+     "preprocess mean must be a list of finite numbers, found [nan]"),
+    ({"scale": float("inf")}, "preprocess scale must be a positive number, found inf"),
+    ({"scale": 10 ** 400}, "preprocess scale must be a positive number, found 1000000"),
+])
+def test_non_finite_preprocessing_is_refused(digits, tmp_path, capsys, preprocess, message):
+    path = _lenet_file(tmp_path, lambda net, meta: meta.update(preprocess=preprocess))
+    _one_line(capsys, ["eval", path, "--data", str(digits)], message)
+
+
+def test_finite_weights_that_overflow_name_the_first_layer_computing_infinity(digits, tmp_path, capsys):
+    def huge(net, meta):
+        with torch.no_grad():
+            net.layer("conv2").weight.fill_(3e38)  # finite, but any sum of two overflows
+    path = _lenet_file(tmp_path, huge)
+    _one_line(capsys, ["eval", path, "--data", str(digits)], f"{path}: the model computes NaN or infinity "
+              "(first at layer 'conv2' (Convolution) top 'conv2') on test batch 1; accuracy and loss would "
+              "mean nothing")
+
+
+def _lenet_onnx_with(lenet_onnx, tmp_path, name: str, value: float) -> str:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(lenet_onnx / "lenet.onnx"))
+    init = next(i for i in model.graph.initializer if i.name == name)
+    init.CopyFrom(numpy_helper.from_array(np.full_like(numpy_helper.to_array(init), value), name))
+    path = tmp_path / "edited.onnx"
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_an_onnx_file_with_an_infinite_parameter_is_refused_on_load(digits, lenet_onnx, tmp_path, capsys):
+    path = _lenet_onnx_with(lenet_onnx, tmp_path, "ip2.bias", np.inf)
+    _one_line(capsys, ["eval", path, "--data", str(digits)],
+              f"{path}: initializer 'ip2.bias': 10 of 10 values are NaN or infinite")
+
+
+def test_an_onnx_file_computing_nan_names_its_output(digits, lenet_onnx, tmp_path, capsys):
+    path = _lenet_onnx_with(lenet_onnx, tmp_path, "ip1.weight", 3e38)  # finite, its sums are not
+    _one_line(capsys, ["eval", path, "--data", str(digits)],
+              f"{path}: onnxruntime computes NaN or infinity in output 'prob' on test batch 1")
+
+
+def test_an_untrained_batchnorm_with_zero_statistics_is_a_finite_model():
+    """Caffe's BatchNorm with moving statistics all zero (scale factor 0 included) is a legitimate,
+    untrained net: it loads and evaluates."""
+    from converters.caffe.builder import build_net
+    from converters.caffe.prototxt import parse_net_text
+
+    text = """
+    layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 4 dim: 4 } } }
+    layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" }
+    layer { name: "ip" type: "InnerProduct" bottom: "bn" top: "ip" inner_product_param { num_output: 3 } }
+    """
+    blobs = {"bn": [np.zeros(3, np.float32), np.zeros(3, np.float32), np.zeros(1, np.float32)],
+             "ip": [np.full((3, 48), 0.01, np.float32), np.zeros(3, np.float32)]}
+    net = build_net(parse_net_text(text), blobs)
+    x = torch.randn(4, 3, 4, 4)
+    r = evaluate(Logits(net), [(x, torch.tensor([0, 1, 2, 0]))])
+    assert r.images == 4 and math.isfinite(r.loss)
+
+
+def test_scores_for_another_number_of_images_are_an_error():
+    """An ONNX graph rewired to output a weight matrix gave 10 rows for a batch of 32: a RuntimeError
+    deep in the top-k count before."""
+    class Fixed(nn.Module):
+        def forward(self, x):
+            return LOGITS.repeat(2, 1)  # 6 rows, whatever the batch
+
+    with pytest.raises(CompressError, match=r"^t: the model gave 6 rows of class scores for a batch of 2"):
+        evaluate(Fixed(), _batches(2, torch.tensor([0, 1]), 2), where="t")
+
+
+def test_a_100000_character_mean_file_in_the_record_is_cut(digits, tmp_path, capsys):
+    pre = {"scale": 0.00390625, "mean": None, "channel_order": "gray", "mean_file": "m" * 100000}
+    path = _lenet_file(tmp_path, lambda net, meta: meta.update(preprocess=pre))
+    err = _one_line(capsys, ["eval", path, "--data", str(digits)], "a mean file is supported for image "
+                    "folders only, found 'mmm", "(100,000 characters)")
+    assert len(err) < 600

@@ -101,3 +101,13 @@ def test_long_names_are_cut_in_messages():
                                          '}'))
     message = str(e.value)
     assert len(message) < 300 and "(3,000 characters)" in message and "is not produced" in message
+
+
+def test_a_layer_type_holding_a_newline_stays_on_one_line():
+    from converters.caffe.layers.base import check_supported
+    from converters.errors import UnsupportedLayerError
+
+    with pytest.raises(UnsupportedLayerError) as e:
+        check_supported([("ip2", "new\nline"), ("tab\tname", "Convolution")])
+    message = str(e.value)
+    assert "\n" not in message and "unsupported layer type 'new\\nline' in: ip2 ('new\\nline')" in message

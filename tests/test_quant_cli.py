@@ -252,3 +252,23 @@ def test_training_methods_end_to_end(capsys, tmp_path, tiny, method, flags):
     assert run(capsys, ["export", str(q), "-o", str(onnx_path)])[0] == 0
     rc, out, err = run(capsys, ["verify", str(onnx_path), "--against", str(q), "--json"])
     assert rc == 0 and json.loads(out)["max_abs_err"] < 1e-5, err
+
+
+@pytest.mark.parametrize("scale, shown", [
+    (10 ** 400, "(scale 2: 1000000000"),  # an integer beyond any float: math.isfinite raised OverflowError
+    (-10 ** 400, "(scale 2: -1000000000"),
+    (1e300, "(scale 2: 1e+300)"),  # finite as a float64, infinite as the float32 the grid holds
+    (float("inf"), "(scale 2: inf)"),
+    (float("nan"), "(scale 2: nan)"),
+    (0, "(scale 2: 0)"),
+], ids=["huge-int", "huge-negative-int", "1e300", "inf", "nan", "zero"])
+def test_a_scale_that_is_no_float32_is_a_corrupt_record(capsys, tmp_path, tiny, scale, shown):
+    q = tmp_path / "q.pt"
+    assert run(capsys, ["quantize", tiny, "--bits", "4", "-o", str(q)])[0] == 0
+    model = load_model(q)
+    meta = json.loads(json.dumps(model.meta))
+    meta["quantization"]["layers"]["ip1"]["scales"][2] = scale
+    broken = tmp_path / "broken.pt"
+    save_model(broken, model.net, meta)
+    fails(capsys, tmp_path, ["export", str(broken), "-o", str(tmp_path / "b.onnx")],
+          "corrupt quantization record: layer 'ip1': expected 5 positive finite scale(s)", shown)

@@ -205,6 +205,9 @@ BAD = {
     "negative test_iter": (_edit("test_iter: 100", "test_iter: -1"), "solver.prototxt:2: test_iter: must be"),
     "zero iter_size": (_add("iter_size: 0\n"), "solver.prototxt:16: iter_size: must be >= 1, found 0"),
     "zero average_loss": (_add("average_loss: 0\n"), "solver.prototxt:16: average_loss: must be >= 1"),
+    "HDF5 snapshots": (_add("snapshot_format: HDF5\n"),
+                       "solver.prototxt:16: snapshot_format: HDF5 snapshots (Caffe's .caffemodel.h5 and "
+                       ".solverstate.h5) are not supported"),
     "L3": (_add('regularization_type: "L3"\n'),
            "solver.prototxt:16: regularization_type: expected L2 or L1, found 'L3'"),
     "type and solver_type": (_add('type: "SGD"\nsolver_type: ADAM\n'),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -287,3 +288,186 @@ def test_a_diverging_solver_stops_with_one_line_naming_the_last_snapshot(setup, 
     code, _, err = run(capsys, "train", "solver.prototxt", "-o", "x.caffemodel", "--quiet")
     assert code == 1 and "loss became" in err and "last good checkpoint:" in err
     assert not Path("x.caffemodel").exists()
+
+
+# -- issue 17 ---------------------------------------------------------------------------------------
+
+def test_weights_holding_nan_are_refused_before_training(setup, capsys):
+    from converters.caffe.reader import read_caffemodel
+
+    assert run(capsys, "train", "solver.prototxt", "-o", "t.caffemodel", "--quiet")[0] == 0
+    model = read_caffemodel("t.caffemodel")
+    model.blobs["ip1"][1][2] = np.inf
+    from converters.caffe.writer import write_caffemodel
+
+    write_caffemodel("inf.caffemodel", model.net, model.blobs)
+    code, _, err = run(capsys, "train", "solver.prototxt", "--weights", "inf.caffemodel", "--quiet")
+    assert code == 1 and err.startswith("Error: ") and len(err.splitlines()) == 1, err
+    assert "layer 'ip1': param 1 of inf.caffemodel: 1 of 3 values are NaN or infinite" in err
+
+
+NO_DROPOUT = NET.replace('layer { name: "drop" type: "Dropout" bottom: "conv1" top: "conv1" dropout_param '
+                         '{ dropout_ratio: 0.2 } }\n', "")
+
+
+def test_iter_size_draws_each_micro_batch_only_when_it_is_trained(setup):
+    """Caffe's memory: one batch at a time, however large iter_size (all were read up front before)."""
+    from compress.solver.read import read_solver
+    from compress.solver.session import build_session
+
+    Path("solver.prototxt").write_text(SOLVER + "iter_size: 1000\n")
+    s = build_session(read_solver("solver.prototxt"), torch.device("cpu"))
+    feeder = s.batches.feeders[0]
+    step = next(iter(s.batches.segment(0, 1)))
+    assert len(step) == 1000 and feeder.position == 0  # nothing read yet
+    parts = iter(step)
+    next(parts)
+    assert feeder.position == 8
+    next(parts)
+    assert feeder.position == 16
+
+
+def _trained(solver_text: str, capsys, name: str) -> dict:
+    from converters.caffe.reader import read_caffemodel
+
+    Path("solver.prototxt").write_text(solver_text)
+    code, _, err = run(capsys, "train", "solver.prototxt", "-o", f"{name}.caffemodel", "--quiet")
+    assert code == 0, err
+    return read_caffemodel(f"{name}.caffemodel").blobs
+
+
+def test_iter_size_weights_are_those_of_reading_every_micro_batch_first(setup, capsys):
+    """Bit for bit the weights of the former implementation, which read the iter_size batches of an
+    update before its first forward pass (the same arithmetic in the same order)."""
+    from compress.solver.read import read_solver
+    from compress.solver.session import build_session
+    from compress.solver.task import next_batch
+
+    Path("net.prototxt").write_text(NO_DROPOUT)
+    solver = SOLVER.replace("max_iter: 12", "max_iter: 4") + "iter_size: 3\ntest_initialization: false\n"
+    ours = _trained(solver, capsys, "lazy")
+    s = build_session(read_solver("solver.prototxt"), torch.device("cpu"))
+    opt = s.optimizer()(None, None, None, None)
+    for _ in range(4):
+        parts = [next_batch(s.batches.feeders) for _ in range(3)]
+        opt.zero_grad(set_to_none=True)
+        for part in parts:
+            s.train_net.run(part).objective.backward()
+        opt.step()
+    for name in ("conv1", "ip1"):
+        module = s.train_net.layer(name)
+        assert np.array_equal(ours[name][0], module.weight.detach().numpy().reshape(ours[name][0].shape))
+        assert np.array_equal(ours[name][1], module.bias.detach().numpy())
+
+
+def test_iter_size_2_trains_like_a_batch_twice_as_large(setup, capsys):
+    """SoftmaxWithLoss averages over the batch and the solver divides the accumulated diffs by
+    iter_size: two batches of 8 per update are one batch of 16, up to float rounding."""
+    Path("net.prototxt").write_text(NO_DROPOUT)
+    solver = SOLVER.replace("max_iter: 12", "max_iter: 4")
+    two = _trained(solver + "iter_size: 2\n", capsys, "two")
+    Path("net.prototxt").write_text(NO_DROPOUT.replace("batch_size: 8", "batch_size: 16"))
+    one = _trained(solver, capsys, "one")
+    for name in ("conv1", "ip1"):
+        for a, b in zip(two[name], one[name], strict=True):
+            assert np.abs(a - b).max() <= 1e-6 * np.abs(b).max(), name
+
+
+def test_loss_weight_0_on_the_only_loss_trains_with_zero_gradients(setup, capsys):
+    """Caffe trains such a net: the loss contributes nothing, weight decay alone moves the weights."""
+    from compress.solver.read import read_solver
+    from compress.solver.session import build_session
+
+    Path("net.prototxt").write_text(NET.replace('top: "loss" }', 'top: "loss" loss_weight: 0 }'))
+    start = build_session(read_solver("solver.prototxt"), torch.device("cpu")).train_net
+    w0 = start.layer("ip1").weight.detach().numpy().copy()
+    code, _, err = run(capsys, "train", "solver.prototxt", "--max-iter", "3", "-o", "z.caffemodel",
+                       "--log", "log.jsonl", "--quiet")
+    assert code == 0, err
+    assert [r["loss"] for r in records("log.jsonl") if "loss" in r] == [0.0, 0.0, 0.0]
+    from converters.caffe.reader import read_caffemodel
+
+    w3 = read_caffemodel("z.caffemodel").blobs["ip1"][0].reshape(w0.shape)
+    ratio = w3 / w0  # decay with momentum scales every weight by the same factor
+    assert 0.99 < ratio.min() <= ratio.max() < 1 and ratio.max() - ratio.min() < 1e-5
+
+
+def _set(path: tuple, value):
+    def edit(state):
+        d = state
+        for k in path[:-1]:
+            d = d[k]
+        if value is KeyError:
+            del d[path[-1]]
+        else:
+            d[path[-1]] = value
+    return edit
+
+
+STATE_DEFECTS = {  # a mutated .solverstate.pt -> what the one line names
+    "info not a dict": (_set(("info",), [1, 2]), "info: expected a dict, found a list of 2"),
+    "no position": (_set(("batches", "data", "position"), KeyError), "batches.data.position: missing"),
+    "position past the records": (_set(("batches", "data", "position"), 40),
+                                  "batches.data.position: expected an integer from 0 to 39, found 40"),
+    "rng position 10**30": (_set(("batches", "data", "rng", "pos"), 10 ** 30),
+                            "batches.data.rng.pos: expected an integer from 0 to 624, found 10000000000"),
+    "rng words": (_set(("batches", "data", "rng", "mt19937"), torch.zeros(5, dtype=torch.int64)),
+                  "batches.data.rng.mt19937: expected a tensor of shape [624] of torch.int64"),
+    "history shape": (lambda s: s["optimizer"]["state"][0].update(history=torch.zeros(3)),
+                      "optimizer.state.0.history: expected a tensor of shape"),
+    "history not a tensor": (lambda s: s["optimizer"]["state"][0].update(history="x"),
+                             "optimizer.state.0.history: expected a tensor of shape [4, 1, 3, 3] of "
+                             "torch.float32, found 'x'"),
+    "empty batches": (_set(("batches",), {}), "batches: no data cursor for layer(s) data"),
+    "empty optimizer state": (_set(("optimizer", "state"), {}),
+                              "optimizer.state: empty, but the run has made 5 updates"),
+    "solver iter": (_set(("optimizer", "solver", "iter"), -3), "optimizer.solver.iter: expected an integer"),
+    "epoch": (_set(("epoch",), 7), "epoch: expected an integer from 0 to 3, found 7"),
+    "step": (_set(("step",), 6), "step: expected an integer from 5 to 5, found 6"),
+    "history length": (_set(("history",), []), "history: expected a list of 1, found a list of 0"),
+    "weights NaN": (lambda s: s["model"]["ip1.weight"].fill_(float("nan")), "model.ip1.weight: holds NaN"),
+    "weights int": (lambda s: s["model"].update({"ip1.bias": torch.zeros(3, dtype=torch.int64)}),
+                    "model.ip1.bias: expected a tensor of shape [3] of torch.float32"),
+    "weights missing": (lambda s: s["model"].pop("ip1.bias"), "model holds another model's weights (missing "
+                                                              "ip1.bias)"),
+    "rng": (_set(("rng", "cpu"), torch.zeros(3, dtype=torch.uint8)), "rng.cpu: expected a tensor of shape"),
+    "losses": (_set(("observer", "losses"), ["a"]), "observer.losses: expected finite numbers, found 'a'"),
+    "test cursor": (_set(("task", "tests"), []), "task.tests: 0 test nets' cursors, the solver has 1"),
+    "a 100,000-character layer": (lambda s: s["batches"].update({"x" * 100000: s["batches"].pop("data")}),
+                                  "batches: no data cursor for layer(s) data"),
+}
+
+
+@pytest.mark.parametrize("defect", list(STATE_DEFECTS))
+def test_a_damaged_solver_state_is_refused_field_by_field(setup, capsys, defect):
+    edit, message = STATE_DEFECTS[defect]
+    assert run(capsys, "train", "solver.prototxt", "--quiet")[0] == 0
+    state = torch.load("snap/tiny_iter_5.solverstate.pt", weights_only=True)
+    edit(state)
+    torch.save(state, "bad.solverstate.pt")
+    code, _, err = run(capsys, "train", "solver.prototxt", "--resume", "bad.solverstate.pt", "--quiet")
+    assert code == 1 and err.startswith("Error: checkpoint bad.solverstate.pt: "), err
+    assert len(err.splitlines()) == 1 and message in err and len(err) < 400, err
+
+
+@pytest.mark.parametrize("where", ["weights", "net", "source", "layer"])
+def test_a_100000_character_name_from_a_file_is_cut_in_the_error(setup, capsys, where):
+    long = "x" * 100000
+    if where in ("weights", "net"):
+        text = SOLVER + f'weights: "{long}"\n' if where == "weights" else \
+            SOLVER.replace('net: "net.prototxt"', f'net: "{long}"')
+        Path("solver.prototxt").write_text(text)
+    else:
+        old = 'source: "train_lmdb"' if where == "source" else 'layer { name: "data" type: "Data"'
+        new = f'source: "{long}"' if where == "source" else f'layer {{ name: "{long}" type: "Data"'
+        Path("net.prototxt").write_text(NET.replace(old, new, 1).replace("train_lmdb", "gone_lmdb"))
+    code, _, err = run(capsys, "train", "solver.prototxt", "--quiet")
+    assert code == 1 and err.startswith("Error: ") and len(err.splitlines()) == 1, err[:300]
+    assert re.search(r"\(100,00\d characters\)", err) and len(err) < 1000, err[:300]
+
+
+def test_the_cli_cuts_a_long_file_name_in_an_os_error(capsys, tmp_path):
+    from compress.cli import _one_line
+
+    line = _one_line(PermissionError(13, "Permission denied", "y" * 100000))
+    assert line.startswith("Permission denied: 'yyy") and "(100,000 characters)" in line and len(line) < 200

@@ -205,3 +205,54 @@ def test_end_to_end_model_file_export_verify(tmp_path, capsys):
     # against a different (unpruned) LeNet the same file fails
     assert main(["verify", str(onnx_path), "--against", "lenet", "--repeats", "1"]) == 1
     assert "FAILED" in capsys.readouterr().out
+
+
+# -- issue 17: graphs that fail when run, and NaN or infinity on either side ----------------------
+
+def _edited(src, dst, edit):
+    model = onnx.load(str(src))
+    edit(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def _group_3(model):  # 1 input channel, 3 groups: the checker passes it, onnxruntime's Conv does not
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    next(a for a in conv.attribute if a.name == "group").i = 3
+
+
+def test_a_graph_that_loads_but_fails_when_run_is_one_error(exported, tmp_path):
+    bad = _edited(exported, tmp_path / "group.onnx", _group_3)
+    with pytest.raises(ConversionError, match=r"group\.onnx: onnxruntime failed to run it on inputs of "
+                                              r"\[\[8, 1, 12, 12\]\] \(.*group"):
+        verify_onnx(bad, tiny_net(), repeats=1)
+
+
+def test_a_reference_computing_nan_is_an_error_naming_its_first_layer(exported):
+    net = tiny_net()
+    with torch.no_grad():
+        net.layer("conv1").bias[1] = float("nan")
+    with pytest.raises(ConversionError, match=r"the model computes NaN or infinity on these inputs "
+                                              r"\(first at layer 'conv1' \(Convolution\) top 'conv1'\)"):
+        verify_onnx(exported, net, repeats=1)
+
+
+def test_an_export_computing_infinity_is_an_error_naming_the_output(exported, tmp_path):
+    bad = perturbed(exported, tmp_path / "inf.onnx", delta=3e38)  # finite weights whose sums overflow
+    with pytest.raises(ConversionError, match=r"inf\.onnx: onnxruntime computes NaN or infinity in output "
+                                              r"'ip' on these inputs"):
+        verify_onnx(bad, tiny_net(), repeats=1)
+
+
+def test_an_export_holding_nan_is_refused_on_load(exported, tmp_path):
+    bad = perturbed(exported, tmp_path / "nan.onnx", delta=np.nan)
+    with pytest.raises(ConversionError, match=r"nan\.onnx: initializer 'conv1.weight': 36 of 36 values are "
+                                              r"NaN or infinite"):
+        verify_onnx(bad, tiny_net(), repeats=1)
+
+
+def test_cli_graph_that_fails_when_run_is_one_line_on_stderr(exported, fake_models, tmp_path, capfd):
+    bad = _edited(exported, tmp_path / "group.onnx", _group_3)
+    assert main(["verify", str(bad), "--against", "tiny", "--repeats", "1"]) == 1
+    err = capfd.readouterr().err  # onnxruntime logs its failures to the file descriptor unless told not to
+    assert err.startswith("Error: ") and "group.onnx: onnxruntime" in err and len(err.splitlines()) == 1, err

@@ -8,7 +8,6 @@ source is one decorated function in one new file.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -19,6 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from compress.errors import CompressError
+from compress.numbers import finite_number
+from converters.caffe.names import shown, shown_path
 
 CHANNEL_ORDERS = ("BGR", "RGB", "gray")
 
@@ -75,33 +76,41 @@ def parse_preprocess(user: dict | None, defaults: Preprocess, where: str) -> Pre
     allowed = {f.name for f in fields(Preprocess)} | {"mean_file"}
     unknown = sorted(set(user) - allowed)
     if unknown:
-        raise CompressError(f"{where}: unknown preprocess key(s) {', '.join(unknown)}; "
+        from converters.caffe.names import listed
+
+        raise CompressError(f"{where}: unknown preprocess key(s) {listed(unknown)}; "
                             f"expected {', '.join(sorted(allowed))}")
     values = {k: user[k] for k in allowed - {"mean_file"} if k in user}
     if user.get("mean_file") is not None:
         values["mean"] = str(user["mean_file"])  # model-file meta: mean_file wins over its summary
     pp = Preprocess(**{**defaults.__dict__, **values})
     scale = pp.scale
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) \
-            or scale <= 0:
-        raise CompressError(f"{where}: preprocess scale must be a positive number, found {scale!r}")
+    if not finite_number(scale) or scale <= 0:
+        raise CompressError(f"{where}: preprocess scale must be a positive number, found {_cut(scale)}")
     mean = pp.mean
     if isinstance(mean, (list, tuple)):
-        if not mean or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean):
-            raise CompressError(f"{where}: preprocess mean must be a list of numbers, found {mean!r}")
+        if not mean or not all(finite_number(v) for v in mean):
+            raise CompressError(f"{where}: preprocess mean must be a list of finite numbers, found "
+                                f"{_cut(list(mean))}")
         mean = tuple(float(v) for v in mean)
     elif isinstance(mean, Path):
         mean = str(mean)
     elif mean is not None and not isinstance(mean, str):
         raise CompressError(f"{where}: preprocess mean must be a list of numbers, a .binaryproto "
-                            f"path or null, found {mean!r}")
+                            f"path or null, found {_cut(mean)}")
     if pp.channel_order not in CHANNEL_ORDERS:
         raise CompressError(f"{where}: preprocess channel_order must be one of "
-                            f"{', '.join(CHANNEL_ORDERS)}, found {pp.channel_order!r}")
+                            f"{', '.join(CHANNEL_ORDERS)}, found {_cut(pp.channel_order)}")
     if pp.resize is not None and (isinstance(pp.resize, bool) or not isinstance(pp.resize, int)
                                   or pp.resize <= 0):
-        raise CompressError(f"{where}: preprocess resize must be a positive integer, found {pp.resize!r}")
+        raise CompressError(f"{where}: preprocess resize must be a positive integer, found {_cut(pp.resize)}")
     return Preprocess(scale=float(scale), mean=mean, channel_order=pp.channel_order, resize=pp.resize)
+
+
+def _cut(value: Any) -> str:
+    from converters.caffe.names import cut
+
+    return cut(repr(value), 120)
 
 
 @dataclass(frozen=True)
@@ -210,9 +219,10 @@ def gray_tensor(raw: np.ndarray, pp: Preprocess, where: str) -> torch.Tensor:
     """(N, H, W) pixels in 0..255 -> (N, 1, H, W) float32 ``(raw - mean) * scale``."""
     if pp.channel_order != "gray":
         raise CompressError(f"{where}: images are grayscale, preprocess channel_order is "
-                            f"{pp.channel_order!r}")
+                            f"{shown(pp.channel_order)}")
     if isinstance(pp.mean, str):
-        raise CompressError(f"{where}: a mean file is supported for image folders only, found {pp.mean}")
+        raise CompressError(f"{where}: a mean file is supported for image folders only, found "
+                            f"{shown_path(pp.mean)}")
     x = raw.astype(np.float32, copy=True)
     if pp.mean is not None:
         if len(pp.mean) != 1:

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from compress.data.base import Loaded, Preprocess, Request, check_classes, parse_preprocess, register_layout
 from compress.errors import CompressError
+from converters.caffe.names import shown
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
 IMAGENET_MEAN_BGR = (104.0, 117.0, 123.0)
@@ -187,7 +188,7 @@ def load_image_folder(root: Path, req: Request) -> Loaded:
                           channel_order="BGR" if c == 3 else "gray", resize=DEFAULT_RESIZE)
     pp = parse_preprocess(req.preprocess, defaults, where)
     if (pp.channel_order == "gray") != (c == 1):
-        raise CompressError(f"{where}: channel_order {pp.channel_order!r} does not fit the net's {c} "
+        raise CompressError(f"{where}: channel_order {shown(pp.channel_order)} does not fit the net's {c} "
                             "input channel(s)")
     if pp.channel_order == "RGB" and pp.mean == IMAGENET_MEAN_BGR and "mean" not in (req.preprocess or {}):
         pp = Preprocess(pp.scale, IMAGENET_MEAN_BGR[::-1], pp.channel_order, pp.resize)

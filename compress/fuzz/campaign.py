@@ -4,14 +4,17 @@ Case ``i`` of seed ``S`` draws everything from ``random.Random(f"{S}:{i}")``, so
 replays it alone. In the child, the input goes through ``compress.modelfile.load_model`` (what every
 command calls). A loaded net must then run: a forward pass on its declared input shapes whose every
 blob has the shape the loader inferred, and a model-file round trip (``save_model``, then
-``read_model_file``) giving the same definition and bit-identical blobs. Whatever ends otherwise is
-reported (``runner.py``'s outcomes); after an error the case directory must hold nothing but the
-input (nothing written), and a payload's marker file must not exist (no code ran).
+``read_model_file``) giving the same definition and bit-identical blobs. A case that names a command
+(quantized models, ONNX files, training inputs) runs it instead (``commands.py``). Whatever ends
+otherwise is reported (``runner.py``'s outcomes); after an error the case directory must hold nothing
+but the input (nothing written; a training run's snapshots excepted), and a payload's marker file must
+not exist (no code ran).
 """
 from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -20,18 +23,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress.fuzz import caffemodels, modelfiles, notmodels, prototxts
+from compress.fuzz import caffemodels, lowbit, modelfiles, notmodels, prototxts, quantized, records, training
 from compress.fuzz.case import MARKER, Case
 from compress.fuzz.runner import CLEAN, OUTCOMES, Child, Limits, Mismatch, Verdict, start
 
-# target -> (share of the cases, generator(rng, case directory))
+# target -> (share of the cases, generator(rng, case directory)); the shares are relative weights
 TARGETS: dict[str, tuple[float, Callable[[random.Random, Path], Case]]] = {
-    "caffemodel": (0.28, lambda rng, d: caffemodels.generate(rng, v1=False)),
-    "caffemodel-v1": (0.20, lambda rng, d: caffemodels.generate(rng, v1=True)),
-    "prototxt": (0.30, lambda rng, d: prototxts.generate(rng)),
-    "modelfile": (0.12, lambda rng, d: modelfiles.generate(rng)),
-    "pickle": (0.05, lambda rng, d: modelfiles.generate_pickle(rng, str(d))),
-    "not-a-model": (0.05, lambda rng, d: notmodels.generate(rng)),
+    "caffemodel": (0.20, lambda rng, d: caffemodels.generate(rng, v1=False)),
+    "caffemodel-v1": (0.14, lambda rng, d: caffemodels.generate(rng, v1=True)),
+    "prototxt": (0.22, lambda rng, d: prototxts.generate(rng)),
+    "modelfile": (0.08, lambda rng, d: modelfiles.generate(rng)),
+    "pickle": (0.04, lambda rng, d: modelfiles.generate_pickle(rng, str(d))),
+    "not-a-model": (0.04, lambda rng, d: notmodels.generate(rng)),
+    "quantized": (0.06, lambda rng, d: quantized.generate(rng)),
+    "lowbit-onnx": (0.06, lambda rng, d: lowbit.generate(rng)),
+    "solver": (0.04, lambda rng, d: training.generate_solver(rng)),
+    "train-val": (0.04, lambda rng, d: training.generate_train_val(rng)),
+    "lmdb": (0.04, lambda rng, d: records.generate(rng)),
+    "solverstate": (0.04, lambda rng, d: training.generate_state(rng)),
 }
 
 
@@ -103,7 +112,8 @@ def run_campaign(cases: int, seed: int = 0, *, limits: Limits = Limits(), jobs: 
 
 
 def load_and_check(case: Case, directory: Path) -> dict:
-    """The child's work: load the case's input, then check the loaded net (forward, round trip)."""
+    """The child's work: the case's command (``commands.py``), or: load the case's input, then check
+    the loaded net (forward, round trip)."""
     import logging
     import warnings
 
@@ -112,6 +122,10 @@ def load_and_check(case: Case, directory: Path) -> dict:
     for name in ("converters", "compress"):  # warnings (weights initialized...) are not outcomes
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
+    if case.argv:
+        from compress.fuzz.commands import run_command
+
+        return run_command(case, directory)
     model = load_model(str(directory / case.model),
                        str(directory / case.prototxt) if case.prototxt else None)
     check_forward(model.net)
@@ -161,8 +175,11 @@ def _after(verdict: Verdict, case: Case, directory: Path) -> Verdict:
     """Checks made by the parent once the child is gone: code ran? anything written?"""
     if (directory / MARKER).exists():
         return Verdict("code", f"the payload ran: {MARKER} was written", verdict.seconds)
-    expected = set(case.files) | ({"roundtrip.pt"} if verdict.outcome == "ok" else set())
-    left = sorted(p.name for p in directory.iterdir() if p.name not in expected)
+    written = {"roundtrip.pt", *case.writes} if verdict.outcome == "ok" else set()
+    present = (p.relative_to(directory).as_posix() for p in directory.rglob("*") if not p.is_dir())
+    expected = set(case.files) | written
+    left = sorted(p for p in present if p not in expected
+                  and not (case.may_leave and re.fullmatch(case.may_leave, p, re.DOTALL)))
     if left and verdict.outcome in CLEAN:
         return Verdict("other", f"left files behind: {left[:5]}", verdict.seconds)
     return verdict
@@ -172,12 +189,13 @@ def _prepare() -> None:
     """Import what children use and build the seeds once, before any fork; one thread for torch."""
     import torch
 
-    from compress.fuzz import seeds
+    from compress.fuzz import commands, seeds
     from compress.modelfile import load_model  # noqa: F401 - imported here so children inherit it
 
     torch.set_num_threads(1)
     seeds.lenet_v1()
     seeds.lenet_model_file()
+    commands.prepare()
 
 
 # -- the summary -----------------------------------------------------------------------------------

@@ -10,20 +10,29 @@ MARKER = "MARKER"  # the file a malicious payload writes into its case directory
 
 @dataclass(frozen=True)
 class Case:
-    """``files`` are written into the case directory; ``model`` (and ``prototxt``) are the names within
-    it handed to ``load_model``. ``mutation`` names what was done to the seed, for the report."""
+    """``files`` are written into the case directory (names may hold folders: ``train_lmdb/data.mdb``).
+    Without ``argv``, ``model`` (and ``prototxt``) are the names within it handed to ``load_model``;
+    with it, the command line ``compress <argv>`` runs in the directory (``commands.py``). ``writes``:
+    what that command writes when it succeeds; ``may_leave``: a pattern of files that may stay even
+    after an error (the snapshots a training run wrote before it failed). ``mutation`` names what was done to
+    the seed, for the report."""
 
     target: str
     mutation: str
     files: dict[str, bytes]
-    model: str
+    model: str = ""
     prototxt: str | None = None
     payload: bool = False  # the input would write MARKER if it ran code
+    argv: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    may_leave: str = ""  # a regular expression matched against the whole relative path
     notes: dict = field(default_factory=dict)
 
     def write(self, directory: Path) -> None:
         for name, data in self.files.items():
-            (directory / name).write_bytes(data)
+            path = directory / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
 
 
 def mutate_bytes(rng: random.Random, data: bytes) -> tuple[bytes, str]:

@@ -133,7 +133,7 @@ def _filler(rng, net) -> None:
                               "positive_unitball", "nope", ""])
     for name in rng.sample(["value", "min", "max", "mean", "std", "sparse", "variance_norm"], k=2):
         field = filler.DESCRIPTOR.fields_by_name[name]
-        _set_scalar(rng, filler, field)
+        set_scalar(rng, filler, field)
 
 
 def _legacy_input(rng, net) -> None:
@@ -207,16 +207,16 @@ def _random_params(rng, layer, count: int = 2) -> None:
             sub = sub.add() if _repeated(field) else sub
             sub.SetInParent()
             if sub.DESCRIPTOR.fields:
-                _set_scalar(rng, sub, rng.choice(list(sub.DESCRIPTOR.fields)))
+                set_scalar(rng, sub, rng.choice(list(sub.DESCRIPTOR.fields)))
         else:
-            _set_scalar(rng, msg, field)
+            set_scalar(rng, msg, field)
 
 
 def _repeated(field) -> bool:
     return getattr(field, "is_repeated", None) or getattr(field, "label", None) == 3
 
 
-def _set_scalar(rng, msg, field) -> None:
+def set_scalar(rng, msg, field) -> None:
     t = field.type
     if field.message_type is not None:
         return

@@ -25,7 +25,7 @@ def generate(rng: random.Random) -> Case:
         data, kind = mutate_bytes(rng, base)
         return Case("modelfile", f"bytes-{kind}", {"m.pt": data}, "m.pt")
     if rng.random() < 0.15:
-        data, kind = _zip_mutation(rng, base)
+        data, kind = zip_mutation(rng, base)
         return Case("modelfile", f"zip-{kind}", {"m.pt": data}, "m.pt")
     data = _lenet_dict()
     kind = rng.choice(list(_DICT_OPS))
@@ -152,11 +152,36 @@ _DICT_OPS = {"format": _format, "version": _version, "netdef": _netdef, "meta": 
              "blobs": _blobs, "blobs2": _blobs, "blobs3": _blobs, "top-level": _shape, "extra-key": _extra}
 
 
+def archive_mutation(rng: random.Random, archive: bytes, mutate) -> tuple[bytes, str]:
+    """A ``torch.save`` archive (a quantized model file, a solver state) mutated: its bytes (10%), its
+    zip entries (10%), or the dict it holds, loaded and saved again around ``mutate(rng, dict) -> name``."""
+    import torch
+
+    r = rng.random()
+    if r < 0.1:
+        data, what = mutate_bytes(rng, archive)
+        return data, f"bytes-{what}"
+    if r < 0.2:
+        data, what = zip_mutation(rng, archive)
+        return data, f"zip-{what}"
+    d = torch.load(io.BytesIO(archive), weights_only=True)
+    what = mutate(rng, d)
+    return seeds.save_dict(d), what
+
+
 # -- zip mutations ---------------------------------------------------------------------------------
 
-def _zip_mutation(rng: random.Random, archive: bytes) -> tuple[bytes, str]:
+def zip_mutation(rng: random.Random, archive: bytes) -> tuple[bytes, str]:
+    """One mutation of a ``torch.save`` archive at the zip level (its entries, or its end records)."""
     kind = rng.choice(["bomb", "deflate-all", "drop-record", "dup-record", "swap-storages",
-                       "grow-storage", "shrink-storage", "rename-archive"])
+                       "grow-storage", "shrink-storage", "rename-archive", "zip64-disk"])
+    if kind == "zip64-disk":  # the zip64 end-of-directory locator names another disk
+        data = bytearray(archive)
+        locator = data.rfind(b"PK\x06\x07")
+        if locator >= 0:
+            data[locator + 4 + rng.randrange(4)] = rng.choice([1, 2, 0xFF])
+            data[locator + 16 + rng.randrange(4)] = rng.choice([0, 1, 2, 0xFF])  # the number of disks
+        return bytes(data), kind
     src = zipfile.ZipFile(io.BytesIO(archive))
     entries = [(i.filename, src.read(i)) for i in src.infolist()]
     storages = [k for k, (n, _) in enumerate(entries) if "/data/" in n]

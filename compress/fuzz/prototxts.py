@@ -27,7 +27,8 @@ def generate(rng: random.Random) -> Case:
     done = []
     kinds = rng.choices(["token", "value", "graph"], weights=[2, 3, 5], k=rng.choice([1, 1, 2, 3]))
     for kind in sorted(kinds, key=lambda k: k != "graph"):  # graph mutations need parsable text
-        text, what = {"token": _token, "value": _value, "graph": mutate_graph}[kind](rng, text)
+        mutation = {"token": token_mutation, "value": value_mutation, "graph": mutate_graph}[kind]
+        text, what = mutation(rng, text)
         done.append(what)
     data = text.encode("utf-8", errors="surrogateescape")
     if rng.random() < 0.05:
@@ -46,7 +47,7 @@ def _pick(rng: random.Random) -> tuple[str, str]:
 
 # -- token and value mutations ---------------------------------------------------------------------
 
-def _token(rng: random.Random, text: str) -> tuple[str, str]:
+def token_mutation(rng: random.Random, text: str) -> tuple[str, str]:
     spans = [m.span() for m in _TOKEN.finditer(text)]
     if not spans:
         return text, "token-none"
@@ -72,7 +73,7 @@ def _token(rng: random.Random, text: str) -> tuple[str, str]:
     return text[:a], "token-cut"
 
 
-def _value(rng: random.Random, text: str) -> tuple[str, str]:
+def value_mutation(rng: random.Random, text: str) -> tuple[str, str]:
     kind = rng.choice(["number", "number", "string", "enum"])
     if kind == "number":
         spans = [m.span() for m in _NUMBER.finditer(text)]

@@ -147,6 +147,7 @@ def start(call: Callable[[], object], limits: Limits = Limits()) -> Child:
         return Child(pid, read_fd, limits)
     os.close(read_fd)
     faulthandler.disable()  # a crash is an outcome here, not a traceback dump on the parent's stderr
+    _silence()
     code = 0
     try:
         _apply_limits(limits)
@@ -157,6 +158,15 @@ def start(call: Callable[[], object], limits: Limits = Limits()) -> Child:
         code = 3
     finally:
         os._exit(code)
+
+
+def _silence() -> None:
+    """Send the child's standard output and error to /dev/null: native libraries (libpng, onnxruntime)
+    write their own complaints there, which would interleave with the campaign's report."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 def _verdict_of(call: Callable[[], object]) -> Verdict:

@@ -150,3 +150,52 @@ def save_dict(data) -> bytes:
     buf = io.BytesIO()
     torch.save(data, buf)
     return buf.getvalue()
+
+
+# -- quantized models: `compress quantize` and `compress export` outputs -----------------------------
+
+QUANTIZED = ("4bit", "2bit", "sparse-2bit")
+
+
+@functools.cache
+def quantized(kind: str) -> tuple[bytes, bytes]:
+    """(model file, its ONNX export) of the zoo LeNet quantized by PTQ: at 4 or 2 bits, or, for
+    ``sparse-2bit``, with 95% of every layer's weights zeroed first (its ONNX stores the sparse encoding,
+    the ``compress.SparseDequantize`` function)."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from compress.commands.export import export_model
+    from compress.modelfile import load_model, save_model
+    from compress.quant.api import QuantizeConfig, quantize
+    from compress.quant.config import GridConfig
+
+    with tempfile.TemporaryDirectory() as d:
+        source = "lenet"
+        if kind == "sparse-2bit":
+            model = load_model("lenet")
+            with torch.no_grad():
+                for name in ("conv1", "conv2", "ip1", "ip2"):
+                    w = model.net.layer(name).weight
+                    w[w.abs() < w.abs().flatten().kthvalue(int(0.95 * w.numel())).values] = 0
+            source = f"{d}/pruned.pt"
+            save_model(source, model.net, model.meta)
+        bits = 4 if kind == "4bit" else 2
+        quantize(source, QuantizeConfig(grid=GridConfig(bits), output=f"{d}/q.pt", checkpoints=False))
+        export_model(f"{d}/q.pt", f"{d}/q.onnx")
+        return Path(d, "q.pt").read_bytes(), Path(d, "q.onnx").read_bytes()
+
+
+@functools.cache
+def eval_data() -> str:
+    """``mnist`` where the real MNIST is installed (preprocessing applied as the model records), else
+    ``synthetic``."""
+    try:
+        from compress.data.mnist import mnist_arrays
+
+        mnist_arrays()  # cached: read once, before the children fork
+    except Exception:  # noqa: BLE001 - any reason it cannot be read: fall back
+        return "synthetic"
+    return "mnist"

@@ -5,7 +5,8 @@ Contents: ``model`` (state dict), ``optimizer``, ``scaler`` (AMP), ``method`` (Z
 ``masks`` (None during the method phase), ``epoch`` (epochs completed), ``step`` (optimizer steps so
 far), ``rng`` (torch CPU/CUDA generator states), ``teacher`` (the distillation teacher's state
 dict, or None), ``history``, ``info`` (what run this is, to refuse resuming a different one) and
-``command`` (the command line's parameters, so that ``--resume`` alone continues the run).
+``command`` (the command line's parameters, so that ``--resume`` alone continues the run). On resume every
+field is checked before it is used (``compress/savedstate.py``): ``weights_only`` only guarantees plain data.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 
 from compress.errors import CompressError
 from converters.atomic import atomic_open
+from converters.errors import reason
 
 FORMAT = "compress-checkpoint"
 
@@ -31,7 +33,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors of many kinds
-        raise CompressError(f"cannot read checkpoint {path}: {' '.join(str(e).split())[:200]}") from None
+        raise CompressError(f"cannot read checkpoint {path}: {reason(e)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CompressError(f"{path} is not a compress training checkpoint")
     return ckpt
@@ -44,10 +46,19 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def set_rng_state(state: dict[str, Any], where: str = "rng") -> None:
+    """Restore :func:`rng_state`'s generators, each state checked first (``where`` names it)."""
+    from compress.savedstate import Fields
+
+    fields = Fields(state, where)
+    cpu = fields.tensor("cpu", tuple(torch.get_rng_state().shape), torch.uint8)
+    cuda = fields.sequence("cuda") if "cuda" in state and torch.cuda.is_available() else None
+    try:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise CompressError(f"{where}: not a generator state ({reason(e)})") from None
 
 
 def read_command(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -58,7 +69,7 @@ def read_command(path: str | os.PathLike) -> dict[str, Any] | None:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - pickle/zip errors of many kinds
-        raise CompressError(f"cannot read checkpoint {path}: {' '.join(str(e).split())[:200]}") from None
+        raise CompressError(f"cannot read checkpoint {path}: {reason(e)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CompressError(f"{path} is not a compress training checkpoint")
     command = ckpt.get("command")

@@ -110,11 +110,14 @@ class ClassifierTask:
     def state_dict(self) -> dict[str, Any]:
         return {"teacher": self.teacher.state_dict() if self.teacher is not None else None}
 
-    def load_state_dict(self, state: dict[str, Any], where: str) -> None:
+    def load_state_dict(self, state: dict[str, Any], where: str = "task") -> None:
         from compress.errors import CompressError
+        from compress.savedstate import Fields, load_module_state
 
-        if (state.get("teacher") is None) != (self.teacher is None):
-            raise CompressError(f"checkpoint {where} was written {'without' if self.teacher else 'with'} "
-                                f"--distill; resume with the same setting")
+        teacher = Fields(state, where).state.get("teacher")
+        if (teacher is None) != (self.teacher is None):
+            how = "without" if self.teacher else "with"
+            raise CompressError(f"{where}: the checkpoint was written {how} --distill; resume with the same "
+                                "setting")
         if self.teacher is not None:
-            self.teacher.load_state_dict(state["teacher"])
+            load_module_state(self.teacher, teacher, f"{where}.teacher")

@@ -25,7 +25,7 @@ import json
 import math
 import shlex
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,8 @@ from compress.prune.methods.base import Method, apply_masks, mask_grads
 from compress.prune.progress import Progress
 from compress.prune.schedule import SCHEDULES, Segment, cycle_segments, schedule
 from compress.prune.task import ClassifierTask, Logits, autocast, evaluate, top1  # noqa: F401  (re-exported)
+from compress.savedstate import Fields, load_module_state, load_optimizer_state
+from converters.caffe.names import cut
 
 # The W-step optimizer. SGD with momentum is Caffe's solver (the ADMM authors' AlexNet runs); Adam is
 # what the authors' TensorFlow LeNet used. Weight decay is L2 added to the gradient in both.
@@ -112,9 +114,21 @@ def seed_epoch(loader: Any, seed: int, epoch: int) -> None:
             obj.set_epoch(epoch)
 
 
-class MicroBatches(tuple):
-    """The batches of one optimizer step whose gradients accumulate (Caffe's ``iter_size``): each is
-    forwarded and backpropagated in turn, the loss reported is their mean."""
+class MicroBatches:
+    """The ``count`` batches of one optimizer step whose gradients accumulate (Caffe's ``iter_size``).
+    ``draw()`` reads each as the loop comes to it, so every batch is forwarded and backpropagated before
+    the next one is read: the memory of one batch, as in Caffe, whatever ``count``. The loss reported is
+    their mean."""
+
+    def __init__(self, count: int, draw: Callable[[], Any]) -> None:
+        self.count, self.draw = count, draw
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator:
+        for _ in range(self.count):
+            yield self.draw()
 
 
 class Observer:
@@ -130,8 +144,8 @@ class Observer:
     def state_dict(self) -> dict:
         return {}
 
-    def load_state_dict(self, state: dict) -> None:
-        pass
+    def load_state_dict(self, state: dict, where: str = "observer") -> None:
+        Fields(state, where)
 
 
 class LoaderBatches:
@@ -156,8 +170,8 @@ class LoaderBatches:
     def state_dict(self) -> dict:
         return {}  # a function of the segment index
 
-    def load_state_dict(self, state: dict) -> None:
-        pass
+    def load_state_dict(self, state: dict, where: str = "batches") -> None:
+        Fields(state, where)
 
 
 def sparsity(method: Method, masks: dict | None) -> float:
@@ -232,30 +246,61 @@ class _Trainer:
         self.opt = self._retrain_optimizer()
 
     def _resume(self, path: str) -> None:
+        """Continue the run saved at ``path``: every field of the checkpoint is checked against this run
+        (its settings, its net, its optimizer, data cursors and counters) before training goes on; the
+        first one that does not fit is one error naming the file and the field."""
         ckpt = load_checkpoint(path)
-        check_same_run(ckpt.get("info", {}), {"method": self.method.name, **self.cfg.info}, path)
-        if ckpt.get("segments") is not None and ckpt["segments"] != len(self.segments):
-            raise CompressError(f"checkpoint {path} belongs to a run of {ckpt['segments']} epochs, "
-                                f"this one has {len(self.segments)}")
         try:
-            self.net.load_state_dict(ckpt["model"])
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[1:2] or [str(e)[:200]]
-            raise CompressError(f"checkpoint {path} holds another model's weights "
-                                f"({first[0].strip()})") from None
-        self.task.load_state_dict(ckpt.get("task") or {"teacher": ckpt.get("teacher")}, path)
-        self.method.load_state_dict(ckpt["method"])
-        if ckpt["masks"] is not None:
-            self.masks = {n: m.to(self.device) for n, m in ckpt["masks"].items()}
+            self._load(Fields(ckpt, ""), path)
+        except CompressError as e:
+            text = str(e)
+            raise CompressError(text if path in text else f"checkpoint {path}: {text}") from None
+
+    def _load(self, ckpt: Fields, path: str) -> None:
+        check_same_run(ckpt.fields("info").state, {"method": self.method.name, **self.cfg.info}, path)
+        segments = ckpt.integer("segments", 1)
+        if segments != len(self.segments):
+            raise CompressError(f"checkpoint {path} belongs to a run of {segments} epochs, "
+                                f"this one has {len(self.segments)}")
+        epoch = ckpt.integer("epoch", 0, segments)
+        done = self.segments[:epoch]
+        steps = sum(g.steps for g in done) if all(g.steps is not None for g in done) else None
+        step = ckpt.integer("step", *((steps, steps) if steps is not None else (0, 2**62)))
+        history = ckpt.sequence("history", epoch)
+        for i, entry in enumerate(history):
+            e = Fields(entry, f"history[{i}]")
+            e.integer("epoch", i + 1, i + 1)
+            e.number("sparsity")
+            e.integer("step", 0, step)
+        load_module_state(self.net, ckpt.get("model"), "model")
+        task = ckpt.state.get("task")  # older checkpoints held the distillation teacher at the top
+        self.task.load_state_dict({"teacher": ckpt.state.get("teacher")} if task is None else task, "task")
+        self.method.load_state_dict(ckpt.fields("method").state)
+        masks = ckpt.get("masks")
+        if masks is not None:
+            self.masks = {n: m.to(self.device) for n, m in self._masks(Fields(masks, "masks")).items()}
             self.opt = self._retrain_optimizer()
-        self.opt.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(self.opt, ckpt.get("optimizer"), "optimizer", updates=step)
         if self.scaler is not None and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.batches.load_state_dict(ckpt.get("batches") or {})
-        self.observer.load_state_dict(ckpt.get("observer") or {})
-        self.epoch, self.step, self.history = int(ckpt["epoch"]), int(ckpt["step"]), list(ckpt["history"])
+            self.scaler.load_state_dict(ckpt.fields("scaler").state)
+        self.batches.load_state_dict(ckpt.get("batches"), "batches")
+        self.observer.load_state_dict(ckpt.get("observer"), "observer")
+        set_rng_state(ckpt.get("rng"), "rng")
+        self.epoch, self.step, self.history = epoch, step, history
         self.saved = (path, self.epoch)
-        set_rng_state(ckpt["rng"])
+
+    def _masks(self, masks: Fields) -> dict[str, torch.Tensor]:
+        """The retrain masks: one 0/1 tensor of its weight's shape per prunable layer named."""
+        layers = self.method.all_layers
+        out = {}
+        for name in masks.state:
+            if name not in layers:
+                raise CompressError(f"{masks.at(name)}: not a prunable layer of this net")
+            m = masks.tensor(name, tuple(layers[name].weight.shape))
+            if not bool(((m == 0) | (m == 1)).all()):
+                raise CompressError(f"{masks.at(name)}: a mask holds only 0 and 1")
+            out[name] = m
+        return out
 
     # --- the loop ----------------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -350,6 +395,8 @@ class _Trainer:
                 raise DivergenceError(f"loss became {v} at epoch {self.epoch + 1} step {i + 1}; "
                                       f"last good checkpoint: {where}")
             value += v / len(parts)
+            if not loss.requires_grad:  # no weighted loss reaches a parameter (loss_weight: 0): zero diffs
+                continue
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
             else:
@@ -403,8 +450,11 @@ class _Trainer:
 def check_same_run(stored: dict, current: dict, path: str) -> None:
     """A checkpoint resumes only the run that wrote it: every key that defines the run must match;
     the error names the first difference."""
+    stored, current = _canon(stored), _canon(current)
+    if not isinstance(stored, dict):
+        raise CompressError(f"checkpoint {path}: info: {stored}")
     for key in sorted(set(stored) | set(current), key=lambda k: (k != "weights", k)):  # the model first
-        a, b = _canon(stored.get(key)), _canon(current.get(key))
+        a, b = stored.get(key), current.get(key)
         if a == b:
             continue
         if key == "weights":
@@ -413,12 +463,16 @@ def check_same_run(stored: dict, current: dict, path: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
             sub = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
             key, a, b = f"{key}.{sub}", a.get(sub), b.get(sub)
-        raise CompressError(f"checkpoint {path} is from a different run: {key} was {_short(a)}, "
+        raise CompressError(f"checkpoint {path} is from a different run: {cut(key, 80)} was {_short(a)}, "
                             f"now {_short(b)}; resume with the same settings or start afresh")
 
 
 def _canon(value: Any) -> Any:
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
+    """``value`` as JSON data (keys made strings, so keys of mixed types compare and sort)."""
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError, RecursionError):  # a circular or too deeply nested value
+        return f"<unreadable {type(value).__name__}>"
 
 
 def _short(value: Any) -> str:

@@ -21,9 +21,11 @@ import math
 import torch
 
 from compress.errors import CompressError
+from compress.numbers import as_float32
 from compress.prune.targets import prunable_layers
 from compress.quant.config import GridConfig
 from compress.quant.grid import MAX_BITS, MIN_BITS, LayerGrid, off_grid
+from converters.caffe.names import cut, listed, shown
 
 KEY = "quantization"
 
@@ -64,14 +66,14 @@ def read_grids(meta: dict, net, *, where: str = "model") -> dict[str, LayerGrid]
     grids = {}
     for name, entry in rec["layers"].items():
         if name not in layers:
-            raise CompressError(f"{bad}: layer {name!r} is not a Convolution/Deconvolution/InnerProduct "
-                                f"layer of the net ({', '.join(layers)})")
-        grids[name] = _grid(entry, layers[name].weight, f"{bad}: layer {name!r}")
+            raise CompressError(f"{bad}: layer {shown(name)} is not a Convolution/Deconvolution/InnerProduct "
+                                f"layer of the net ({listed(layers)})")
+        grids[name] = _grid(entry, layers[name].weight, f"{bad}: layer {shown(name)}")
     for name, grid in grids.items():
         w = layers[name].weight
         n = off_grid(w, grid)
         if n:
-            raise CompressError(f"{where}: layer {name!r}: {n} of {w.numel()} weights are not on the "
+            raise CompressError(f"{where}: layer {shown(name)}: {n} of {w.numel()} weights are not on the "
                                 f"recorded {grid.bits}-bit grid (the file was changed after quantization, "
                                 "or is corrupt)")
     return grids
@@ -82,21 +84,29 @@ def _grid(entry: object, w: torch.Tensor, where: str) -> LayerGrid:
         raise CompressError(f"{where}: expected a dict with bits and scales, found {_kind(entry)}")
     bits = entry.get("bits")
     if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-        raise CompressError(f"{where}: bits must be an integer from {MIN_BITS} to {MAX_BITS}, found {bits!r}")
+        raise CompressError(f"{where}: bits must be an integer from {MIN_BITS} to {MAX_BITS}, "
+                            f"found {_shown(bits)}")
     if entry.get("zero_point", 0) != 0:
         raise CompressError(f"{where}: zero_point must be 0 (symmetric grid), "
-                            f"found {entry.get('zero_point')!r}")
+                            f"found {_shown(entry.get('zero_point'))}")
     scales = entry.get("scales")
     if not isinstance(scales, list) or not all(isinstance(s, int | float) and not isinstance(s, bool)
                                                for s in scales):
         raise CompressError(f"{where}: scales must be a list of numbers, found {_kind(scales)}")
     want = (1,) if entry.get("axis") is None else (w.shape[0],)
-    if len(scales) not in want or not all(math.isfinite(s) and s > 0 for s in scales):
+    values = as_float32(scales)
+    bad = next((i for i, v in enumerate(values) if not (math.isfinite(v) and v > 0)), None)
+    if len(scales) not in want or bad is not None:
+        which = "" if bad is None else f" (scale {bad}: {_shown(scales[bad])})"
         raise CompressError(f"{where}: expected {want[0]} positive finite scale(s) for a weight of shape "
-                            f"{tuple(w.shape)}, found {len(scales)}")
+                            f"{tuple(w.shape)}, found {len(scales)}{which}")
     if entry.get("axis") not in (0, None):
-        raise CompressError(f"{where}: axis must be 0 or null, found {entry.get('axis')!r}")
-    return LayerGrid(bits, torch.tensor(scales, dtype=torch.float32))
+        raise CompressError(f"{where}: axis must be 0 or null, found {_shown(entry.get('axis'))}")
+    return LayerGrid(bits, torch.tensor(values, dtype=torch.float32))
+
+
+def _shown(value: object) -> str:
+    return cut(repr(value), 60)
 
 
 def _kind(x: object) -> str:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from compress.errors import CompressError
+from converters.caffe.names import cut, shown
 
 TRAIN_FIELDS = ("net", "net_param", "train_net", "train_net_param")
 
@@ -139,19 +140,19 @@ def _validate(cfg: SolverConfig) -> None:
     for f in fields(cfg):
         _check_type(cfg, f.name, getattr(cfg, f.name), f.type)
     if cfg.type not in RULES:
-        raise cfg.error("type", f"unknown solver type {cfg.type!r}; expected one of {', '.join(RULES)}")
+        raise cfg.error("type", f"unknown solver type {shown(cfg.type)}; expected one of {', '.join(RULES)}")
     if cfg.base_lr is None:
         raise cfg.error("base_lr", "missing (the starting learning rate)")
     if cfg.lr_policy is None:
         raise cfg.error("lr_policy", f"missing; expected one of {', '.join(POLICIES)}")
     if cfg.lr_policy not in POLICIES:
-        raise cfg.error("lr_policy", f"unknown policy {cfg.lr_policy!r}; "
+        raise cfg.error("lr_policy", f"unknown policy {shown(cfg.lr_policy)}; "
                                      f"expected one of {', '.join(POLICIES)}")
     for need in POLICIES[cfg.lr_policy].needs:
         if getattr(cfg, need) in (None, ()):
-            raise cfg.error(need, f"missing: lr_policy {cfg.lr_policy!r} needs {need}")
+            raise cfg.error(need, f"missing: lr_policy {shown(cfg.lr_policy)} needs {need}")
     if cfg.regularization_type not in ("L2", "L1"):
-        raise cfg.error("regularization_type", f"expected L2 or L1, found {cfg.regularization_type!r}")
+        raise cfg.error("regularization_type", f"expected L2 or L1, found {shown(cfg.regularization_type)}")
     for name in ("base_lr", "max_iter", "momentum", "momentum2", "delta", "rms_decay", "weight_decay",
                  "test_interval", "display", "snapshot", "device_id"):
         if getattr(cfg, name) < 0:
@@ -163,9 +164,9 @@ def _validate(cfg: SolverConfig) -> None:
         if getattr(cfg, name) < 1:
             raise cfg.error(name, f"must be >= 1, found {getattr(cfg, name)}")
     if "gamma" in POLICIES[cfg.lr_policy].needs and cfg.gamma < 0:
-        raise cfg.error("gamma", f"must be >= 0 for lr_policy {cfg.lr_policy!r}, found {cfg.gamma}")
+        raise cfg.error("gamma", f"must be >= 0 for lr_policy {shown(cfg.lr_policy)}, found {cfg.gamma}")
     if "stepsize" in POLICIES[cfg.lr_policy].needs and cfg.stepsize <= 0:
-        raise cfg.error("stepsize", f"must be > 0 for lr_policy {cfg.lr_policy!r}, found {cfg.stepsize}")
+        raise cfg.error("stepsize", f"must be > 0 for lr_policy {shown(cfg.lr_policy)}, found {cfg.stepsize}")
     if cfg.lr_policy == "poly" and cfg.max_iter <= 0:
         raise cfg.error("max_iter", f"must be > 0 for lr_policy 'poly' (it divides by it), "
                                     f"found {cfg.max_iter}")
@@ -183,9 +184,13 @@ def _validate(cfg: SolverConfig) -> None:
             raise cfg.error(name, f"must be <= 1 for {solver_type} (a moving-average weight), "
                                   f"found {getattr(cfg, name)}")
     if cfg.solver_mode not in ("CPU", "GPU"):
-        raise cfg.error("solver_mode", f"expected CPU or GPU, found {cfg.solver_mode!r}")
-    if cfg.snapshot_format not in ("BINARYPROTO", "HDF5"):
-        raise cfg.error("snapshot_format", f"expected BINARYPROTO or HDF5, found {cfg.snapshot_format!r}")
+        raise cfg.error("solver_mode", f"expected CPU or GPU, found {shown(cfg.solver_mode)}")
+    if cfg.snapshot_format == "HDF5":
+        raise cfg.error("snapshot_format", "HDF5 snapshots (Caffe's .caffemodel.h5 and .solverstate.h5) are "
+                                           "not supported; remove the field or set BINARYPROTO (snapshots "
+                                           "are written as .caffemodel and .solverstate.pt)")
+    if cfg.snapshot_format != "BINARYPROTO":
+        raise cfg.error("snapshot_format", f"expected BINARYPROTO, found {shown(cfg.snapshot_format)}")
     if cfg.test_nets:
         if len(cfg.test_nets) != len(cfg.test_iter):
             raise cfg.error("test_iter", f"{len(cfg.test_iter)} given for {len(cfg.test_nets)} test nets")
@@ -202,12 +207,12 @@ def _check_type(cfg: SolverConfig, name: str, value: Any, annotation: str) -> No
     """Reject values of the wrong kind (a string for a number, a bool for an int, NaN)."""
     base = annotation.split(" | ")[0]
     if base == "tuple[int, ...]" and not all(_is(v, (int,)) for v in value):
-        raise cfg.error(name, f"expected integers, found {list(value)!r}")
+        raise cfg.error(name, f"expected integers, found {cut(repr(list(value)), 120)}")
     if base not in _KINDS or (value is None and "None" in annotation):
         return
     kinds, expected = _KINDS[base]
     if not _is(value, kinds) or (base == "float" and not math.isfinite(value)):
-        raise cfg.error(name, f"expected {expected}, found {value!r}")
+        raise cfg.error(name, f"expected {expected}, found {cut(repr(value), 120)}")
 
 
 def _is(value: Any, kinds: tuple[type, ...]) -> bool:

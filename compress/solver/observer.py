@@ -16,8 +16,10 @@ import json
 import time
 from typing import Any
 
+from compress.errors import CompressError
 from compress.prune.progress import Progress
 from compress.prune.trainer import Observer
+from compress.savedstate import Fields
 
 
 def snapshot_paths(prefix: str, it: int) -> tuple[str, str]:
@@ -110,6 +112,10 @@ class CaffeObserver(Observer):
     def state_dict(self) -> dict:
         return {"losses": list(self.losses), "smoothed": self.smoothed}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.losses = [float(v) for v in state.get("losses", [])]
-        self.smoothed = float(state.get("smoothed", 0.0))
+    def load_state_dict(self, state: dict, where: str = "observer") -> None:
+        fields = Fields(state, where)
+        losses = fields.numbers("losses")
+        if len(losses) > max(1, self.solver.average_loss):
+            raise CompressError(f"{fields.at('losses')}: {len(losses)} losses kept, average_loss is "
+                                f"{self.solver.average_loss}")
+        self.losses, self.smoothed = losses, fields.number("smoothed")

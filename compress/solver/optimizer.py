@@ -33,9 +33,11 @@ import numpy as np
 import torch
 
 from compress.errors import CompressError
+from compress.savedstate import Fields, found
 from compress.solver.config import SolverConfig
 from compress.solver.policy import learning_rate
 from compress.solver.updates import RULES, Hyper
+from converters.caffe.names import cut
 
 f32 = np.float32
 
@@ -140,21 +142,40 @@ class CaffeSolver(torch.optim.Optimizer):
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`: the same solver type, the same parameter groups, Caffe's
+        counters in range, and every history a float tensor of its parameter's shape."""
+        fields = Fields(state_dict, "optimizer")
         saved = state_dict.get("solver")
         if not isinstance(saved, dict) or saved.get("type") != self.config.type:
-            found = saved.get("type") if isinstance(saved, dict) else "no solver state"
-            raise CompressError(f"resume state: expected the state of a {self.config.type} CaffeSolver, "
-                                f"found {found!r}")
+            what = found(saved.get("type")) if isinstance(saved, dict) else "no solver state"
+            raise CompressError(f"optimizer: expected the state of a {self.config.type} CaffeSolver, "
+                                f"found {what}")
+        solver = fields.fields("solver")
+        iteration = solver.integer("iter", 0, 2**31 - 1)  # Caffe's int counters
+        current_step = solver.integer("current_step", 0, 2**31 - 1)
+        groups = fields.sequence("param_groups")
         mine = [(g["lr_mult"], g["decay_mult"], g["names"]) for g in self.param_groups]
-        theirs = [(g.get("lr_mult"), g.get("decay_mult"), g.get("names")) for g in state_dict["param_groups"]]
+        theirs = [(g.get("lr_mult"), g.get("decay_mult"), g.get("names")) if isinstance(g, dict) else None
+                  for g in groups]
         if mine != theirs:
-            raise CompressError("resume state: its parameter groups (lr_mult, decay_mult, names) differ "
-                                f"from this net's: saved {theirs}, expected {mine}")
-        # Copy the histories: torch's loader would alias the given tensors.
-        state = {k: {n: v.clone() if torch.is_tensor(v) else v for n, v in s.items()}
-                 for k, s in state_dict["state"].items()}
+            raise CompressError("optimizer: its parameter groups (lr_mult, decay_mult, names) differ from "
+                                f"this net's: saved {cut(str(theirs), 200)}, expected {cut(str(mine), 200)}")
+        ids = [i for g in groups for i in Fields(g, "optimizer.param_groups").sequence("params")]
+        params = dict(zip(ids, [p for g in self.param_groups for p in g["params"]], strict=False))
+        histories = {f"history{'' if k == 0 else k + 1}" for k in range(self.rule.histories)}
+        state = {}
+        for key, entry in fields.fields("state").state.items():
+            held = Fields(entry, f"optimizer.state.{key}")
+            extra = sorted(map(str, set(held.state) - histories))
+            if key not in params or extra:
+                what = "no parameter's index" if key not in params else \
+                    f"{found(extra[0])} is no history of a {self.config.type} solver"
+                raise CompressError(f"{held.where}: {what}")
+            # Copy the histories: torch's loader would alias the given tensors.
+            state[key] = {n: held.tensor(n, tuple(params[key].shape), params[key].dtype).clone()
+                          for n in held.state}
         super().load_state_dict({**state_dict, "state": state})
-        self.iteration, self.current_step = int(saved["iter"]), int(saved["current_step"])
+        self.iteration, self.current_step = iteration, current_step
 
 
 def _entries(params: Iterable[Learnable | torch.Tensor]) -> list[Learnable]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from compress.errors import CompressError
 from compress.solver.config import TRAIN_FIELDS, NetSpec, SolverConfig
+from converters.caffe.names import shown_path
 
 # SolverParameter.SolverType (deprecated enum) -> the type string (UpgradeSolverType).
 SOLVER_TYPES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad", "RMSPROP": "RMSProp",
@@ -166,10 +167,11 @@ def _existing(where: str, field: str, path: str) -> str:
         return path
     hint = ""
     if not os.path.isabs(path) and where.split(":")[0] != "<string>":
-        beside = Path(where.split(":")[0]).parent / path
-        if beside.is_file():
+        beside = os.path.join(os.path.dirname(where.split(":")[0]), path)
+        if os.path.isfile(beside):  # os.path: False, never an OSError, for a name too long to exist
             hint = f"; it exists as {beside}: Caffe resolves solver paths against the working directory"
-    raise CompressError(f"{where}: {field}: file {path!r} not found (working directory {os.getcwd()}{hint})")
+    raise CompressError(f"{where}: {field}: file {shown_path(path)} not found (working directory "
+                        f"{os.getcwd()}{hint})")
 
 
 def _snapshot_prefix(msg, filename: str) -> str:

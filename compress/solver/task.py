@@ -17,6 +17,8 @@ import torch
 
 from compress.errors import CompressError
 from compress.prune.trainer import MicroBatches
+from compress.savedstate import Fields
+from converters.caffe.names import listed
 
 
 def next_batch(feeders: Sequence) -> dict[str, torch.Tensor]:
@@ -32,11 +34,14 @@ def feeders_state(feeders: Sequence) -> dict[str, Any]:
 
 
 def load_feeders_state(feeders: Sequence, state: dict[str, Any], where: str) -> None:
+    """Every feeder's cursor from ``state`` (``where``: its place in the checkpoint); one missing is an
+    error, as a run that starts its data again would not be the run that was saved."""
+    fields = Fields(state, where)
     missing = [f.name for f in feeders if f.name not in state]
     if missing:
-        raise CompressError(f"{where}: no data cursor for layer(s) {', '.join(missing)}")
+        raise CompressError(f"{where}: no data cursor for layer(s) {listed(missing)}")
     for f in feeders:
-        f.load_state_dict(state[f.name])
+        f.load_state_dict(state[f.name], fields.at(f.name))
 
 
 def accuracy_top(net) -> str | None:
@@ -99,18 +104,19 @@ class CaffeTask:
     def state_dict(self) -> dict[str, Any]:
         return {"tests": [feeders_state(t.feeders) for t in self.tests]}
 
-    def load_state_dict(self, state: dict[str, Any], where: str) -> None:
-        tests = state.get("tests") or []
+    def load_state_dict(self, state: dict[str, Any], where: str = "task") -> None:
+        tests = Fields(state, where).sequence("tests")
         if len(tests) != len(self.tests):
-            raise CompressError(f"checkpoint {where} has {len(tests)} test nets' cursors, the solver "
-                                f"has {len(self.tests)} test nets")
-        for t, s in zip(self.tests, tests, strict=True):
-            load_feeders_state(t.feeders, s, where)
+            raise CompressError(f"{where}.tests: {len(tests)} test nets' cursors, the solver has "
+                                f"{len(self.tests)} test nets")
+        for k, (t, s) in enumerate(zip(self.tests, tests, strict=True)):
+            load_feeders_state(t.feeders, s, f"{where}.tests[{k}]")
 
 
 class SolverBatches:
     """The TRAIN net's batches: ``iter_size`` batches of its data layers per update, read sequentially
-    (the feeders keep their cursors across segments; the segment index plays no part)."""
+    (the feeders keep their cursors across segments; the segment index plays no part), each one when
+    the loop is ready for it (:class:`MicroBatches`)."""
 
     steps_per_epoch = None
 
@@ -121,12 +127,13 @@ class SolverBatches:
         if steps is None:
             raise CompressError("a solver-driven segment needs a length")
         for _ in range(steps):
-            parts = [next_batch(self.feeders) for _ in range(self.iter_size)]
-            yield MicroBatches(parts) if self.iter_size > 1 else parts[0]
+            if self.iter_size > 1:
+                yield MicroBatches(self.iter_size, lambda: next_batch(self.feeders))
+            else:
+                yield next_batch(self.feeders)
 
     def state_dict(self) -> dict:
         return feeders_state(self.feeders)
 
-    def load_state_dict(self, state: dict) -> None:
-        if state:
-            load_feeders_state(self.feeders, state, "checkpoint")
+    def load_state_dict(self, state: dict, where: str = "batches") -> None:
+        load_feeders_state(self.feeders, state, where)

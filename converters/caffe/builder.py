@@ -220,10 +220,10 @@ def _inputs(net, layers, blobs, overrides, report, labels_as_inputs=False):
             if labels_as_inputs:
                 for extra, extra_dim in zip(layer.top[1:], label_shapes(layer, dim[0]), strict=True):
                     if extra not in overrides and extra_dim is None:
-                        raise layer_error(layer, f"the shape of top {extra!r} cannot be known from the "
+                        raise layer_error(layer, f"the shape of top {shown(extra)} cannot be known from the "
                                                  f"definition; give it (input_shapes)")
                     shapes[extra] = extra_dim
-                    where[extra] = f"layer {layer.name!r} ({layer.type}) top {extra!r}"
+                    where[extra] = f"layer {shown(layer.name)} ({layer.type}) top {shown(extra)}"
             if layer.HasField("transform_param") and not report.transform:
                 t = layer.transform_param
                 report.transform = {"scale": t.scale, "mean_value": list(t.mean_value),
@@ -419,6 +419,9 @@ def _materialize(layers, modules, blobs, source: str, report: BuildReport) -> No
                 raise layer_error(layer, f"blob {i}: expected shape {_fmt_shape(want)} (from the "
                                          f"definition), {source} has {_fmt_shape(have)}")
             tensors.append(_adopt(arr).reshape(want))
+            bad = nonfinite(tensors[-1])
+            if bad:
+                raise layer_error(layer, f"blob {i}: {bad} in {source}")
         module.set_caffe_blobs(tensors)
         if _has_meta(module):  # the module copies instead of adopting: give it memory, set again
             module.to_empty(device="cpu")
@@ -441,6 +444,15 @@ def same_blob_shape(want: tuple[int, ...], have: tuple[int, ...]) -> bool:
     if len(want) <= 4 and len(have) <= 4:
         return (1,) * (4 - len(want)) + want == (1,) * (4 - len(have)) + have
     return False
+
+
+def nonfinite(t: torch.Tensor) -> str | None:
+    """What is wrong with a parameter blob holding NaN or infinity (a damaged or diverged model, whose
+    every output would be meaningless), or None when every value is finite."""
+    bad = t.numel() - int(torch.isfinite(t).sum())
+    if not bad:
+        return None
+    return f"{bad:,} of {t.numel():,} values are NaN or infinite (a model's parameters must be finite)"
 
 
 def _adopt(arr) -> torch.Tensor:

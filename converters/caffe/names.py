@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 SHOWN_CHARS = 60  # longest name shown whole in a message
+PATH_CHARS = 300  # longest file path shown whole (``shown(path, PATH_CHARS)``)
 LISTED_ITEMS = 8  # longest list of names shown whole in a message
 
 
@@ -28,6 +29,11 @@ def shown(name, limit: int = SHOWN_CHARS) -> str:
     return f"{text[:half]!r}...{text[-half:]!r} ({len(text):,} characters)"
 
 
+def shown_path(path) -> str:
+    """A file path in a message: as :func:`shown`, whole up to :data:`PATH_CHARS` characters."""
+    return shown(str(path), PATH_CHARS)
+
+
 def cut(text: str, limit: int = 300) -> str:
     """Free text (a parser's message) cut in the middle when longer than ``limit``."""
     if len(text) <= limit:
@@ -37,9 +43,10 @@ def cut(text: str, limit: int = 300) -> str:
 
 
 def bare(name) -> str:
-    """A name as it is when short (no quotes), else as :func:`shown` cuts it."""
+    """A name as it is when short and printable (no quotes), else as :func:`shown` quotes and cuts it
+    (a newline or other control character in a name would break the one-line message)."""
     text = name if isinstance(name, str) else str(name)
-    return text if len(text) <= SHOWN_CHARS else shown(text)
+    return text if len(text) <= SHOWN_CHARS and text.isprintable() else shown(text)
 
 
 def listed(names: Iterable, limit: int = LISTED_ITEMS, show: Callable[[object], str] = bare) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from converters.caffe.names import module_attrs
+from converters.caffe.names import module_attrs, shown
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,20 @@ class CaffeNet(nn.Module):
             blobs.update(zip(node.tops, out, strict=True))
             yield node, out
 
+    @torch.no_grad()
+    def first_nonfinite(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> str | None:
+        """Where a forward pass on these inputs first holds a NaN or an infinity: ``input 'data'`` or
+        ``layer 'conv1' (Convolution) top 'conv1'``; None when every blob stays finite."""
+        blobs = self._bind_inputs(args, kwargs)
+        for name, value in blobs.items():
+            if not _finite(value):
+                return f"input {shown(name)}"
+        for node, tops in self.run_nodes(blobs):
+            for top, value in zip(node.tops, tops, strict=True):
+                if not _finite(value):
+                    return f"layer {shown(node.name)} ({node.type}) top {shown(top)}"
+        return None
+
     def _bind_inputs(self, args, kwargs) -> dict[str, torch.Tensor]:
         names = list(self.inputs)
         if len(args) > len(names):
@@ -111,3 +125,7 @@ class CaffeNet(nn.Module):
         if missing:
             raise TypeError(f"{self.name}: missing input blob(s) {missing}")
         return blobs
+
+
+def _finite(t: torch.Tensor) -> bool:
+    return not t.is_floating_point() or bool(torch.isfinite(t).all())

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from converters.caffe.layers.base import CaffeBlobs
+from converters.caffe.names import shown
 from converters.caffe.net import CaffeNet
 from converters.errors import ConversionError
 
@@ -70,7 +71,7 @@ def bind(slot: tuple[nn.Module, str], tensor: torch.Tensor) -> None:
 
 def _shareable(layer: str, index: int, tensor: torch.Tensor, target: torch.Tensor, what: str) -> None:
     if tuple(tensor.shape) != tuple(target.shape) or type(tensor) is not type(target):
-        raise ConversionError(f"layer {layer!r}: cannot share blob {index} {what}: it is held as "
+        raise ConversionError(f"layer {shown(layer)}: cannot share blob {index} {what}: it is held as "
                               f"{type(target).__name__} {tuple(target.shape)} here and as "
                               f"{type(tensor).__name__} {tuple(tensor.shape)} there (e.g. an InnerProduct "
                               f"with and one without transpose)")
@@ -98,9 +99,9 @@ class _Entry:
         self.sharers: list[str] = []
         if batch_norm:
             if spec is not None and spec.lr_mult != 0:
-                raise ConversionError(f"layer {name!r} (BatchNorm): blob {blob} has lr_mult {spec.lr_mult}; "
-                                      "Caffe cannot configure batch normalization statistics as layer "
-                                      "parameters (lr_mult must be 0 or absent)")
+                raise ConversionError(f"layer {shown(name)} (BatchNorm): blob {blob} has lr_mult "
+                                      f"{spec.lr_mult}; Caffe cannot configure batch normalization "
+                                      "statistics as layer parameters (lr_mult must be 0 or absent)")
             self.lr, self.has_lr = 0.0, True
 
     def merge(self, name: str, spec) -> None:
@@ -109,9 +110,9 @@ class _Entry:
             if spec.HasField(field):
                 value = getattr(spec, field)
                 if getattr(self, has) and getattr(self, attr) != value:
-                    raise ConversionError(f"layer {name!r}: shared param {self.key!r} has mismatched "
-                                          f"{field} ({value}; {getattr(self, attr)} where layer "
-                                          f"{self.name!r} owns it)")
+                    raise ConversionError(f"layer {shown(name)}: shared param {shown(self.key)} has "
+                                          f"mismatched {field} ({value}; {getattr(self, attr)} where "
+                                          f"layer {shown(self.name)} owns it)")
                 setattr(self, attr, value)
                 setattr(self, has, True)
         self.sharers.append(name)
@@ -139,9 +140,10 @@ def param_specs(net: CaffeNet) -> list[ParamSpec]:
             if key in owners:
                 owner = owners[key]
                 if slot_tensor(slot) is not owner.tensor:
-                    raise ConversionError(f"layer {node.name!r}: blob {i} should share param {key!r} with "
-                                          f"layer {owner.name!r} but holds its own tensor (build the net "
-                                          f"with converters.caffe.phase, or call share_named_params)")
+                    raise ConversionError(f"layer {shown(node.name)}: blob {i} should share param "
+                                          f"{shown(key)} with layer {shown(owner.name)} but holds its own "
+                                          "tensor (build the net with converters.caffe.phase, or call "
+                                          "share_named_params)")
                 owner.merge(node.name, spec)
                 continue
             entry = _Entry(node.name, i, slot_tensor(slot), spec, node.type == "BatchNorm")
@@ -169,13 +171,14 @@ def share_named_params(net: CaffeNet, layers: dict) -> None:
             if tuple(shapes[i]) != shape:
                 permissive = specs[i].share_mode == 1  # ParamSpec.PERMISSIVE: only the counts must agree
                 if permissive and math.prod(shapes[i]) == math.prod(shape):
-                    raise ConversionError(f"layer {node.name!r}: PERMISSIVE sharing of param {key!r} between "
-                                          f"shapes {list(shape)} and {list(shapes[i])} is not supported "
-                                          f"(only blobs of one shape can be one tensor)")
-                raise ConversionError(f"layer {node.name!r}: cannot share param {key!r} owned by layer "
-                                      f"{owner!r}: shape mismatch, owner blob {j} is {list(shape)}, this "
-                                      f"layer's blob {i} is {list(shapes[i])}")
-            _shareable(node.name, i, tensor, slot_tensor(slot), f"named {key!r} with layer {owner!r}")
+                    raise ConversionError(f"layer {shown(node.name)}: PERMISSIVE sharing of param "
+                                          f"{shown(key)} between shapes {list(shape)} and {list(shapes[i])} "
+                                          "is not supported (only blobs of one shape can be one tensor)")
+                raise ConversionError(f"layer {shown(node.name)}: cannot share param {shown(key)} owned "
+                                      f"by layer {shown(owner)}: shape mismatch, owner blob {j} is "
+                                      f"{list(shape)}, this layer's blob {i} is {list(shapes[i])}")
+            what = f"named {shown(key)} with layer {shown(owner)}"
+            _shareable(node.name, i, tensor, slot_tensor(slot), what)
             bind(slot, tensor)
 
 
@@ -189,8 +192,8 @@ def share_trained_layers(target: CaffeNet, source: CaffeNet) -> list[tuple[tuple
             continue
         theirs, ours = blob_slots(source.layer(node.name)), blob_slots(target.layer(node.name))
         if len(theirs) != len(ours):
-            raise ConversionError(f"layer {node.name!r}: incompatible number of blobs to share between the "
-                                  f"nets ({len(theirs)} and {len(ours)})")
+            raise ConversionError(f"layer {shown(node.name)}: incompatible number of blobs to share "
+                                  f"between the nets ({len(theirs)} and {len(ours)})")
         for i, (src, dst) in enumerate(zip(theirs, ours, strict=True)):
             _shareable(node.name, i, slot_tensor(src), slot_tensor(dst), "between the nets")
             bind(dst, slot_tensor(src))
@@ -203,7 +206,7 @@ def copy_trained_layers(net: CaffeNet, blobs: dict, source: str = "the caffemode
     """``Net::CopyTrainedLayersFrom``: copy ``blobs`` ({layer name: arrays in Caffe layout}) into the
     layers of ``net`` with the same name, in place (shared tensors stay shared). Layers of ``blobs``
     that ``net`` lacks are ignored and returned; a count or shape mismatch is an error."""
-    from converters.caffe.builder import same_blob_shape
+    from converters.caffe.builder import nonfinite, same_blob_shape
 
     names = {node.name for node in net.nodes}
     ignored = []
@@ -214,16 +217,20 @@ def copy_trained_layers(net: CaffeNet, blobs: dict, source: str = "the caffemode
         module = net.layer(name)
         targets = module.get_caffe_blobs() if isinstance(module, CaffeBlobs) else []
         if len(targets) != len(arrays):
-            raise ConversionError(f"layer {name!r}: incompatible number of blobs: {source} has "
+            raise ConversionError(f"layer {shown(name)}: incompatible number of blobs: {source} has "
                                   f"{len(arrays)}, the net's layer has {len(targets)}")
         for i, (target, array) in enumerate(zip(targets, arrays, strict=True)):
             have = tuple(int(d) for d in array.shape)
             if not same_blob_shape(tuple(target.shape), have):
-                raise ConversionError(f"layer {name!r}: cannot copy param {i} weights from {source}: shape "
-                                      f"mismatch, source param shape is {list(have)}, target param shape "
-                                      f"is {list(target.shape)}; to learn this layer's parameters from "
-                                      f"scratch rather than copying them, rename the layer")
-            target.copy_(_as_tensor(array).reshape(target.shape))
+                raise ConversionError(f"layer {shown(name)}: cannot copy param {i} weights from "
+                                      f"{source}: shape mismatch, source param shape is {list(have)}, "
+                                      f"target param shape is {list(target.shape)}; to learn this layer's "
+                                      "parameters from scratch rather than copying them, rename the layer")
+            value = _as_tensor(array).reshape(target.shape)
+            bad = nonfinite(value)
+            if bad:
+                raise ConversionError(f"layer {shown(name)}: param {i} of {source}: {bad}")
+            target.copy_(value)
     return ignored
 
 

@@ -15,6 +15,7 @@ from typing import BinaryIO
 import numpy as np
 
 from converters.atomic import atomic_open, check_output_path
+from converters.caffe.names import shown
 from converters.errors import ConversionError
 
 
@@ -107,7 +108,7 @@ class _Blob:
             array = array.detach().cpu().numpy()
         array = np.asarray(array)
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-            raise ConversionError(f"layer {layer!r} blob {index}: expected a numeric array, "
+            raise ConversionError(f"layer {shown(layer)} blob {index}: expected a numeric array, "
                                   f"found dtype {array.dtype}")
         data = np.asarray(array, dtype="<f4", order="C")  # keeps 0-d shapes (ascontiguousarray does not)
         blob = caffe_pb2.BlobProto()

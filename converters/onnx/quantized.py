@@ -32,6 +32,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from converters.atomic import atomic_write_bytes, check_output_path
+from converters.caffe.names import shown
 from converters.errors import ConversionError
 from converters.onnx import lowbit
 from converters.onnx.export import ExportResult, metadata_props, to_onnx_model
@@ -126,7 +127,7 @@ def quantize_initializers(model: onnx.ModelProto, grids: dict[str, WeightGrid], 
     for layer, grid in grids.items():
         name = f"{layer}.weight"
         if name not in inits:
-            raise ConversionError(f"layer {layer!r}: no initializer {name!r} in the exported graph")
+            raise ConversionError(f"layer {shown(layer)}: no initializer {shown(name)} in the exported graph")
         w = numpy_helper.to_array(inits[name])
         codes = grid_codes(w, grid, layer)
         enc = lowbit.choose_encoding(codes, grid.bits, opset, sparse=sparse)
@@ -151,14 +152,16 @@ def grid_codes(w: np.ndarray, grid: WeightGrid, layer: str) -> np.ndarray:
     s = grid.scale_for(w.shape)
     n = np.asarray(grid.scales).size
     if n != 1 and (w.ndim == 0 or w.shape[0] != n):
-        raise ConversionError(f"layer {layer!r}: {n} scales do not fit a weight of shape {list(w.shape)}")
+        raise ConversionError(f"layer {shown(layer)}: {n} scales do not fit a weight of shape "
+                              f"{list(w.shape)}")
     levels = (1 << (grid.bits - 1)) - 1
     q = np.rint(w.astype(np.float64) / s.astype(np.float64))
     back = q.astype(np.float32) * s
     bad = int(np.count_nonzero((back != w) | (np.abs(q) > levels)))
     if bad:
-        raise ConversionError(f"layer {layer!r}: {bad} of {w.size} weights are not on the {grid.bits}-bit "
-                              "grid of their scales (the weights must be the dequantized values q * s)")
+        raise ConversionError(f"layer {shown(layer)}: {bad} of {w.size} weights are not on the "
+                              f"{grid.bits}-bit grid of their scales (the weights must be the dequantized "
+                              "values q * s)")
     return q.astype(np.int64)
 
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from converters.errors import ConversionError
+from converters.caffe.names import shown
+from converters.errors import ConversionError, reason
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,32 @@ def read_onnx(onnx_path: str | os.PathLike):
             raise ValueError("no graph nodes or outputs")
         onnx.checker.check_model(model)  # plain check: sparse initializers pass it, full_check does not
     except Exception as e:
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
-        raise ConversionError(f"{path}: not a valid ONNX model ({reason})") from None
+        raise ConversionError(f"{path}: not a valid ONNX model ({reason(e)})") from None
+    _check_parameters(model, path)
     return model
+
+
+def _check_parameters(model, path: str) -> None:
+    """Every float initializer (dense or the values of a sparse one; weights, biases, quantization
+    scales) holds finite values, as a model's parameters must: NaN or infinity in one makes every output
+    meaningless. External data is not read."""
+    from onnx import TensorProto, numpy_helper
+
+    from converters.caffe.builder import nonfinite
+
+    floats = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
+    tensors = [*model.graph.initializer, *(s.values for s in model.graph.sparse_initializer)]
+    for t in tensors:
+        if t.data_type not in floats or t.data_location == TensorProto.EXTERNAL:
+            continue
+        try:
+            values = torch.from_numpy(np.asarray(numpy_helper.to_array(t), dtype=np.float64))
+        except Exception as e:  # noqa: BLE001 - raw data that does not fit its dims, and the like
+            raise ConversionError(f"{path}: initializer {shown(t.name)} cannot be read "
+                                  f"({reason(e)})") from None
+        bad = nonfinite(values)
+        if bad:
+            raise ConversionError(f"{path}: initializer {shown(t.name)}: {bad}")
 
 
 def open_session(onnx_path: str | os.PathLike, threads: int | None = None,
@@ -67,14 +91,14 @@ def open_session(onnx_path: str | os.PathLike, threads: int | None = None,
     path = os.fspath(onnx_path)
     opts = ort.SessionOptions()
     threads = threads or _env_threads()
+    opts.log_severity_level = 4  # a failure is raised and reported as one line: not logged to stderr too
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
     try:
         return ort.InferenceSession(path, opts, providers=list(providers))
     except Exception as e:
-        reason = " ".join(str(e).split())[:200]
-        raise ConversionError(f"{path}: onnxruntime cannot load it ({reason})") from None
+        raise ConversionError(f"{path}: onnxruntime cannot load it ({reason(e)})") from None
 
 
 def _env_threads() -> int | None:
@@ -110,8 +134,8 @@ def _input_shapes(session, net: nn.Module, batch_size: int, path: str) -> dict[s
         want = tuple(shape)
         if len(dims) != len(want) or any(isinstance(d, int) and d != w for d, w in zip(dims[1:], want[1:],
                                                                                    strict=False)):
-            raise ConversionError(f"{path}: ONNX input {arg.name!r} has shape {dims}, the model's input "
-                                  f"{blob!r} has shape {list(want)} (batch first)")
+            raise ConversionError(f"{path}: ONNX input {shown(arg.name)} has shape {dims}, the model's input "
+                                  f"{shown(blob)} has shape {list(want)} (batch first)")
         batch = dims[0] if isinstance(dims[0], int) else batch_size
         shapes[arg.name] = (batch, *want[1:])
     return shapes
@@ -128,6 +152,29 @@ def _torch_outputs(net: nn.Module, feeds: dict[str, np.ndarray]) -> dict[str, np
     if isinstance(out, dict):
         return {k: v.cpu().numpy() for k, v in out.items()}
     return {f"output{i}": v.cpu().numpy() for i, v in enumerate(out)}
+
+
+def _run(session, names: list[str], feeds: dict[str, np.ndarray], path: str) -> list[np.ndarray]:
+    """``session.run``; a graph that loads but fails when run (an attribute out of range, a Conv group
+    that does not divide its channels) is one ConversionError naming the file."""
+    try:
+        return session.run(names, feeds)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types; say what failed, briefly
+        raise ConversionError(f"{path}: onnxruntime failed to run it on inputs of "
+                              f"{[list(a.shape) for a in feeds.values()]} ({reason(e)})") from None
+
+
+def _check_finite(net: nn.Module, feeds: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
+    """Refuse a reference that computes NaN or infinity (nothing to compare an export with), naming
+    the first layer where it appears when the net can say (``CaffeNet.first_nonfinite``)."""
+    bad = next((name for name, value in ref.items() if not np.isfinite(value).all()), None)
+    if bad is None:
+        return
+    find = getattr(net, "first_nonfinite", None)
+    origin = find(*(torch.from_numpy(a) for a in feeds.values())) if find is not None else None
+    where = origin or f"output {shown(bad)}"
+    raise ConversionError(f"the model computes NaN or infinity on these inputs (first at {where}); there is "
+                          "nothing to check its export against")
 
 
 def _match_outputs(ort_names: list[str], ref: dict[str, np.ndarray], path: str) -> dict[str, str]:
@@ -166,25 +213,30 @@ def verify_onnx(onnx_path: str | os.PathLike, net: nn.Module, *, batch_size: int
         for (name, shape), a in zip(shapes.items(), arrays, strict=True):
             a = np.ascontiguousarray(a, dtype=np.float32)
             if tuple(a.shape[1:]) != tuple(shape[1:]) or a.shape[0] != shape[0]:
-                raise ConversionError(f"input {name!r}: data has shape {list(a.shape)}, "
+                raise ConversionError(f"input {shown(name)}: data has shape {list(a.shape)}, "
                                       f"the ONNX graph expects {list(shape)}")
             feeds[name] = a
     batch = next(iter(feeds.values())).shape[0]
     ort_names = [o.name for o in session.get_outputs()]
-    ort_out = session.run(ort_names, feeds)  # warm-up, and the outputs compared
+    ort_out = _run(session, ort_names, feeds, path)  # warm-up, and the outputs compared
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        session.run(ort_names, feeds)
+        _run(session, ort_names, feeds, path)
         times.append((time.perf_counter() - t0) * 1e3)
     was_training = net.training
     net.eval()
     try:
         ref = _torch_outputs(net, feeds)
+        _check_finite(net, feeds, ref)
     finally:
         net.train(was_training)
     pairs = _match_outputs(ort_names, ref, path)
     got = dict(zip(ort_names, ort_out, strict=True))
+    for name, value in got.items():
+        if not np.isfinite(value).all():
+            raise ConversionError(f"{path}: onnxruntime computes NaN or infinity in output {shown(name)} on "
+                                  "these inputs, where the model's outputs are finite")
 
     max_abs = max_rel = 0.0
     passed = True
@@ -192,8 +244,8 @@ def verify_onnx(onnx_path: str | os.PathLike, net: nn.Module, *, batch_size: int
     for ort_name, ref_name in pairs.items():
         a, b = np.asarray(got[ort_name], dtype=np.float64), ref[ref_name].astype(np.float64)
         if a.shape != b.shape:
-            raise ConversionError(f"{path}: output {ort_name!r} has shape {list(a.shape)} in onnxruntime, "
-                                  f"{list(b.shape)} in PyTorch")
+            raise ConversionError(f"{path}: output {shown(ort_name)} has shape {list(a.shape)} in "
+                                  f"onnxruntime, {list(b.shape)} in PyTorch")
         err = float(np.max(np.abs(a - b))) if a.size else 0.0
         scale = float(np.max(np.abs(b))) if b.size else 0.0
         if not np.isfinite(err):

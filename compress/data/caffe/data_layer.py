@@ -16,6 +16,8 @@ from compress.data.caffe.db import BACKENDS, LmdbRecords
 from compress.data.caffe.feeder import Feeder, register_feeder
 from compress.data.caffe.transform import Transformer, transform_config
 from compress.errors import CompressError
+from compress.savedstate import Fields
+from converters.caffe.names import shown, shown_path
 
 log = logging.getLogger("compress.data.caffe")
 LMDB = 1
@@ -43,7 +45,7 @@ class DataFeeder(Feeder):
             log.warning("%s: force_color/force_gray apply to encoded records only; Caffe ignores them for "
                         "the raw records of %r, and so does this", self.where, p.source)
         chw = self.transformer.setup(self.records.first_image.shape,
-                                     f"{self.where}: first record of {p.source!r}")
+                                     f"{self.where}: first record of {shown_path(p.source)}")
         self.records.prepare(self.transformer.check, memory_limit)
         self.shapes = {self.tops[0]: (self.batch_size, *chw)}
         if len(self.tops) > 1:
@@ -58,8 +60,9 @@ class DataFeeder(Feeder):
     def _state(self) -> dict:
         return {"position": self.position, "entries": self.records.entries}
 
-    def _load_state(self, state: dict) -> None:
-        if int(state["entries"]) != self.records.entries:
-            raise CompressError(f"{self.where}: the saved data state is for an LMDB of {state['entries']} "
-                                f"records, {self.records.path!r} has {self.records.entries}")
-        self.position = int(state["position"])
+    def _load_state(self, state: Fields) -> None:
+        entries = state.integer("entries", 1)
+        if entries != self.records.entries:
+            raise CompressError(f"{state.where}: {self.where}: the saved data state is for an LMDB of "
+                                f"{entries} records, {shown(self.records.path)} has {self.records.entries}")
+        self.position = state.integer("position", 0, entries - 1)

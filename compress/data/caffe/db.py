@@ -18,6 +18,7 @@ import numpy as np
 
 from compress.data.caffe.datum import decode_record, parse_datum
 from compress.errors import CompressError
+from converters.caffe.names import shown, shown_path
 
 DEFAULT_MEMORY_LIMIT = 2 << 30  # bytes of decoded images kept in memory per layer
 BACKENDS = {1: "LMDB", 0: "LEVELDB"}  # DataParameter.DB
@@ -41,11 +42,11 @@ def open_lmdb(path: str, where: str):
     cwd = f" (relative paths resolve against the working directory {os.getcwd()})" \
         if not os.path.isabs(path) else ""
     if not os.path.exists(path):
-        raise CompressError(f"{where}: no LMDB folder {path!r}{cwd}")
+        raise CompressError(f"{where}: no LMDB folder {shown_path(path)}{cwd}")
     if not os.path.isdir(path):
-        raise CompressError(f"{where}: {path!r} is a file; an LMDB is a folder holding data.mdb")
+        raise CompressError(f"{where}: {shown_path(path)} is a file; an LMDB is a folder holding data.mdb")
     if not os.path.isfile(os.path.join(path, "data.mdb")):
-        raise CompressError(f"{where}: {path!r} has no data.mdb, so it is not an LMDB"
+        raise CompressError(f"{where}: {shown_path(path)} has no data.mdb, so it is not an LMDB"
                             + (" (it looks like a LevelDB: set data_param.backend to LEVELDB "
                                "only if you can read LevelDB, which this tool cannot)"
                                if os.path.isfile(os.path.join(path, "CURRENT")) else ""))
@@ -54,13 +55,13 @@ def open_lmdb(path: str, where: str):
         try:
             env = lmdb.open(path, readonly=True, lock=False, subdir=True)
         except lmdb.Error as e:
-            raise CompressError(f"{where}: cannot open LMDB {path!r}: {e}") from None
+            raise CompressError(f"{where}: cannot open LMDB {shown_path(path)}: {e}") from None
         _OPEN[real] = [env, 0]
     _OPEN[real][1] += 1
     env = _OPEN[real][0]
     if env.stat()["entries"] == 0:
         close_lmdb(env)
-        raise CompressError(f"{where}: LMDB {path!r} has no records")
+        raise CompressError(f"{where}: LMDB {shown_path(path)} has no records")
     return env
 
 
@@ -166,7 +167,7 @@ class LmdbRecords:
         return images, labels
 
     def _decode(self, key: bytes, value: bytes) -> tuple[np.ndarray, int]:
-        where = f"{self.where}: record {key_text(key)!r} of {self.path!r}"
+        where = f"{self.where}: record {shown(key_text(key))} of {shown_path(self.path)}"
         img, label = decode_record(value, self.mode, where)
         self._check(img.shape, where)
         return img, label

@@ -29,6 +29,8 @@ import torch
 from compress.data.caffe.db import DEFAULT_MEMORY_LIMIT
 from compress.data.caffe.rng import CaffeRng
 from compress.errors import CompressError
+from compress.savedstate import Fields, found
+from converters.caffe.names import shown
 
 PHASES = ("TRAIN", "TEST")
 FEEDERS: dict[str, type[Feeder]] = {}
@@ -57,9 +59,10 @@ class Feeder(ABC):
     def __init__(self, layer, phase: str = "TRAIN", *, seed: int = 0,
                  memory_limit: int = DEFAULT_MEMORY_LIMIT):
         self.name, self.phase = layer.name, phase
-        self.where = f"layer {layer.name!r} ({layer.type})"
+        self.where = f"layer {shown(layer.name)} ({layer.type})"
         if phase not in PHASES:
-            raise CompressError(f"{self.where}: phase must be one of {', '.join(PHASES)}, found {phase!r}")
+            raise CompressError(f"{self.where}: phase must be one of {', '.join(PHASES)}, found "
+                                f"{shown(phase)}")
         self.tops = tuple(layer.top)
         low, high = self.top_counts
         if len(self.tops) < low or (high is not None and len(self.tops) > high):
@@ -78,14 +81,20 @@ class Feeder(ABC):
         return {"layer": self.name, "type": self.layer_type, "phase": self.phase,
                 "rng": self.rng.state_dict(), **self._state()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, where: str = "data state") -> None:
+        """Continue from :meth:`state_dict`'s ``state`` (``where``: its place in a checkpoint, for messages);
+        every field is checked against this layer and its source before anything changes."""
+        fields = Fields(state, where)
         mine = (self.name, self.layer_type, self.phase)
-        theirs = (state.get("layer"), state.get("type"), state.get("phase"))
+        theirs = tuple(state.get(k) for k in ("layer", "type", "phase"))
         if mine != theirs:
-            raise CompressError(f"{self.where}: the saved data state is for layer {theirs[0]!r} "
-                                f"({theirs[1]}, {theirs[2]}), not this layer in {self.phase}")
-        self._load_state(state)
-        self.rng.load_state_dict(state["rng"])
+            raise CompressError(f"{where}: {self.where}: the saved data state is for layer "
+                                f"{found(theirs[0])} ({found(theirs[1])}, {found(theirs[2])}), not this "
+                                f"layer in {self.phase}")
+        rng = CaffeRng(0)
+        rng.load_state_dict(fields.get("rng"), fields.at("rng"))
+        self._load_state(fields)
+        self.rng = rng
 
     @abstractmethod
     def _setup(self, layer, memory_limit: int) -> None:
@@ -100,8 +109,9 @@ class Feeder(ABC):
         """The cursor (plain ints and tensors)."""
 
     @abstractmethod
-    def _load_state(self, state: dict) -> None:
-        """Restore the cursor saved by :meth:`_state`; refuse a state from a different source."""
+    def _load_state(self, state: Fields) -> None:
+        """Restore the cursor saved by :meth:`_state`, each field checked; refuse a state from a
+        different source."""
 
     def _positive(self, value: int, field: str) -> int:
         if value <= 0:
@@ -121,6 +131,6 @@ def build_feeder(layer, phase: str = "TRAIN", *, seed: int = 0,
     if cls is None:
         what = "is not supported as a training data source" if layer.type in _NOT_SUPPORTED else \
             "is not a data layer type"
-        raise CompressError(f"layer {layer.name!r} ({layer.type}): {layer.type} {what}; supported: "
+        raise CompressError(f"layer {shown(layer.name)} ({layer.type}): {layer.type} {what}; supported: "
                             f"{', '.join(sorted(FEEDERS))}")
     return cls(layer, phase, seed=seed, memory_limit=memory_limit)

@@ -18,6 +18,8 @@ import torch
 from compress.data.caffe.datum import chw_text
 from compress.data.caffe.feeder import Feeder, register_feeder
 from compress.errors import CompressError
+from compress.savedstate import Fields
+from converters.caffe.names import shown, shown_path
 
 
 def _read_file_list(source: str, where: str) -> list[str]:
@@ -26,10 +28,10 @@ def _read_file_list(source: str, where: str) -> list[str]:
             names = f.read().split()
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise CompressError(f"{where}: hdf5_data_param.source: cannot read the HDF5 file list {source!r} "
-                            f"({reason})") from None
+        raise CompressError(f"{where}: hdf5_data_param.source: cannot read the HDF5 file list "
+                            f"{shown_path(source)} ({reason})") from None
     if not names:
-        raise CompressError(f"{where}: hdf5_data_param.source: {source!r} lists no HDF5 files")
+        raise CompressError(f"{where}: hdf5_data_param.source: {shown_path(source)} lists no HDF5 files")
     return names
 
 
@@ -64,7 +66,7 @@ class HDF5DataFeeder(Feeder):
         import h5py
 
         name = self.files[index]
-        where = f"{self.where}: HDF5 file {name!r} (from {self.source!r})"
+        where = f"{self.where}: HDF5 file {shown_path(name)} (from {shown_path(self.source)})"
         try:
             with h5py.File(name, "r") as f:
                 blobs = [self._dataset(f, top, where) for top in self.tops]
@@ -73,11 +75,11 @@ class HDF5DataFeeder(Feeder):
         rows = len(blobs[0])
         for top, blob in zip(self.tops, blobs, strict=True):
             if len(blob) != rows:
-                raise CompressError(f"{where}: dataset {top!r} has {len(blob)} rows, "
-                                    f"{self.tops[0]!r} has {rows}")
+                raise CompressError(f"{where}: dataset {shown(top)} has {len(blob)} rows, "
+                                    f"{shown(self.tops[0])} has {rows}")
             if top in self.row_shape and blob.shape[1:] != self.row_shape[top]:
-                raise CompressError(f"{where}: dataset {top!r} rows are {chw_text(blob.shape[1:])}, those "
-                                    f"of the first file are {chw_text(self.row_shape[top])}")
+                raise CompressError(f"{where}: dataset {shown(top)} rows are {chw_text(blob.shape[1:])}, "
+                                    f"those of the first file are {chw_text(self.row_shape[top])}")
         if rows == 0:
             raise CompressError(f"{where}: the datasets have no rows")
         self.blobs = blobs
@@ -90,10 +92,10 @@ class HDF5DataFeeder(Feeder):
     @staticmethod
     def _dataset(f, top: str, where: str) -> np.ndarray:
         if top not in f or not hasattr(f[top], "dtype"):
-            raise CompressError(f"{where}: no dataset {top!r} (HDF5Data reads one dataset per top)")
+            raise CompressError(f"{where}: no dataset {shown(top)} (HDF5Data reads one dataset per top)")
         data = f[top]
         if data.dtype.kind not in "fiu" or data.ndim < 1:
-            raise CompressError(f"{where}: dataset {top!r} is {data.dtype} with {data.ndim} dimensions; "
+            raise CompressError(f"{where}: dataset {shown(top)} is {data.dtype} with {data.ndim} dimensions; "
                                 "expected numbers (float or integer) with at least one dimension")
         return np.asarray(data[()], dtype=np.float32)
 
@@ -126,10 +128,21 @@ class HDF5DataFeeder(Feeder):
                 "file_order": torch.tensor(self.file_order, dtype=torch.int64),
                 "rows": torch.tensor(self.rows, dtype=torch.int64)}
 
-    def _load_state(self, state: dict) -> None:
-        if int(state["files"]) != len(self.files):
-            raise CompressError(f"{self.where}: the saved data state is for a list of {state['files']} "
-                                f"HDF5 files, {self.source!r} has {len(self.files)}")
-        self.file_order = [int(i) for i in state["file_order"].tolist()]
-        self.current_file, self.current_row = int(state["current_file"]), int(state["current_row"])
-        self._load(self.file_order[self.current_file], [int(i) for i in state["rows"].tolist()])
+    def _load_state(self, state: Fields) -> None:
+        files = state.integer("files", 1)
+        if files != len(self.files):
+            raise CompressError(f"{state.where}: {self.where}: the saved data state is for a list of {files} "
+                                f"HDF5 files, {shown_path(self.source)} has {len(self.files)}")
+        file_order = state.tensor("file_order", (files,), torch.int64, 0, files - 1).tolist()
+        if len(set(file_order)) != files:
+            raise CompressError(f"{state.at('file_order')}: expected an order of the {files} files, found "
+                                "repeats")
+        current_file = state.integer("current_file", 0, files - 1)
+        rows = state.tensor("rows", None, torch.int64, 0, 2**62)
+        self._load(file_order[current_file], rows.tolist())  # the file itself says how many rows it has
+        if rows.dim() != 1 or len(rows) != len(self.blobs[0]) or len(set(self.rows)) != len(self.rows) \
+                or max(self.rows) >= len(self.rows):
+            raise CompressError(f"{state.at('rows')}: expected an order of the {len(self.blobs[0])} rows of "
+                                f"{shown(self.files[file_order[current_file]])}, found {shown(rows)}")
+        self.file_order, self.current_file = file_order, current_file
+        self.current_row = state.integer("current_row", 0, len(self.rows) - 1)

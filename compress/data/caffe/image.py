@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import struct
 
 import numpy as np
 
 from compress.data.caffe.resize import resize_linear
 from compress.errors import CompressError
+from converters.caffe.names import shown_path
 
 MODES = ("unchanged", "color", "gray")
 BACKEND_ORDER = ("cv2", "Pillow")
 _MODULES = {"cv2": "cv2", "Pillow": "PIL"}
+MAX_SIDE = 1 << 20  # OpenCV's CV_IO_MAX_IMAGE_WIDTH and _HEIGHT
+MAX_PIXELS = 1 << 30  # OpenCV's CV_IO_MAX_IMAGE_PIXELS
 
 
 def backend() -> str:
@@ -42,8 +46,12 @@ def imdecode(buf: bytes, mode: str, where: str) -> np.ndarray:
     """Decode an encoded image like ``cv::imdecode`` with IMREAD_UNCHANGED / COLOR / GRAYSCALE."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, found {mode!r}")
+    size = header_size(buf)
+    if size is not None and (max(size) > MAX_SIDE or size[0] * size[1] > MAX_PIXELS):
+        raise CompressError(f"{where}: the image's header declares {size[0]:,} x {size[1]:,} pixels; at most "
+                            f"{MAX_SIDE:,} a side and {MAX_PIXELS:,} in all are decoded (OpenCV's limits)")
     name = backend()
-    img = _decode_cv2(buf, mode) if name == "cv2" else _decode_pillow(buf, mode)
+    img = _decode_cv2(buf, mode, where) if name == "cv2" else _decode_pillow(buf, mode, where)
     if img is None:
         raise CompressError(f"{where}: cannot decode the image ({name} does not recognise its "
                             f"{len(buf)} bytes)")
@@ -59,7 +67,7 @@ def imread(path: str, color: bool, where: str) -> np.ndarray:
         with open(path, "rb") as f:
             buf = f.read()
     except OSError as e:
-        raise CompressError(f"{where}: cannot read image {path!r} ({e.strerror or e})") from None
+        raise CompressError(f"{where}: cannot read image {shown_path(path)} ({e.strerror or e})") from None
     return imdecode(buf, "color" if color else "gray", where)
 
 
@@ -77,17 +85,72 @@ def to_chw(img: np.ndarray) -> np.ndarray:
     return img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
 
 
-def _decode_cv2(buf: bytes, mode: str) -> np.ndarray | None:
+def header_size(buf: bytes) -> tuple[int, int] | None:
+    """(width, height) that an image file's header declares, read without decoding anything: PNG,
+    JPEG, GIF, BMP; None for other formats or a header too short to say."""
+    if buf[:8] == b"\x89PNG\r\n\x1a\n" and buf[12:16] == b"IHDR" and len(buf) >= 24:
+        return struct.unpack(">II", buf[16:24])
+    if buf[:6] in (b"GIF87a", b"GIF89a") and len(buf) >= 10:
+        return struct.unpack("<HH", buf[6:10])
+    if buf[:2] == b"BM" and len(buf) >= 26:
+        if struct.unpack("<I", buf[14:18])[0] == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sides
+            return struct.unpack("<HH", buf[18:22])
+        width, height = struct.unpack("<ii", buf[18:26])  # a negative height: rows top-down
+        return abs(width), abs(height)
+    if buf[:2] == b"\xff\xd8":
+        return _jpeg_size(buf)
+    return None
+
+
+# JPEG start-of-frame markers (SOF0..SOF15 but DHT, JPG and DAC): the frame's height and width follow
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(buf: bytes) -> tuple[int, int] | None:
+    """Walk the JPEG marker segments up to the first frame header (or the scan: no size found)."""
+    i = 2
+    while i + 4 <= len(buf):
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:  # a fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        if marker == 0xDA:
+            return None
+        if marker in _SOF:
+            if i + 9 > len(buf):
+                return None
+            height, width = struct.unpack(">HH", buf[i + 5:i + 9])
+            return width, height
+        i += 2 + struct.unpack(">H", buf[i + 2:i + 4])[0]
+    return None
+
+
+def _refused(where: str, name: str, e: BaseException) -> CompressError:
+    """The decoder's own refusal (an OpenCV assertion, Pillow's decompression-bomb check) as one line."""
+    text = " ".join(str(e).split())
+    reason = text.split(" error: ", 1)[-1][:200] or type(e).__name__  # OpenCV's: "<file>:<line>: error: ..."
+    return CompressError(f"{where}: {name} refuses to decode the image ({reason})")
+
+
+def _decode_cv2(buf: bytes, mode: str, where: str) -> np.ndarray | None:
     import cv2
 
     flag = {"unchanged": cv2.IMREAD_UNCHANGED, "color": cv2.IMREAD_COLOR,
             "gray": cv2.IMREAD_GRAYSCALE}[mode]
     if not buf:
         return None
-    return cv2.imdecode(np.frombuffer(buf, np.uint8), flag)
+    try:
+        return cv2.imdecode(np.frombuffer(buf, np.uint8), flag)
+    except cv2.error as e:
+        raise _refused(where, "cv2", e) from None
 
 
-def _decode_pillow(buf: bytes, mode: str) -> np.ndarray | None:
+def _decode_pillow(buf: bytes, mode: str, where: str) -> np.ndarray | None:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -99,6 +162,8 @@ def _decode_pillow(buf: bytes, mode: str) -> np.ndarray | None:
             a = _pillow_array(im, mode)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None
+    except Image.DecompressionBombError as e:
+        raise _refused(where, "Pillow", e) from None
     if a.ndim == 3:  # RGB(A) -> BGR(A)
         a = a[..., [2, 1, 0, 3][: a.shape[2]]]
     return np.ascontiguousarray(a)

@@ -19,6 +19,8 @@ from compress.data.caffe.image import imread, resize, to_chw
 from compress.data.caffe.rng import CaffeRng
 from compress.data.caffe.transform import Transformer, transform_config
 from compress.errors import CompressError
+from compress.savedstate import Fields
+from converters.caffe.names import shown, shown_path
 
 
 def read_image_list(source: str, where: str) -> list[tuple[str, int]]:
@@ -28,8 +30,8 @@ def read_image_list(source: str, where: str) -> list[tuple[str, int]]:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise CompressError(f"{where}: image_data_param.source: cannot read the image list {source!r} "
-                            f"({reason})") from None
+        raise CompressError(f"{where}: image_data_param.source: cannot read the image list "
+                            f"{shown_path(source)} ({reason})") from None
     lines = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -39,11 +41,11 @@ def read_image_list(source: str, where: str) -> list[tuple[str, int]]:
             lines.append((path, int(label)))
         except ValueError:
             raise CompressError(f"{source}:{number}: expected 'PATH LABEL' with an integer label, "
-                                f"found {line!r}") from None
+                                f"found {shown(line)}") from None
         if not path:
-            raise CompressError(f"{source}:{number}: expected 'PATH LABEL', found {line!r}")
+            raise CompressError(f"{source}:{number}: expected 'PATH LABEL', found {shown(line)}")
     if not lines:
-        raise CompressError(f"{where}: image_data_param.source: the image list {source!r} is empty")
+        raise CompressError(f"{where}: image_data_param.source: the image list {shown_path(source)} is empty")
     return lines
 
 
@@ -73,8 +75,8 @@ class ImageDataFeeder(Feeder):
         if p.rand_skip:
             skip = int(self.rng.rand(p.rand_skip))
             if skip >= len(self.lines):
-                raise CompressError(f"{self.where}: rand_skip drew {skip}, but {p.source!r} has only "
-                                    f"{len(self.lines)} images")
+                raise CompressError(f"{self.where}: rand_skip drew {skip}, but {shown_path(p.source)} has "
+                                    f"only {len(self.lines)} images")
             self.cursor = skip
         self.transformer = Transformer(transform_config(layer, self.where), self.phase, self.where)
         self._cache: dict[int, np.ndarray] = {}
@@ -115,17 +117,22 @@ class ImageDataFeeder(Feeder):
 
     def _where(self, index: int) -> str:
         path = self.root + self.lines[index][0]
-        return f"{self.where}: image {path!r} (entry {index + 1} of {self.source!r})"
+        return f"{self.where}: image {shown_path(path)} (entry {index + 1} of {shown_path(self.source)})"
 
     def _state(self) -> dict:
         return {"cursor": self.cursor, "lines": len(self.lines),
                 "order": torch.tensor(self.order, dtype=torch.int64),
                 "shuffle_rng": self.shuffle_rng.state_dict()}
 
-    def _load_state(self, state: dict) -> None:
-        if int(state["lines"]) != len(self.lines):
-            raise CompressError(f"{self.where}: the saved data state is for a list of {state['lines']} "
-                                f"images, {self.source!r} has {len(self.lines)}")
-        self.cursor = int(state["cursor"])
-        self.order = [int(i) for i in state["order"].tolist()]
-        self.shuffle_rng.load_state_dict(state["shuffle_rng"])
+    def _load_state(self, state: Fields) -> None:
+        lines = state.integer("lines", 1)
+        if lines != len(self.lines):
+            raise CompressError(f"{state.where}: {self.where}: the saved data state is for a list of {lines} "
+                                f"images, {shown_path(self.source)} has {len(self.lines)}")
+        order = state.tensor("order", (lines,), torch.int64, 0, lines - 1)
+        if len(set(order.tolist())) != lines:
+            raise CompressError(f"{state.at('order')}: expected an order of the {lines} images, found "
+                                "repeats")
+        cursor = state.integer("cursor", 0, lines - 1)
+        self.shuffle_rng.load_state_dict(state.get("shuffle_rng"), state.at("shuffle_rng"))
+        self.cursor, self.order = cursor, order.tolist()

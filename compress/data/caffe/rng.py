@@ -20,8 +20,10 @@ import numpy as np
 import torch
 
 from compress.errors import CompressError
+from compress.savedstate import Fields
 
 _U32 = 1 << 32
+_N = 624  # words of the mt19937 state
 
 
 class CaffeRng:
@@ -82,11 +84,11 @@ class CaffeRng:
         _, keys, pos, _, _ = self._rs.get_state()
         return {"mt19937": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos)}
 
-    def load_state_dict(self, state: dict) -> None:
-        keys = np.asarray(state["mt19937"], dtype=np.int64)
-        if keys.shape != (624,):
-            raise CompressError(f"data layer state: mt19937 state must have 624 words, found {keys.shape}")
-        self._rs.set_state(("MT19937", keys.astype(np.uint32), int(state["pos"]), 0, 0.0))
+    def load_state_dict(self, state: dict, where: str = "data layer state") -> None:
+        fields = Fields(state, where)
+        keys = fields.tensor("mt19937", (_N,), torch.int64, 0, _U32 - 1)
+        pos = fields.integer("pos", 0, _N)
+        self._rs.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, 0, 0.0))
 
 
 def _buckets(highs: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from compress.data.caffe.datum import chw_text
 from compress.data.caffe.rng import CaffeRng
 from compress.errors import CompressError
+from converters.caffe.names import shown_path
 
 _DEPRECATED_HOLDERS = {"Data": "data_param", "ImageData": "image_data_param"}
 _DEPRECATED_FIELDS = ("scale", "mean_file", "crop_size", "mirror")
@@ -99,8 +100,8 @@ class Transformer:
             raise CompressError(f"{where}: transform_param.crop_size {crop} is larger than the image "
                                 f"{h}x{w}")
         if self.mean is not None and self.mean.shape != tuple(chw):
-            raise CompressError(f"{where}: transform_param.mean_file {self.cfg.mean_file!r} holds a "
-                                f"{chw_text(self.mean.shape)} mean, the image is {chw_text(chw)}; the mean "
+            raise CompressError(f"{where}: transform_param.mean_file {shown_path(self.cfg.mean_file)} holds "
+                                f"a {chw_text(self.mean.shape)} mean, the image is {chw_text(chw)}; the mean "
                                 "must have the image's shape (it is cropped with the image)")
         if self.mean_values is not None and len(self.mean_values) not in (1, c):
             raise CompressError(f"{self.where}: transform_param has {len(self.mean_values)} mean_value "
@@ -159,7 +160,7 @@ def _read_mean(path: str, where: str) -> np.ndarray:
     if not os.path.isfile(path):
         cwd = "" if os.path.isabs(path) else \
             f" (relative paths resolve against the working directory {os.getcwd()})"
-        raise CompressError(f"{where}: transform_param.mean_file: no file {path!r}{cwd}")
+        raise CompressError(f"{where}: transform_param.mean_file: no file {shown_path(path)}{cwd}")
     try:
         return read_mean(path)
     except ValueError as e:
