@@ -12,15 +12,18 @@ that reading and writing ``.caffemodel`` files needs.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from converters.caffe.names import bare, cut, listed, shown
 from converters.errors import ConversionError, UnsupportedLayerError
 
-Builder = Callable[..., nn.Module]
+if TYPE_CHECKING:  # torch is imported by the converter modules, not here: ``layer_error``, the
+    import torch  # registry's names and the input helpers serve the torch-free shape inference too
+
+Builder = Callable[..., Any]  # (layer, bottoms) -> nn.Module
 _REGISTRY: dict[str, Builder] = {}
 
 
@@ -88,5 +91,15 @@ def layer_error(layer, message: str) -> ConversionError:
 
 
 def _load_all() -> None:
-    # Importing the package registers every converter module exactly once.
-    import converters.caffe.layers  # noqa: F401
+    """Import every converter module of the package once (each registers its types)."""
+    global _LOADED
+    if _LOADED:
+        return
+    import converters.caffe.layers as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+    _LOADED = True
+
+
+_LOADED = False
