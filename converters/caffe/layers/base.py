@@ -50,21 +50,30 @@ def builder_for(layer_type: str) -> Builder:
     try:
         return _REGISTRY[layer_type]
     except KeyError:
-        raise UnsupportedLayerError(
-            f"unsupported layer type {shown(layer_type)}; supported: {', '.join(supported_types())}"
-        ) from None
+        raise unsupported(layer_type, _REGISTRY) from None
 
 
 def check_supported(types: list[tuple[str, str]]) -> None:
     """Raise one error naming every (layer name, type) pair that has no converter."""
     _load_all()
-    missing = [(name, t) for name, t in types if t not in _REGISTRY]
+    check_types(types, _REGISTRY)
+
+
+def unsupported(layer_type: str, supported) -> UnsupportedLayerError:
+    return UnsupportedLayerError(
+        f"unsupported layer type {shown(layer_type)}; supported: {', '.join(sorted(supported))}")
+
+
+def check_types(types: list[tuple[str, str]], supported) -> None:
+    """One error naming every (layer name, type) pair whose type is not in ``supported`` (a registry:
+    the converters', or the torch-free shape inference's, which has the same names)."""
+    missing = [(name, t) for name, t in types if t not in supported]
     if missing:
         layers = listed((f"{bare(name)} ({bare(t)})" for name, t in missing), show=str)
         kinds = sorted({t for _, t in missing})
         raise UnsupportedLayerError(
             f"unsupported layer type{'s' if len(kinds) > 1 else ''} {listed(kinds)} in: {layers}; "
-            f"supported: {', '.join(sorted(_REGISTRY))}"
+            f"supported: {', '.join(sorted(supported))}"
         )
 
 

@@ -167,14 +167,14 @@ _FILLS = {"constant": _constant, "uniform": _uniform, "gaussian": _gaussian, "xa
 
 def _weight_and_bias(param) -> list[Filler]:
     # Convolution/Deconvolution/InnerProduct: FillerParameter's defaults are constant 0 for both.
-    fillers = [Filler.from_proto(param.weight_filler)]
-    return fillers + [Filler.from_proto(param.bias_filler)] if param.bias_term else fillers
+    fillers = [Filler.from_proto(param.weight_filler, "weight_filler")]
+    return fillers + [Filler.from_proto(param.bias_filler, "bias_filler")] if param.bias_term else fillers
 
 
 def _scale_fillers(layer) -> list[Filler]:
     p = layer.scale_param
     scale = [filler_of(p, "filler") or Filler(value=1.0)] if len(layer.bottom) == 1 else []
-    return scale + ([Filler.from_proto(p.bias_filler)] if p.bias_term else [])
+    return scale + ([Filler.from_proto(p.bias_filler, "bias_filler")] if p.bias_term else [])
 
 
 _LAYER_FILLERS = {
