@@ -94,10 +94,10 @@ def test_info_of_zoo_lenet(capsys):
 def test_zoo_list(capsys):
     assert main(["zoo", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:5] == ["name", "input", "params", "weights", "presets"]
+    assert lines[0].split()[:7] == ["name", "input", "params", "weights", "dataset", "top-1", "presets"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert rows["lenet"][1:3] == ["1x1x28x28", "431,080"]
-    assert rows["alexnet"][1:3] == ["10x3x227x227", "60,965,224"]
+    assert rows["lenet"][1:6] == ["1x1x28x28", "431,080", "trained", "mnist", "99.16%"]
+    assert rows["alexnet"][1:6] == ["10x3x227x227", "60,965,224", "none", "-", "-"]  # no weights ship
     assert set(rows) == {"lenet", "alexnet"}
 
 
