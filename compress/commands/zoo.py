@@ -58,6 +58,8 @@ def command() -> None:
 
 @command.command("list")
 def list_() -> None:
-    """List the zoo: name, input shape, parameters, whether trained weights ship, the data they were
-    trained on and their measured top-1 ("-": none shipped or not measured), pruning presets."""
+    """List the zoo: name, input, parameters, trained weights, their data and top-1, presets.
+
+    The dataset and top-1 are those of the weights that ship ("-": none ship, or none was measured).
+    """
     click.echo(render_rows(zoo_rows()), nl=False)
