@@ -8,10 +8,11 @@ blob shapes). Instead of building the net it plans its shapes (``converters/caff
 the blobs against them (``netinit.check_blobs``, the builder's own check). An error that comes before
 the net is built (no such file, a syntax error, a file that is not a model) is the loader's and is
 raised as it is. Whatever the torch-free reading is not sure to answer exactly as the loader (a net the
-plan refuses, blobs that do not fit, a pickle beyond the skeleton reader, a net near the memory limit)
-is handed to the loader itself: the answer is then today's, in today's words, only slower. The
-library's warnings (dropped training layers, untrained weights, ignored blobs) are held while the
-torch-free reading runs and are given out only when its answer stands, so nothing is said twice.
+plan refuses, blobs that do not fit, weights holding NaN or infinity, a pickle beyond the skeleton
+reader, a net near the memory limit) is handed to the loader itself: the answer is then today's, in
+today's words, only slower. The library's warnings (dropped training layers, untrained weights, ignored
+blobs) are held while the torch-free reading runs and are given out only when its answer stands, so
+nothing is said twice.
 """
 from __future__ import annotations
 
@@ -81,9 +82,7 @@ def _without_torch(spec, prototxt) -> NetInfo:
     if where.kind == "caffemodel":
         if where.prototxt is not None:
             return _rows(_with_caffemodel(read_net_text(where.prototxt), where.path))
-        from converters.caffe.reader import read_caffemodel
-
-        blobs = read_caffemodel(where.path).blobs
+        blobs = _caffemodel_blobs(where.path)
         _, plan = match_zoo(where.path, blobs, lambda net: _plan(net, blobs, f"caffemodel {where.path}",
                                                                   refuse=True))
         return _rows(plan)
@@ -91,10 +90,19 @@ def _without_torch(spec, prototxt) -> NetInfo:
 
 
 def _with_caffemodel(net, path: Path):
+    return _plan(net, _caffemodel_blobs(path), f"caffemodel {path}")
+
+
+def _caffemodel_blobs(path: Path) -> dict:
+    """The caffemodel's blobs (``read_caffemodel``); NaN or infinity among them is the loader's to judge."""
+    import numpy as np
+
     from converters.caffe.reader import read_caffemodel
 
     blobs = read_caffemodel(path).blobs
-    return _plan(net, blobs, f"caffemodel {path}")
+    if not all(np.isfinite(a).all() for arrays in blobs.values() for a in arrays):
+        raise _HandOver
+    return blobs
 
 
 def _plan(net, blobs: dict | None = None, source: str = "", refuse: bool = False):
@@ -128,7 +136,7 @@ def _model_file(path: str):
     netdef = parse_netdef(inspection.netdef, path)
     check_expansion(path, inspection, 4 * _plan(netdef).param_count())
     try:
-        data = read_skeleton(path)
+        data = read_skeleton(path, finite=True)
     except Unreadable:
         raise _HandOver from None
     if not (isinstance(data, dict) and data.get("format") == FORMAT and type(data.get("version")) is int

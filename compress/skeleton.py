@@ -48,9 +48,11 @@ class BlobSkeleton:
     dtype: str
 
 
-def read_skeleton(path: str | os.PathLike) -> dict:
+def read_skeleton(path: str | os.PathLike, finite: bool = False) -> dict:
     """The object pickled in the model file ``path``, tensors as :class:`BlobSkeleton`; :class:`Unreadable`
-    when the file holds anything but plain data and float tensors, or a tensor torch could not rebuild."""
+    when the file holds anything but plain data and float tensors, or a tensor torch could not rebuild.
+    ``finite`` also reads every storage (numpy) and calls one holding NaN or infinity unreadable: whether
+    such weights are acceptable is the loader's to say."""
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
@@ -64,12 +66,33 @@ def read_skeleton(path: str | os.PathLike) -> dict:
     except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, EOFError, NotImplementedError) as e:
         raise Unreadable(f"the archive: {e}") from None
     _check_opcodes(data)
+    reader = _Reader(io.BytesIO(data), records)
     try:
-        return _Reader(io.BytesIO(data), records).load()
+        result = reader.load()
     except Unreadable:
         raise
     except Exception as e:  # noqa: BLE001 - a malformed pickle: torch.load says what is wrong with it
         raise Unreadable(f"the pickle: {type(e).__name__}: {e}") from None
+    if finite:
+        _check_finite(path, prefix, reader.storages)
+    return result
+
+
+def _check_finite(path, prefix: str, storages: dict[str, str]) -> None:
+    import numpy as np
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for key, dtype in storages.items():
+                raw = zf.read(f"{prefix}data/{key}")
+                if dtype == "bfloat16":  # the upper half of a float32
+                    values = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
+                else:
+                    values = np.frombuffer(raw, {"float32": "<f4", "float64": "<f8", "float16": "<f2"}[dtype])
+                if not np.isfinite(values).all():
+                    raise Unreadable(f"storage {key!r} holds NaN or infinity")
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, EOFError, NotImplementedError) as e:
+        raise Unreadable(f"the archive: {e}") from None
 
 
 def _check_opcodes(data: bytes) -> None:
@@ -98,6 +121,7 @@ class _Reader(pickle.Unpickler):
     def __init__(self, file, records: dict[str, int]) -> None:
         super().__init__(file)
         self.records = records
+        self.storages: dict[str, str] = {}  # key -> dtype of every storage the pickle refers to
 
     def find_class(self, module: str, name: str):
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
@@ -117,6 +141,7 @@ class _Reader(pickle.Unpickler):
         dtype, size = STORAGES[pid[1].name]
         if pid[4] < 0 or self.records.get(pid[2]) != pid[4] * size:
             raise Unreadable(f"storage {pid[2]!r}: no record of {pid[4] * size} bytes")
+        self.storages[pid[2]] = dtype
         return _Storage(dtype, pid[4])
 
 

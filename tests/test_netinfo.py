@@ -179,6 +179,27 @@ def test_skeleton_hands_over_what_it_cannot_vouch_for(capsys, monkeypatch, tmp_p
             read_skeleton(cases[name])
 
 
+def test_non_finite_weights_are_the_loaders_to_judge(capsys, monkeypatch, tmp_path):
+    import numpy as np
+
+    from converters.caffe.reader import read_caffemodel
+    from converters.caffe.writer import write_caffemodel
+
+    proto, weights = write_net(tmp_path, TINY, seed=2, name="tiny")
+    model = read_caffemodel(weights)
+    model.blobs["ip1"][0][0, 3] = np.nan
+    nan_weights = tmp_path / "nan.caffemodel"
+    write_caffemodel(nan_weights, model.net, model.blobs)
+    nan_file = tmp_path / "nan.pt"
+    save_model(nan_file, caffe.load(proto, nan_weights), {})
+    for spec, prototxt in ((str(nan_weights), str(proto)), (str(nan_file), None)):
+        assert netinfo.net_info(spec, prototxt).with_torch
+        _same_as_torch(capsys, monkeypatch, _argv(spec, prototxt))
+    with pytest.raises(Unreadable, match="NaN"):
+        read_skeleton(nan_file, finite=True)
+    assert read_skeleton(nan_file)["blobs"]["ip1"][0].shape == (5, 64)
+
+
 def test_no_code_runs_and_other_globals_are_beyond_it(tmp_path):
     import pickle
 
