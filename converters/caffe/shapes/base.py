@@ -16,6 +16,7 @@ plan (``plan.py``) accepts and refuses exactly the nets the torch builder does.
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,13 +39,7 @@ class LayerShapes:
     @property
     def params(self) -> int:
         """Elements of the layer's blobs (weights, biases, statistics)."""
-        total = 0
-        for shape in self.blobs:
-            n = 1
-            for d in shape:
-                n *= d
-            total += n
-        return total
+        return sum(math.prod(shape) for shape in self.blobs)
 
 
 ShapeFn = Callable[[Any, list[Shape]], LayerShapes]
