@@ -11,7 +11,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["compress*", "converters*", "zoo*"]),
-    package_data={"zoo": ["*.prototxt", "*.caffemodel", "presets/*.json", "presets/*.yaml"],
+    package_data={"zoo": ["*.prototxt", "*.caffemodel", "presets/*.json", "presets/*.yaml",
+                          "train/*/*.prototxt"],
                   "converters.caffe.proto": ["*.proto"]},
     install_requires=[
         # The upper bound makes a fresh install take the local CPU wheel instead of the newest

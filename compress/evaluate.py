@@ -38,13 +38,19 @@ SCHEMA = "compress.eval/1"
 @dataclass(frozen=True)
 class EvalResult:
     """What one pass over a loader measured. Accuracies are fractions in [0, 1]; ``top5`` is None for
-    a net with fewer than 5 classes; ``loss`` is the mean cross-entropy in nats."""
+    a net with fewer than 5 classes; ``loss`` is the mean cross-entropy in nats. With ``metrics`` (and
+    not sharded over ranks): ROC AUC, average precision and F1 (:mod:`compress.metrics`; ``averaging``
+    says whose: the positive class of two, or the macro one-vs-rest mean)."""
 
     images: int
     classes: int
     top1: float
     top5: float | None
     loss: float
+    auc: float | None = None
+    ap: float | None = None
+    f1: float | None = None
+    averaging: str | None = None
 
 
 def topk_hits(scores: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
@@ -109,7 +115,8 @@ class _OrtModel:
 
 @torch.no_grad()
 def evaluate(model: nn.Module | Any, loader: Iterable, *, device: torch.device | str = "cpu",
-             probabilities: bool = False, max_batches: int | None = None, where: str = "model") -> EvalResult:
+             probabilities: bool = False, max_batches: int | None = None, where: str = "model",
+             metrics: bool = False) -> EvalResult:
     """Top-1, top-5 and mean cross-entropy of ``model`` over ``loader``'s ``(x, y)`` batches.
 
     ``model`` is a module returning logits (wrap a Caffe net in the trainer's ``Logits``) or an onnxruntime
@@ -126,6 +133,7 @@ def evaluate(model: nn.Module | Any, loader: Iterable, *, device: torch.device |
         model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # images, top-1, top-k hits, loss
     classes = 0
+    kept: list[tuple[torch.Tensor, torch.Tensor]] = []  # (class probabilities, labels) for the metrics
     try:
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
@@ -140,6 +148,9 @@ def evaluate(model: nn.Module | Any, loader: Iterable, *, device: torch.device |
                 loss = -s.gather(1, y[:, None]).clamp_min(LOG_THRESHOLD).log().sum()
             else:
                 loss = torch.nn.functional.cross_entropy(s, y, reduction="sum")
+            if metrics:
+                p = s if probabilities else torch.softmax(s.double(), dim=1)
+                kept.append((p.float().cpu(), y.cpu()))
             counts = [torch.tensor(len(y), device=device), topk_hits(s, y, 1).sum(),
                       topk_hits(s, y, TOP_K).sum(), loss]
             sums += torch.stack([c.double() for c in counts])
@@ -147,15 +158,22 @@ def evaluate(model: nn.Module | Any, loader: Iterable, *, device: torch.device |
         if is_module:
             model.train(was_training)
     sampler = getattr(loader, "sampler", None)
-    if torch.distributed.is_available() and torch.distributed.is_initialized() \
-            and isinstance(sampler, torch.utils.data.DistributedSampler):
+    sharded = torch.distributed.is_available() and torch.distributed.is_initialized() \
+        and isinstance(sampler, torch.utils.data.DistributedSampler)
+    if sharded:
         torch.distributed.all_reduce(sums)
     images = int(sums[0])
     if images == 0:
         raise CompressError(f"{where}: no images to evaluate")
+    extra = {}
+    if kept and not sharded:
+        from compress.metrics import class_metrics
+
+        m = class_metrics(torch.cat([p for p, _ in kept]).numpy(), torch.cat([t for _, t in kept]).numpy())
+        extra = {"auc": m.auc, "ap": m.ap, "f1": m.f1, "averaging": m.averaging}
     return EvalResult(images=images, classes=classes, top1=float(sums[1]) / images,
                       top5=float(sums[2]) / images if classes >= TOP_K else None,
-                      loss=float(sums[3]) / images)
+                      loss=float(sums[3]) / images, **extra)
 
 
 @dataclass(frozen=True)
@@ -183,7 +201,7 @@ class EvalReport:
         """The JSON record of ``compress eval --json``: accuracy and loss are null when meaningless."""
         r = asdict(self.result)
         if not self.meaningful:
-            r.update(top1=None, top5=None, loss=None)
+            r.update(top1=None, top5=None, loss=None, auc=None, ap=None, f1=None)
         return {"schema": SCHEMA, "model": self.model, "backend": self.backend, "device": self.device,
                 "data": self.data, "test_images": self.test_images, "limit": self.limit,
                 "limited": self.limited, "meaningful": self.meaningful, "note": self.note, **r}
@@ -216,7 +234,8 @@ def evaluate_model(spec: str, data: str, *, limit: int | None = None, batch_size
         loaded = _load_torch(spec, prototxt)
         loaded.model.to(dev)
     test = _test_loader(data, loaded, batch_size, limit)
-    result = evaluate(loaded.model, test.loader, device=dev, probabilities=loaded.probabilities, where=spec)
+    result = evaluate(loaded.model, test.loader, device=dev, probabilities=loaded.probabilities, where=spec,
+                      metrics=True)
     note = None
     if not test.meaningful:
         note = (f"{data} data has random labels, so accuracy and loss would mean nothing (the model ran on "
@@ -248,19 +267,9 @@ def _load_onnx(path: str, device: str) -> tuple[_Loaded, torch.device]:
     from converters.onnx.verify import open_session, read_onnx
 
     proto = read_onnx(path)
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    dev = torch.device("cpu")
-    if device != "auto" and device != "cpu":
-        if not device.startswith("cuda"):
-            raise CompressError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise CompressError(f"--device {device}: this onnxruntime has no CUDA provider "
-                                f"(it has {', '.join(ort.get_available_providers())})")
-        providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
-        dev = torch.device(device)
-    session = open_session(path, providers=providers)
+    providers = ort_providers(device)
+    dev = torch.device(device if providers[0] == "CUDAExecutionProvider" else "cpu")
+    session = open_session(path, providers=providers)  # threads: OMP_NUM_THREADS (--threads)
     dims = session.get_inputs()[0].shape
     if len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
         raise CompressError(f"{path}: expected an image input (N, C, H, W) with fixed C, H, W, found {dims}")
@@ -279,6 +288,21 @@ def _load_onnx(path: str, device: str) -> tuple[_Loaded, torch.device]:
     probabilities = producer is not None and producer.op_type == "Softmax"
     return _Loaded(session, (1, *dims[1:]), _class_count((1, classes), path), preprocess, probabilities,
                    "onnxruntime"), dev
+
+
+def ort_providers(device: str) -> tuple[str, ...]:
+    """onnxruntime's execution providers for ``--device``: the CPU one for auto/cpu, CUDA first for cuda[:N]
+    (one line when this onnxruntime has no CUDA provider)."""
+    if device in ("auto", "cpu"):
+        return ("CPUExecutionProvider",)
+    if not device.startswith("cuda"):
+        raise CompressError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise CompressError(f"--device {device}: this onnxruntime has no CUDA provider "
+                            f"(it has {', '.join(ort.get_available_providers())})")
+    return ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 def _class_count(shape: tuple[int, ...], where: str) -> int:

@@ -66,31 +66,3 @@ def _looks_onnx(head: bytes) -> bool:
     return head[:1] == b"\x08" and head[1:2] < b"\x20" and any(
         word in head[:256] for word in (b"pytorch", b"onnx", b"tf2onnx", b"skl2onnx", b"keras"))
 
-
-_SOLVER_FIELDS = frozenset({
-    "net", "net_param", "train_net", "train_net_param", "test_net", "test_net_param", "base_lr", "lr_policy",
-    "max_iter", "test_iter", "test_interval", "snapshot_prefix", "solver_mode", "solver_type", "momentum",
-    "weight_decay", "display", "iter_size"})
-_NET_FIELDS = frozenset({"layer", "layers", "input", "input_shape", "input_dim", "force_backward"})
-
-
-def prototxt_kind(text: str) -> str | None:
-    """``"solver"`` or ``"net"`` from the top-level field names of a Caffe text file (None: neither)."""
-    import re
-
-    depth, names = 0, set()
-    body = re.sub(r"#[^\n]*", "", text)
-    body = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', body)  # strings hold no structure
-    for m in re.finditer(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?=[:{])|[{}]", body):
-        token = m.group(0)
-        if token == "{":
-            depth += 1
-        elif token == "}":
-            depth -= 1
-        elif depth == 0:
-            names.add(m.group(1))
-    if names & _NET_FIELDS:
-        return "net"
-    if names & _SOLVER_FIELDS:
-        return "solver"
-    return None

@@ -172,7 +172,7 @@ META_TYPES: dict[str, type | tuple[type, ...]] = {
     "source": str, "method": str, "hyperparameters": dict, "targets": dict, "sparsity": str, "group": str,
     "dataset": str, "accuracy_before": (int, float), "accuracy_after": (int, float), "preprocess": dict,
     "created": str, "history": list, "zoo": str, "prototxt": str, "initialized": bool,
-    "accuracy_notes": list, "adjustments": list, "solver": dict,
+    "accuracy_notes": list, "adjustments": list, "solver": dict, "alpha": (int, float),
 }
 META_DEPTH = 32
 
@@ -276,7 +276,11 @@ def _from_zoo(entry) -> Model:
     from converters import caffe
 
     meta = {"source": f"zoo:{entry.name}", "zoo": entry.name, "preprocess": dict(entry.preprocess)}
+    if entry.alpha is not None:
+        meta["alpha"] = entry.alpha
     if entry.has_weights:
+        if entry.dataset:
+            meta["dataset"] = entry.dataset  # the data its weights were trained on: every command's default
         net = caffe.load(entry.prototxt, entry.weights)
     else:
         net = caffe.load(entry.prototxt)

@@ -158,3 +158,105 @@ class ctrl_c_after_saves:
 
         trainer._Trainer._maybe_save = self.original
         return False
+
+
+# --- coupled channels (structured pruning): residual sums, concats, depthwise, BatchNorm, flatten ----------
+
+def _conv(name, bottom, n, k=3, pad=1, group=1, top=None, bias=True):
+    return (f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{top or name}" '
+            f"convolution_param {{ num_output: {n} kernel_size: {k} pad: {pad} group: {group} "
+            f"bias_term: {'true' if bias else 'false'} }} }}\n")
+
+
+def _bn(name, blob):
+    """BatchNorm + Scale in place, as Caffe ResNets write them."""
+    return (f'layer {{ name: "{name}/bn" type: "BatchNorm" bottom: "{blob}" top: "{blob}" }}\n'
+            f'layer {{ name: "{name}/scale" type: "Scale" bottom: "{blob}" top: "{blob}" '
+            f"scale_param {{ bias_term: true }} }}\n")
+
+
+def _relu(name, blob):
+    return f'layer {{ name: "{name}" type: "ReLU" bottom: "{blob}" top: "{blob}" }}\n'
+
+
+def _head(classes=5, bottom="feat", pool=True):
+    text = ""
+    if pool:
+        text += (f'layer {{ name: "gap" type: "Pooling" bottom: "{bottom}" top: "gap" '
+                 f"pooling_param {{ pool: AVE global_pooling: true }} }}\n")
+        bottom = "gap"
+    return text + (f'layer {{ name: "fc" type: "InnerProduct" bottom: "{bottom}" top: "fc" '
+                   f"inner_product_param {{ num_output: {classes} }} }}\n"
+                   f'layer {{ name: "prob" type: "Softmax" bottom: "fc" top: "prob" }}\n')
+
+
+def _input(c=3, hw=8):
+    return (f'name: "s"\nlayer {{ name: "data" type: "Input" top: "data" '
+            f"input_param {{ shape {{ dim: 1 dim: {c} dim: {hw} dim: {hw} }} }} }}\n")
+
+
+# conv1 -> BN -> ReLU; a residual block (identity shortcut): conv2a -> BN -> ReLU -> conv2b -> BN, summed
+# with conv1's output; ReLU; conv3 (1x1) -> BN -> ReLU -> global pool -> fc -> softmax. Channel sets:
+# {conv1, conv2b | conv2a, conv3} (the sum), {conv2a | conv2b}, {conv3 | fc}.
+RESIDUAL = (_input() + _conv("conv1", "data", 8) + _bn("conv1", "conv1") + _relu("relu1", "conv1")
+            + _conv("conv2a", "conv1", 6) + _bn("conv2a", "conv2a") + _relu("relu2a", "conv2a")
+            + _conv("conv2b", "conv2a", 8) + _bn("conv2b", "conv2b")
+            + 'layer { name: "sum" type: "Eltwise" bottom: "conv1" bottom: "conv2b" top: "sum" }\n'
+            + _relu("relu_sum", "sum") + _conv("conv3", "sum", 12, k=1, pad=0) + _bn("conv3", "conv3")
+            + _relu("relu3", "conv3") + _head(bottom="conv3"))
+
+# The same with a projection shortcut (option B, a 1x1 conv with its own BN) widening 8 -> 32 channels.
+RESIDUAL_PROJ = (_input() + _conv("conv1", "data", 8) + _bn("conv1", "conv1") + _relu("relu1", "conv1")
+                 + _conv("proj", "conv1", 32, k=1, pad=0, bias=False) + _bn("proj", "proj")
+                 + _conv("conv2a", "conv1", 6) + _bn("conv2a", "conv2a") + _relu("relu2a", "conv2a")
+                 + _conv("conv2b", "conv2a", 32, bias=False) + _bn("conv2b", "conv2b")
+                 + 'layer { name: "sum" type: "Eltwise" bottom: "proj" bottom: "conv2b" top: "sum" }\n'
+                 + _relu("relu_sum", "sum") + _head(bottom="sum"))
+
+# Two branches concatenated (6 + 4 channels), read by a conv and, flattened, by an InnerProduct (a second
+# output); the conv's output is pooled into the classifier.
+CONCAT = (_input() + _conv("conv1", "data", 6) + _relu("relu1", "conv1")
+          + _conv("conv2", "data", 4, k=1, pad=0) + _relu("relu2", "conv2")
+          + 'layer { name: "cat" type: "Concat" bottom: "conv1" bottom: "conv2" top: "cat" }\n'
+          + _conv("conv3", "cat", 5) + _relu("relu3", "conv3")
+          + 'layer { name: "flat" type: "Flatten" bottom: "cat" top: "flat" }\n'
+          + 'layer { name: "fc1" type: "InnerProduct" bottom: "flat" top: "fc1" '
+            'inner_product_param { num_output: 4 } }\n'
+          + _head(bottom="conv3"))
+
+# MobileNet's depthwise-separable block: conv1 -> BN -> ReLU -> dw (group 8) -> BN -> ReLU -> pw -> BN.
+DEPTHWISE = (_input() + _conv("conv1", "data", 8, bias=False) + _bn("conv1", "conv1")
+             + _relu("relu1", "conv1")
+             + _conv("dw", "conv1", 8, group=8, bias=False) + _bn("dw", "dw") + _relu("relu_dw", "dw")
+             + _conv("pw", "dw", 32, k=1, pad=0, bias=False) + _bn("pw", "pw") + _relu("relu_pw", "pw")
+             + _head(bottom="pw"))
+
+# BatchNorm after the ReLU (cannot fold), then a conv; a conv -> BN -> flatten -> fc (BN folds; columns).
+BN_AFTER_RELU = (_input() + _conv("conv1", "data", 8) + _relu("relu1", "conv1") + _bn("late", "conv1")
+                 + _conv("conv2", "conv1", 6, pad=0) + _bn("conv2", "conv2")
+                 + 'layer { name: "flat" type: "Flatten" bottom: "conv2" top: "flat" }\n'
+                 + _head(bottom="flat", pool=False))
+
+# MTCNN's pattern: conv -> per-channel PReLU -> pool -> conv, and a Split into two heads (both outputs).
+PRELU_TWO_HEADS = (_input() + _conv("conv1", "data", 8)
+                   + 'layer { name: "prelu1" type: "PReLU" bottom: "conv1" top: "conv1" }\n'
+                   + 'layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n'  # noqa: E501
+                   + _conv("conv2", "pool1", 10, pad=0)
+                   + 'layer { name: "prelu2" type: "PReLU" bottom: "conv2" top: "conv2" }\n'
+                   + _conv("head1", "conv2", 2, k=1, pad=0)
+                   + 'layer { name: "prob1" type: "Softmax" bottom: "head1" top: "prob1" }\n'
+                   + _conv("head2", "conv2", 4, k=1, pad=0))
+
+STRUCTURED = {"residual": RESIDUAL, "residual_proj": RESIDUAL_PROJ, "concat": CONCAT, "depthwise": DEPTHWISE,
+              "bn_after_relu": BN_AFTER_RELU, "prelu_two_heads": PRELU_TWO_HEADS}
+
+
+def random_net(text: str, seed: int = 0):
+    """The net of ``text`` with :func:`random_blobs` (BatchNorm statistics included), in eval mode."""
+    from converters import caffe
+    from converters.caffe.prototxt import parse_net_text
+
+    net = caffe.load(parse_net_text(text))
+    for layer, blobs in random_blobs(net, seed).items():
+        net.layer(layer).set_caffe_blobs([torch.from_numpy(b) for b in blobs])
+    return net

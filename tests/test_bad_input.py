@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+import zoo
 from compress.cli import main
 from tests.nets import TINY, write_net
 
@@ -123,7 +124,8 @@ def test_missing_files(capsys, tmp_path, tiny):
            "no such file", "nope.caffemodel")
     _fails(capsys, tmp_path, ["convert", str(model), "--prototxt", str(tmp_path / "nope.prototxt")],
            "no such file", "nope.prototxt")
-    _fails(capsys, tmp_path, ["info", "not-a-zoo-name"], "no such model file or zoo name", "lenet, alexnet")
+    _fails(capsys, tmp_path, ["info", "not-a-zoo-name"], "no such model file or zoo name",
+           f"(the zoo has: {', '.join(zoo.names())})")
 
 
 def test_output_in_missing_directory_writes_nothing(capsys, tmp_path, tiny):
@@ -150,7 +152,8 @@ def test_caffemodel_without_definition_asks_for_prototxt(capsys, tmp_path, tiny)
     _, model = tiny
     lonely = tmp_path / "lonely.caffemodel"
     lonely.write_bytes(model.read_bytes())
-    _fails(capsys, tmp_path, ["info", str(lonely)], "pass --prototxt", "no zoo net (lenet, alexnet)")
+    _fails(capsys, tmp_path, ["info", str(lonely)], "pass --prototxt",
+           f"no zoo net ({', '.join(zoo.names())})")
 
 
 def test_train_val_without_input_shape(capsys, tmp_path):

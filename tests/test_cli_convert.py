@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import torch
 
+import zoo
 from compress.cli import main
 from compress.modelfile import load_model, save_model
 from converters import caffe
@@ -98,7 +99,8 @@ def test_zoo_list(capsys):
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["lenet"][1:6] == ["1x1x28x28", "431,080", "trained", "mnist", "99.16%"]
     assert rows["alexnet"][1:6] == ["10x3x227x227", "60,965,224", "none", "-", "-"]  # no weights ship
-    assert set(rows) == {"lenet", "alexnet"}
+    assert rows["resnet20"][1:6] == ["1x1x28x28", "273,775", "none", "fashion-mnist", "-"]  # not measured
+    assert list(rows) == zoo.names()
 
 
 def test_convert_train_val_with_input_shape(capsys, tmp_path):

@@ -54,3 +54,61 @@ def test_report_json_flag_is_the_json_format_and_contradictions_are_refused(caps
     assert capsys.readouterr().out.lstrip().startswith("{")
     assert main(["report", "lenet", "--json", "--format", "csv"]) == 2
     assert "--json contradicts --format csv" in capsys.readouterr().err
+
+
+def test_a_solver_given_where_a_net_is_expected_is_named_with_its_net(tmp_path, capsys):
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('net: "train_val.prototxt"\nbase_lr: 0.01\nlr_policy: "fixed"\n')
+    for argv in (["convert", str(solver), "-o", str(tmp_path / "x.pt")], ["info", str(solver)]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.strip() == (f"Error: {solver}: this is a Caffe solver, not a net definition; its net is "
+                               "'train_val.prototxt' (net): give that (or the deploy prototxt) instead")
+    assert not (tmp_path / "x.pt").exists()
+
+
+# --- one set of conventions: --json and --threads wherever they apply -----------------------------------
+
+COMPUTING = ("convert", "train", "prune", "quantize", "eval", "report", "export", "verify")
+
+
+@pytest.mark.parametrize("name", COMPUTING)
+def test_every_computing_command_takes_threads_and_json(name):
+    import click
+
+    from compress.cli import cli
+
+    command = cli.get_command(click.Context(cli), name)
+    opts = {opt for p in command.params for opt in getattr(p, "opts", [])}
+    assert {"--threads", "--json"} <= opts, name
+
+
+def test_threads_sets_torch_and_onnxruntime_and_json_is_one_object(tmp_path, capsys, monkeypatch):
+    import json
+    import os
+
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    before = torch.get_num_threads()
+    try:
+        assert main(["export", "lenet", "-o", str(tmp_path / "l.onnx"), "--threads", "1", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["schema"] == "compress.export/1" and str(tmp_path / "l.onnx") in out["files"]
+        assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(before)
+    from converters.onnx.verify import _env_threads
+
+    assert _env_threads() == 1  # onnxruntime sessions take the same count
+
+
+def test_verify_on_a_device_that_is_not_there_is_one_line(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert main(["export", "lenet", "-o", str(tmp_path / "l.onnx")]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(tmp_path / "l.onnx"), "--against", "lenet", "--device", "cuda"]) == 1
+    assert capsys.readouterr().err.strip() == "Error: --device cuda requested but no CUDA device is available"

@@ -58,7 +58,7 @@ def test_per_layer_bits_and_sizes(models, capsys):
 def test_quant_table_rows(models, tmp_path):
     rows = quant_table([models["float"], models["q4"], models["q2"]])
     assert [r.method for r in rows] == ["baseline", "PTQ", "PTQ"]
-    assert [r.bits for r in rows] == ["-", "4", "2 (8 first/last)"]
+    assert [r.bits for r in rows] == ["32", "4", "2 (8 first/last)"]
     assert rows[0].accuracy is None and rows[0].accuracy_source is None
     # Size is the file `compress export` writes
     out = tmp_path / "q4.onnx"
@@ -69,23 +69,29 @@ def test_quant_table_rows(models, tmp_path):
 
 
 def test_quant_table_renderers():
-    rows = [QuantTableRow("lenet", "baseline", "-", 1_726_353, 0.9916, "x"),
+    rows = [QuantTableRow("mobilenet_v1_0.5", "baseline", "32", 3_224_000, 0.918, "x", 0.5, 0.98765, 0.9,
+                          0.91, "macro over 10 classes, one vs rest"),
             QuantTableRow("q2.pt", "PTQ", "2", 115_630, None, None)]
     md = render_quant_table(rows, "markdown").splitlines()
-    assert md[0] == "| Model | Method | bits | Size (KB) | Accuracy |"
-    assert md[2] == "| lenet | baseline | - | 1726.4 | 99.16% |"
-    assert md[3] == "| q2.pt | PTQ | 2 | 115.6 | - |"
+    assert md[0] == "| Method | alpha | num_bits | Size (KB) | Accuracy | AUC | AP | f1 |"  # the seed's
+    assert md[2] == "| baseline | 0.5 | 32 | 3224.0 | 91.80% | 0.9877 | 0.9000 | 0.9100 |"
+    assert md[3] == "| PTQ | - | 2 | 115.6 | - | - | - | - |"
+    assert "Rows: 1. mobilenet_v1_0.5; 2. q2.pt." in md
+    assert "AUC, AP, f1: macro over 10 classes, one vs rest." in md
     parsed = list(csv.DictReader(io.StringIO(render_quant_table(rows, "csv"))))
     assert parsed[1]["size_bytes"] == "115630" and parsed[1]["accuracy"] == ""
+    assert parsed[0]["alpha"] == "0.5"
     d = json.loads(render_quant_table(rows, "json"))
-    assert d["schema"] == "compress.quant-table/1" and d["rows"][0]["accuracy"] == 0.9916
+    assert d["schema"] == "compress.quant-table/1" and d["rows"][0]["accuracy"] == 0.918
+    assert d["rows"][0]["auc"] == 0.98765
 
 
 def test_cli_quant_table_and_its_misuse(models, tmp_path, capsys):
     capsys.readouterr()
     assert main(["report", models["float"], models["q4"], "--quant-table", "--format", "csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "model,method,bits,size_bytes,accuracy,accuracy_source" and len(lines) == 3
+    assert lines[0] == "model,method,bits,size_bytes,accuracy,accuracy_source,alpha,auc,ap,f1,averaging"
+    assert len(lines) == 3
     assert main(["report", models["float"], models["q4"]]) == 2
     assert "several only with --quant-table" in capsys.readouterr().err
     assert main(["report", models["q4"], "--data", "mnist"]) == 2

@@ -188,13 +188,16 @@ def test_across_channel_lrn(filters, bias, ok):
         assert r.removed == {} and "norm1" in r.skipped["conv1"]
 
 
-def test_concat_and_outputs_stop_thinning():
+def test_concat_thins_at_its_offsets_and_outputs_stop_thinning():
     cat = 'layer { name: "cat" type: "Concat" bottom: "conv1" bottom: "conv2" top: "cat" }\n'
     text = HEAD + conv("conv1", "data", 4) + conv("conv2", "data", 4) + cat + ip("ip", "cat", 2)
     net = build(text)
     zero_filters(net, "conv1", [1])
-    r = thin(net)
-    assert r.removed == {} and "Concat" in r.skipped["conv1"]
+    r = thin(net)  # the zero filter (zero bias) adds nothing to ip: its block of columns goes with it
+    assert r.removed == {"conv1": (4, 3)} and r.inputs == {"ip": (8 * 100, 7 * 100)} and r.skipped == {}
+    assert torch.equal(r.net.layer("ip").weight, torch.cat([net.layer("ip").weight[:, :100],
+                                                            net.layer("ip").weight[:, 200:]], dim=1))
+    assert_same(net, r.net)
     net = build(HEAD + conv("conv1", "data", 4))
     zero_filters(net, "conv1", [1])
     assert "net output" in thin(net).skipped["conv1"]

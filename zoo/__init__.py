@@ -20,6 +20,7 @@ class ZooEntry:
     preprocess: dict = field(default_factory=dict)
     dataset: str | None = None  # the data its shipped weights were trained on (a --data spec)
     accuracy: float | None = None  # their top-1 on that data's whole test split, measured by compress eval
+    alpha: float | None = None  # a MobileNet's width multiplier (the seed's table has a column for it)
 
     @property
     def prototxt(self) -> Path:
@@ -48,11 +49,21 @@ class ZooEntry:
             return []
 
 
+GRAY_256 = {"scale": 0.00390625, "mean": None, "channel_order": "gray"}  # Caffe's MNIST convention
+
 ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in (
         ZooEntry("lenet", "Caffe's MNIST LeNet (conv 20/50 5x5, ip 500/10); input 1x1x28x28 scaled by 1/256",
-                 {"scale": 0.00390625, "mean": None, "channel_order": "gray"}, "mnist", 0.9916),
+                 GRAY_256, "mnist", 0.9916),
+        *(ZooEntry(f"mobilenet_v1_{a}", f"MobileNet-v1 (width {a}) for 28x28 grey input: depthwise + "
+                   "pointwise convolutions with BatchNorm/Scale, 10 classes; trained on Fashion-MNIST by "
+                   f"compress train (zoo/train/mobilenet_v1_{a})", GRAY_256, "fashion-mnist", None, float(a))
+          for a in ("0.25", "0.5")),
+        ZooEntry("resnet20", "CIFAR-style ResNet-20 (16/32/64 filters, BatchNorm/Scale, Eltwise SUM "
+                 "shortcuts, 1x1 projection where the shape changes) for 28x28 grey input, 10 classes; "
+                 "trained on Fashion-MNIST by compress train (zoo/train/resnet20)", GRAY_256,
+                 "fashion-mnist"),
         ZooEntry("alexnet", "BVLC AlexNet deploy (ImageNet, 1000 classes); input 10x3x227x227 BGR 0-255 "
                             "minus mean",
                  {"scale": 1.0, "mean": [104.0, 117.0, 123.0], "channel_order": "BGR", "resize": 256}),

@@ -5,6 +5,8 @@ import logging
 
 import click
 
+from compress.commands._common import echo_json, json_option, threads_option
+
 
 def convert_model(model: str, output: str, *, prototxt: str | None = None,
                   input_shape: tuple[int, ...] | None = None):
@@ -74,7 +76,10 @@ def parse_shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
 @click.option("-o", "--output", required=True, metavar="FILE", help="Model file to write (.pt)")
 @click.option("--input-shape", callback=parse_shape, metavar="N,C,H,W",
               help="Input shape for a train_val definition whose data layer leaves it open")
-def command(model: str, prototxt: str | None, output: str, input_shape: tuple[int, ...] | None) -> None:
+@threads_option
+@json_option
+def command(model: str, prototxt: str | None, output: str, input_shape: tuple[int, ...] | None,
+            as_json: bool) -> None:
     """Convert a Caffe model (.caffemodel + .prototxt) to a compress model file.
 
     MODEL is a .caffemodel (its definition from --prototxt); it may also be a model file, a .prototxt
@@ -86,4 +91,8 @@ def command(model: str, prototxt: str | None, output: str, input_shape: tuple[in
     loaded = convert_model(model, output, prototxt=prototxt, input_shape=input_shape)
     rows = summarize(loaded.net)
     params = sum(r.params for r in rows)
+    if as_json:
+        echo_json({"schema": "compress.convert/1", "output": output, "net": loaded.net.name,
+                   "layers": len(rows), "parameters": params})
+        return
     click.echo(f"Wrote {output}: {loaded.net.name}, {len(rows)} layers, {params:,} parameters", err=True)

@@ -5,6 +5,8 @@ import json
 
 import click
 
+from compress.commands._common import threads_option
+
 
 def render(report) -> str:
     """The text of ``compress eval``: what ran on how many images, then the figures (or why none)."""
@@ -23,6 +25,10 @@ def render(report) -> str:
     top5 = "-  (fewer than 5 classes)" if r.top5 is None else f"{r.top5 * 100:.2f}%"
     lines.append(f"  top-5 accuracy  {top5}")
     lines.append(f"  loss            {r.loss:.4f}  (mean cross-entropy, {r.classes} classes)")
+    if r.f1 is not None:
+        auc = "-" if r.auc is None else f"{r.auc:.4f}"
+        ap = "-" if r.ap is None else f"{r.ap:.4f}"
+        lines.append(f"  AUC {auc}  AP {ap}  f1 {r.f1:.4f}  ({r.averaging})")
     return "\n".join(lines) + "\n"
 
 
@@ -44,6 +50,7 @@ def render(report) -> str:
 @click.option("--device", default="auto", show_default=True, metavar="DEVICE",
               help="Where to run: auto, cpu, cuda or cuda:N")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object")
+@threads_option
 def command(model: str, data: str | None, solver: str | None, iterations: int | None, limit: int | None,
             batch_size: int, prototxt: str | None, device: str, as_json: bool) -> None:
     """Top-1/top-5 accuracy and loss of a model on a test set (PyTorch or onnxruntime).

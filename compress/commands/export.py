@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import click
+
+from compress.commands._common import echo_json, json_option, threads_option
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,8 @@ class ExportSummary:
     notes: tuple[str, ...] = ()
     dense_requested: bool = False  # --dense
     quantized: bool = False  # packed low-bit weights (the notes say how each layer is stored)
+    folded: dict[str, list[str]] = field(default_factory=dict)  # --fold-bn: conv -> BatchNorm/Scale folded
+    fold_kept: dict[str, str] = field(default_factory=dict)  # --fold-bn: BatchNorm/Scale -> why it stays
 
 
 @dataclass(frozen=True)
@@ -90,9 +94,10 @@ def export_format(output: str, to: str | None) -> str:
 
 def export_model(spec: str, output: str, *, to: str | None = None, dense: bool = False,
                  thin: bool | None = None, opset: int | None = None, prototxt: str | None = None,
-                 deploy: str | None = None) -> ExportSummary:
+                 deploy: str | None = None, fold_bn: bool = False) -> ExportSummary:
     """Load ``spec`` (model file, .caffemodel or zoo name), optionally thin it, and export it.
-    ``thin`` None: thin a quantized model exported to ONNX, nothing else.
+    ``thin`` None: thin a quantized model exported to ONNX, nothing else. ``fold_bn``: fold BatchNorm
+    and Scale into the convolution before them (after thinning; :mod:`compress.structure.fold`).
 
     The format is ``to``, or the one the output's extension implies (:func:`export_format`). Every
     output is checked before the model is loaded: writable, and none of the files the model is read
@@ -127,8 +132,23 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
             meta = thinned_meta(meta, grids, result.net)
         net, thinned, refused = result.net, result.removed, result.skipped
         meta["thinned"] = {k: list(v) for k, v in thinned.items()}
+        if refused:
+            meta["thin_refused"] = dict(refused)
+    folded: dict[str, list[str]] = {}
+    fold_kept: dict[str, str] = {}
+    if fold_bn:
+        from compress.structure.fold import fold_batchnorm
+
+        result = fold_batchnorm(net)
+        if result.folded and grids is not None:
+            from compress.errors import CompressError
+
+            raise CompressError(f"{spec}: --fold-bn would move a quantized model's weights off their grids "
+                                f"({', '.join(result.folded)}); export it without --fold-bn")
+        net, folded, fold_kept = result.net, result.folded, result.kept
+        meta["folded_bn"] = {"folded": folded, "kept": fold_kept}
     summary = WRITERS[opts.to](net, meta, opts)
-    return replace(summary, thinned=thinned, refused=refused)
+    return replace(summary, thinned=thinned, refused=refused, folded=folded, fold_kept=fold_kept)
 
 
 @writer("onnx", ".onnx")
@@ -166,6 +186,11 @@ def render(s: ExportSummary) -> str:
         lines.append(f"thinned {layer}: {before} -> {after} filters")
     for layer, why in s.refused.items():
         lines.append(f"kept zero channels of {layer}: {why}")
+    if s.folded:
+        n = sum(len(v) for v in s.folded.values())
+        lines.append(f"folded {n} BatchNorm/Scale layers into {len(s.folded)} convolutions/inner products")
+    for layer, why in s.fold_kept.items():
+        lines.append(f"kept {layer} unfolded: {why}")
     for path, size in s.files.items():
         line = f"wrote {path}: {_size(size)}"
         if s.dense_bytes is not None:
@@ -190,20 +215,30 @@ def render(s: ExportSummary) -> str:
 @click.option("--dense", is_flag=True, help="ONNX: keep every initializer dense")
 @click.option("--thin/--no-thin", default=None, show_default="on for a quantized model's ONNX, else off",
               help="Remove zero filters and channels first (exact; a faster, smaller model)")
+@click.option("--fold-bn", is_flag=True,
+              help="Fold BatchNorm and Scale into the convolution before them (exact; none left to run)")
 @click.option("--opset", type=int, metavar="N", show_default="the exporter's", help="ONNX opset")
 @click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL")
 @click.option("--deploy", metavar="FILE", show_default="the output with .prototxt",
               help="Caffemodel: where to write the deploy prototxt")
-def command(model: str, output: str, to: str | None, dense: bool, thin: bool | None, opset: int | None,
-            prototxt: str | None, deploy: str | None) -> None:
+@threads_option
+@json_option
+def command(model: str, output: str, to: str | None, dense: bool, thin: bool | None, fold_bn: bool,
+            opset: int | None, prototxt: str | None, deploy: str | None, as_json: bool) -> None:
     """Export to ONNX (sparse initializers where smaller), thinned, or .caffemodel.
 
     MODEL is a zoo name, a model file or a .caffemodel. ONNX weights go into sparse initializers
     only where that is smaller than dense (above ~67% zeros); the size is reported against the dense
     export. --thin removes zero filters exactly (by default for a quantized model's ONNX, whose
-    weights are stored packed). Nothing is written over an input: -o must not name MODEL or a file it
-    is read from.
+    weights are stored packed). --fold-bn folds BatchNorm/Scale into the convolution before them, as
+    deployment runtimes do. Nothing is written over an input: -o must not name MODEL or a file it is
+    read from.
     """
     summary = export_model(model, output, to=to, dense=dense, thin=thin, opset=opset,
-                           prototxt=prototxt, deploy=deploy)
-    click.echo(render(summary), nl=False)
+                           prototxt=prototxt, deploy=deploy, fold_bn=fold_bn)
+    if as_json:
+        from dataclasses import asdict
+
+        echo_json({"schema": "compress.export/1", **asdict(summary)})
+    else:
+        click.echo(render(summary), nl=False)

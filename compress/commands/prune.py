@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from compress.commands._common import echo_json, json_option, threads_option
 from compress.commands._training import (
     command_record,
     pop_training,
@@ -24,6 +25,13 @@ SOLVER_DECIDES = ("data", "batch_size", "limit", "lr", "lr_schedule", "optimizer
                   "retrain_lr", "retrain_weight_decay", "augment", "max_steps", "amp")
 
 
+def _presets() -> str:
+    """The zoo's presets by model, for the --targets help: ``lenet: admm-150x, admm-71x, han-12x; ...``."""
+    import zoo
+
+    return "; ".join(f"{e.name}: {', '.join(e.presets())}" for e in zoo.ZOO.values() if e.presets())
+
+
 @click.command("prune")
 @click.argument("model", required=False)
 @click.option("--method", type=click.Choice(list(METHOD_PARAMS)), default="admm", show_default=True,
@@ -32,7 +40,7 @@ SOLVER_DECIDES = ("data", "batch_size", "limit", "lr", "lr_schedule", "optimizer
 @click.option("-o", "--output", metavar="FILE", help="Pruned model file [<model>_<method>.pt]")
 # targets
 @click.option("--targets", metavar="SPEC",
-              help="Keep ratios: FILE.yaml, FILE.json or a preset (admm-71x, admm-21x, han-12x, han-9x)")
+              help="Keep ratios: FILE.yaml, FILE.json or a zoo preset (" + _presets() + ")")
 @click.option("--keep", multiple=True, metavar="LAYER=RATIO", help="Keep ratio of one layer (repeatable)")
 @click.option("--pcen", type=float, metavar="PERCENT",
               help="Percent of weights to prune in every layer [admm, magnitude: 80]")
@@ -47,9 +55,11 @@ SOLVER_DECIDES = ("data", "batch_size", "limit", "lr", "lr_schedule", "optimizer
               help="With --solver: iterations per epoch instead of the solver's max_iter")
 @click_options(METHOD_PARAMS)
 @training_options
+@threads_option
+@json_option
 @click.pass_context
 def command(ctx, model, method, prototxt, output, targets, keep, pcen, sparsity, group, solver, max_iter,
-            **options):
+            as_json, **options):
     """Fine-tune under ADMM/RVSM/RGSM/SGD, hard-prune to targets, retrain with masks.
 
     MODEL is a zoo name (lenet, alexnet), a model file, or a .caffemodel. Each method reads only its
@@ -69,7 +79,7 @@ def command(ctx, model, method, prototxt, output, targets, keep, pcen, sparsity,
     """
     from pathlib import Path
 
-    params = resume_defaults(ctx, ctx.params)
+    params = resume_defaults(ctx, {k: v for k, v in ctx.params.items() if k != "as_json"})
     (model, method, prototxt, output, targets, keep, pcen, sparsity, group, solver, max_iter) = (
         params[k] for k in ("model", "method", "prototxt", "output", "targets", "keep", "pcen", "sparsity",
                             "group", "solver", "max_iter"))
@@ -98,7 +108,21 @@ def command(ctx, model, method, prototxt, output, targets, keep, pcen, sparsity,
                       solver=solver, max_iter=max_iter)
     result = prune(model, cfg)
     if result.is_main:
-        click.echo(render(result))
+        if as_json:
+            echo_json(result_dict(result))
+        else:
+            click.echo(render(result))
+
+
+def result_dict(result) -> dict:
+    """``compress prune --json``: the output, accuracy before/after (None on random labels), every layer."""
+    from compress.prune.fronts import meaningless
+
+    ok = not meaningless(result.notes)
+    return {"schema": "compress.prune/1", "output": result.output, "method": result.meta.get("method"),
+            "accuracy_before": result.accuracy_before if ok else None,
+            "accuracy_after": result.accuracy_after if ok else None, "notes": list(result.notes),
+            "layers": result.layers, "adjustments": result.meta.get("adjustments", [])}
 
 
 def render(result) -> str:

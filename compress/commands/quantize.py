@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import click
 
+from compress.commands._common import echo_json, json_option, threads_option
 from compress.commands._training import (
     command_record,
     pop_training,
@@ -21,6 +22,22 @@ from compress.quant.method_params import PARAMS as METHOD_PARAMS
 
 RETRAIN = ("retrain_epochs", "retrain_lr", "retrain_weight_decay")
 MEASURING = ("data", "limit", "batch_size", "device", "quiet")  # the training flags ptq reads
+
+
+def result_dict(result) -> dict:
+    """``compress quantize --json``: the grid, accuracy before/after (None on random labels), every layer."""
+    from compress.prune.fronts import meaningless
+
+    ok = not meaningless(result.notes)
+    cfg = result.config
+    return {"schema": "compress.quantize/1", "output": result.output, "method": result.method,
+            "bits": cfg.bits, "per_channel": cfg.per_channel, "scale": cfg.scale,
+            "accuracy_before": result.accuracy_before if ok else None,
+            "accuracy_after": result.accuracy_after if ok else None, "notes": list(result.notes),
+            "seconds": result.seconds,
+            "layers": [{"name": q.name, "bits": q.grid.bits, "scales": int(q.grid.scales.numel()),
+                        "weights": q.weights, "nonzero_before": q.nonzero_before,
+                        "nonzero_after": q.nonzero_after, "rel_error": q.rel_error} for q in result.layers]}
 
 
 def render(result) -> str:
@@ -50,7 +67,9 @@ def render(result) -> str:
 
 @click.command("quantize")
 @click.argument("model", required=False)
-@click.option("--bits", type=int, metavar="N", help="Weight bits: 8, 4, 3 or 2 (any of 2..8)")
+@click.option("--bits", type=int, metavar="N",
+              help="Weight bits, 2 to 8; exported as INT2 (2 bits), INT4 (3-4) or INT8 (5-8), so 5-7 bits "
+                   "keep 5-7 bits of precision in an 8-bit file")
 @click.option("--method", type=click.Choice(list(METHOD_PARAMS)), default="ptq", show_default=True,
               help="Method: ptq (no training), qgt or admm (fine-tune on --data: quantization-guided "
                    "training, ADMM)")
@@ -67,9 +86,11 @@ def render(result) -> str:
 @click.option("-o", "--output", metavar="FILE", help="Quantized model file to write (.pt)")
 @click_options(METHOD_PARAMS)
 @training_options(without=RETRAIN)
+@threads_option
+@json_option
 @click.pass_context
 def command(ctx, model, bits, method, per_channel, scale, keep_first_last_8bit, layers, prototxt, output,
-            **options):
+            as_json, **options):
     """Quantize weights to 8/4/3/2-bit grids by PTQ, QGT or ADMM training.
 
     MODEL is a zoo name, a model file or a .caffemodel, dense or pruned. Weights go onto symmetric
@@ -84,7 +105,7 @@ def command(ctx, model, bits, method, per_channel, scale, keep_first_last_8bit, 
     compress quantize lenet_admm.pt --bits 2 --method admm --data mnist -o lenet_admm2.pt
     compress quantize lenet --bits 8 --data mnist -o lenet_ptq8.pt
     """
-    params = resume_defaults(ctx, ctx.params)
+    params = resume_defaults(ctx, {k: v for k, v in ctx.params.items() if k != "as_json"})
     (model, bits, method, per_channel, scale, keep_first_last_8bit, layers, prototxt, output) = (
         params[k] for k in ("model", "bits", "method", "per_channel", "scale", "keep_first_last_8bit",
                             "layers", "prototxt", "output"))
@@ -116,4 +137,7 @@ def command(ctx, model, bits, method, per_channel, scale, keep_first_last_8bit, 
                          keep_checkpoint=t["keep_checkpoint"], checkpoints=not t["no_checkpoint"])
     result = quantize(model, cfg)
     if result.is_main:
-        click.echo(render(result), nl=False)
+        if as_json:
+            echo_json(result_dict(result))
+        else:
+            click.echo(render(result), nl=False)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from compress.commands._common import threads_option
+
 FORMATS = ("markdown", "csv", "json")
 
 
@@ -31,11 +33,14 @@ def report_model(spec: str, *, prototxt: str | None = None, baseline: str | None
 @click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL")
 @click.option("-o", "--output", metavar="FILE", show_default="stdout", help="Where to write the report")
 @click.option("--quant-table", is_flag=True,
-              help="The quantization table (Method | bits | Size (KB) | Accuracy), one row per MODEL")
+              help="The seed's quantization table (Method | alpha | num_bits | Size (KB) | Accuracy | AUC | "
+                   "AP | f1), one row per MODEL")
 @click.option("--data", metavar="SPEC", show_default="the accuracy each model file records",
-              help="With --quant-table: top-1 of each exported ONNX file on this test set (mnist, DIR)")
+              help="With --quant-table: top-1, AUC, AP and f1 of each exported ONNX file on this test set "
+                   "(mnist, fashion-mnist, DIR)")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", show_default="the whole test set",
               help="With --quant-table --data: evaluate the first N test images only")
+@threads_option
 def command(models: tuple[str, ...], per_layer: bool, fmt: str, as_json: bool, baseline: str | None,
             plot_path: str | None, prototxt: str | None, output: str | None, quant_table: bool,
             data: str | None, limit: int | None) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from compress.commands._common import echo_json, json_option, threads_option
+
 
 @click.command("train")
 @click.argument("solver", metavar="SOLVER")
@@ -19,7 +21,9 @@ import click
 @click.option("--device", default="auto", show_default=True, metavar="DEVICE",
               help="Device: auto, cpu, cuda or cuda:N")
 @click.option("--quiet", is_flag=True, help="No display or test lines")
-def command(solver, weights, output, max_iter, log, resume, device, quiet):
+@threads_option
+@json_option
+def command(solver, weights, output, max_iter, log, resume, device, quiet, as_json):
     """Train a Caffe net from its solver.prototxt exactly as caffe train does.
 
     Paths inside the solver and the net (net, train_net, test_net, snapshot_prefix, data_param.source,
@@ -33,6 +37,10 @@ def command(solver, weights, output, max_iter, log, resume, device, quiet):
     cfg = SolverTrainConfig(solver, tuple(weights) if weights else None, output, max_iter, log, resume,
                             device, not quiet)
     result = train_solver(cfg)
+    if as_json:
+        echo_json({"schema": "compress.train/1", "iterations": result.iterations, "test": result.test,
+                   "files": result.files})
+        return
     test = ", ".join(f"{k} = {v:.6g}" for k, v in (result.test or {}).items()) or "no test pass"
     click.echo(f"trained {result.iterations} iterations; {test}")
     for f in result.files:

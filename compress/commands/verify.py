@@ -5,6 +5,8 @@ import json
 
 import click
 
+from compress.commands._common import threads_option
+
 
 def data_batch(spec: str, net, meta: dict, batch_size: int, seed: int):
     """The first ``batch_size`` test images of ``--data`` (mnist or a directory), preprocessed as the
@@ -20,15 +22,20 @@ def data_batch(spec: str, net, meta: dict, batch_size: int, seed: int):
 
 def verify_model(onnx_path: str, against: str, *, prototxt: str | None = None, data: str | None = None,
                  batch_size: int = 8, seed: int = 0, atol: float = 1e-4, rtol: float = 1e-3,
-                 repeats: int = 10):
-    """Load ``against`` (model file, .caffemodel or zoo name) and check ``onnx_path`` against it."""
+                 repeats: int = 10, device: str = "cpu"):
+    """Load ``against`` (model file, .caffemodel or zoo name) and check ``onnx_path`` against it; with a
+    CUDA ``device`` PyTorch runs there and onnxruntime on its CUDA provider."""
+    from compress.evaluate import ort_providers
     from compress.modelfile import load_model
+    from compress.prune.api import resolve_device
     from converters.onnx.verify import verify_onnx
 
+    dev = resolve_device(device)
+    providers = ort_providers(str(dev))
     model = load_model(against, prototxt)
     inputs = data_batch(data, model.net, model.meta, batch_size, seed) if data else None
-    return verify_onnx(onnx_path, model.net, batch_size=batch_size, seed=seed, inputs=inputs, atol=atol,
-                       rtol=rtol, repeats=repeats)
+    return verify_onnx(onnx_path, model.net.to(dev), batch_size=batch_size, seed=seed, inputs=inputs,
+                       atol=atol, rtol=rtol, repeats=repeats, providers=providers)
 
 
 def summary(result, onnx_path: str, against: str, data: str | None, seed: int, repeats: int) -> str:
@@ -62,8 +69,11 @@ def summary(result, onnx_path: str, against: str, data: str | None, seed: int, r
 @click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True, metavar="N",
               help="Timed onnxruntime runs (after one warm-up)")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object")
+@click.option("--device", default="cpu", show_default=True, metavar="DEVICE",
+              help="Where PyTorch runs (cpu, cuda or cuda:N); onnxruntime uses its CUDA provider with cuda")
+@threads_option
 def command(onnx_file: str, against: str, prototxt: str | None, batch_size: int, seed: int, data: str | None,
-            atol: float, rtol: float, repeats: int, as_json: bool) -> None:
+            atol: float, rtol: float, repeats: int, as_json: bool, device: str) -> None:
     """Check an ONNX file against its PyTorch model with onnxruntime.
 
     The same inputs go through FILE (onnxruntime) and MODEL (PyTorch): max absolute and relative
@@ -74,7 +84,7 @@ def command(onnx_file: str, against: str, prototxt: str | None, batch_size: int,
     from compress.errors import CompressError
 
     result = verify_model(onnx_file, against, prototxt=prototxt, data=data, batch_size=batch_size, seed=seed,
-                          atol=atol, rtol=rtol, repeats=repeats)
+                          atol=atol, rtol=rtol, repeats=repeats, device=device)
     if as_json:
         click.echo(json.dumps({"onnx": onnx_file, "against": against, **result.as_dict()}, indent=2))
     else:

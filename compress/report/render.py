@@ -168,6 +168,8 @@ def render_markdown(report: Report, per_layer: bool = True) -> str:
                      f"packed vs {format_kb(q.float_bytes)} KB as dense float32 "
                      f"({format_ratio(q.float_bytes / q.bytes if q.bytes else float('inf'))} smaller than "
                      "the dense float32 weights)")
+    for note in report.thin_kept:
+        lines.append(f"Thinning keeps zero channels of {note}")
     if report.source:
         lines.append(f"Source: {report.source}")
     return "\n".join(lines) + "\n"
@@ -220,6 +222,7 @@ def report_dict(report: Report, per_layer: bool = True) -> dict:
         "layers": [r.as_dict() for r in report.rows] if per_layer else [],
         "total": {k: v for k, v in report.total.as_dict().items() if k not in ("name", "type", "shape")},
         "quantization": report.quantization.as_dict() if report.quantization is not None else None,
+        "thin_kept": list(report.thin_kept),
     }
 
 

@@ -14,7 +14,10 @@ What is counted, and why:
   nonzero. **Channels** are input channels (Linear: input features), kept when any weight reading them
   is nonzero. Grouped convolutions count each group's channels separately. These are per-layer counts:
   they do not follow the graph (a zero input channel of ``conv2`` would also let thinning drop the
-  matching filter of ``conv1``, which ``conv1``'s row does not show).
+  matching filter of ``conv1``, which ``conv1``'s row does not show). Channel pruning of coupled sets
+  (:mod:`compress.prune.coupling`) zeroes every slice of a removed set, so there each row shows what
+  thinning leaves; what thinning would keep against the zeros is ``Report.thin_kept``, per layer with
+  the reason (a channel-pruned CaffeNet).
 - **MACs** are multiply-accumulates per sample (batch 1), ignoring biases and padding:
   ``weights * positions``, where positions are the output pixels of a convolution (so a conv costs
   ``out_elems * in/groups * kh * kw``), the input pixels of a transposed convolution, and 1 for a
@@ -89,6 +92,7 @@ class Report:
     accuracy_notes: tuple[str, ...] = ()  # what the accuracy is measured on (synthetic labels, --limit)
     baseline: str | None = None
     quantization: object | None = None  # compress.report.quant.QuantInfo of a quantized model
+    thin_kept: tuple[str, ...] = ()  # "layer: why" for zero channels `export --thin` would keep
 
     @property
     def total(self) -> LayerRow:
@@ -292,7 +296,17 @@ def build_report(net: nn.Module | str, meta: dict | None = None, *, model: str |
                   sparsity=text("sparsity"), group=text("group"), accuracy_before=num("accuracy_before"),
                   accuracy_after=num("accuracy_after"), baseline=baseline_name,
                   accuracy_notes=tuple(str(n) for n in meta.get("accuracy_notes") or ()),
-                  quantization=quant_info(net, meta, where=model or "model"))
+                  quantization=quant_info(net, meta, where=model or "model"),
+                  thin_kept=thin_kept(net) if meta.get("sparsity") == "channel" else ())
+
+
+def thin_kept(net: nn.Module) -> tuple[str, ...]:
+    """``"layer: why"`` for each layer whose zero channels thinning keeps (a CaffeNet; else empty)."""
+    if not hasattr(net, "nodes"):
+        return ()
+    from compress.thin import thin
+
+    return tuple(f"{layer}: {why}" for layer, why in thin(net, check=False).skipped.items())
 
 
 __all__ = ["LayerRow", "Report", "build_report", "layer_rows", "prunable_layers", "total_row"]

@@ -53,11 +53,11 @@ def caffe_test(model: str, definition: str, *, iterations: int | None = None, de
     import torch
 
     from compress.data.caffe import build_feeder
-    from compress.filekind import prototxt_kind
     from compress.prune.api import resolve_device
     from compress.solver.session import _is_data, model_weights
     from compress.solver.task import CaffeTask, TestNet, accuracy_top
     from converters.caffe.phase import build_phase_net, loss_weights, phase_layers
+    from converters.caffe.prototxt import prototxt_kind
 
     if iterations is not None and iterations < 1:
         raise CompressError(f"iterations must be >= 1, found {iterations}")

@@ -20,8 +20,21 @@ def parse_net_text(text: str, filename: str = "<string>"):
     """Parse prototxt ``text`` into a current-format ``caffe_pb2.NetParameter``."""
     from converters.caffe.proto import caffe_pb2
 
-    net = _parse(text, caffe_pb2.NetParameter(), filename)
+    try:
+        net = _parse(text, caffe_pb2.NetParameter(), filename)
+    except ConversionError:
+        if prototxt_kind(text) == "solver":
+            raise ConversionError(f"{filename}: this is a Caffe solver, not a net definition; "
+                                  f"{_solver_net(text)}") from None
+        raise
     return upgrade_net(net, where=filename)
+
+
+def _solver_net(text: str) -> str:
+    m = re.search(r'^\s*(net|train_net)\s*:\s*"([^"]*)"', text, re.M)
+    if m:
+        return f"its net is {cut(m.group(2))!r} ({m.group(1)}): give that (or the deploy prototxt) instead"
+    return "its net is inline (net_param): give a net definition file instead"
 
 
 def read_net_text(path: str | os.PathLike):
@@ -72,3 +85,32 @@ def _parse(text: str, message, filename: str):
         line, col = e.GetLine(), e.GetColumn()
         loc = f"{filename}:{line}:{col}" if line is not None else filename
         raise ConversionError(f"{loc}: {what}") from None
+
+
+_SOLVER_FIELDS = frozenset({
+    "net", "net_param", "train_net", "train_net_param", "test_net", "test_net_param", "base_lr", "lr_policy",
+    "max_iter", "test_iter", "test_interval", "snapshot_prefix", "solver_mode", "solver_type", "momentum",
+    "weight_decay", "display", "iter_size"})
+_NET_FIELDS = frozenset({"layer", "layers", "input", "input_shape", "input_dim", "force_backward"})
+
+
+def prototxt_kind(text: str) -> str | None:
+    """``"solver"`` or ``"net"`` from the top-level field names of a Caffe text file (None: neither)."""
+    import re
+
+    depth, names = 0, set()
+    body = re.sub(r"#[^\n]*", "", text)
+    body = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', body)  # strings hold no structure
+    for m in re.finditer(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?=[:{])|[{}]", body):
+        token = m.group(0)
+        if token == "{":
+            depth += 1
+        elif token == "}":
+            depth -= 1
+        elif depth == 0:
+            names.add(m.group(1))
+    if names & _NET_FIELDS:
+        return "net"
+    if names & _SOLVER_FIELDS:
+        return "solver"
+    return None

@@ -66,6 +66,7 @@ def open_session(onnx_path: str | os.PathLike, threads: int | None = None,
 
     path = os.fspath(onnx_path)
     opts = ort.SessionOptions()
+    threads = threads or _env_threads()
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -76,9 +77,16 @@ def open_session(onnx_path: str | os.PathLike, threads: int | None = None,
         raise ConversionError(f"{path}: onnxruntime cannot load it ({reason})") from None
 
 
-def _load_session(onnx_path: str | os.PathLike, threads: int | None):
+def _env_threads() -> int | None:
+    """``OMP_NUM_THREADS`` (what ``--threads`` sets), for onnxruntime too; None when unset or not a count."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def _load_session(onnx_path: str | os.PathLike, threads: int | None,
+                  providers: tuple[str, ...] = ("CPUExecutionProvider",)):
     read_onnx(onnx_path)
-    return open_session(onnx_path, threads)
+    return open_session(onnx_path, threads, providers)
 
 
 def _dims(arg) -> list[int | str]:
@@ -110,14 +118,16 @@ def _input_shapes(session, net: nn.Module, batch_size: int, path: str) -> dict[s
 
 
 def _torch_outputs(net: nn.Module, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The net's outputs on ``feeds``, on the device its parameters are on, as NumPy arrays."""
+    device = next((p.device for p in net.parameters()), torch.device("cpu"))
     with torch.no_grad():
-        out = net(*(torch.from_numpy(a) for a in feeds.values()))
+        out = net(*(torch.from_numpy(a).to(device) for a in feeds.values()))
     if isinstance(out, torch.Tensor):
         names = list(getattr(net, "outputs", None) or ["output"])
-        return {names[0]: out.numpy()}
+        return {names[0]: out.cpu().numpy()}
     if isinstance(out, dict):
-        return {k: v.numpy() for k, v in out.items()}
-    return {f"output{i}": v.numpy() for i, v in enumerate(out)}
+        return {k: v.cpu().numpy() for k, v in out.items()}
+    return {f"output{i}": v.cpu().numpy() for i, v in enumerate(out)}
 
 
 def _match_outputs(ort_names: list[str], ref: dict[str, np.ndarray], path: str) -> dict[str, str]:
@@ -133,7 +143,8 @@ def _match_outputs(ort_names: list[str], ref: dict[str, np.ndarray], path: str) 
 
 def verify_onnx(onnx_path: str | os.PathLike, net: nn.Module, *, batch_size: int = 8, seed: int = 0,
                 inputs: dict[str, np.ndarray] | np.ndarray | None = None, atol: float = 1e-4,
-                rtol: float = 1e-3, repeats: int = 10, threads: int | None = None) -> VerifyResult:
+                rtol: float = 1e-3, repeats: int = 10, threads: int | None = None,
+                providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> VerifyResult:
     """Run the same inputs through ``onnx_path`` (onnxruntime) and ``net`` (PyTorch) and compare.
 
     ``inputs``: an array (single-input nets) or ``{input name: array}``; default: standard normal
@@ -142,7 +153,7 @@ def verify_onnx(onnx_path: str | os.PathLike, net: nn.Module, *, batch_size: int
     if batch_size < 1 or repeats < 1:
         raise ConversionError(f"batch_size and repeats must be >= 1, got {batch_size} and {repeats}")
     path = os.fspath(onnx_path)
-    session = _load_session(path, threads)
+    session = _load_session(path, threads, providers)
     if inputs is not None:
         arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs.values())
         batch_size = int(arrays[0].shape[0])

@@ -74,18 +74,42 @@ class ADMM(Method):
         """The stage and part of the cycle now running (after the last: the last stage's ADMM)."""
         return self.plan[self.cycle] if self.cycle < len(self.plan) else (len(self.stage_targets) - 1, "admm")
 
-    def _proj(self, name: str, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        return project(self.layers[name], x, self.stage_targets[self._where()[0]], out)
+    @torch.no_grad()
+    def _project(self, model: nn.Module | None, values: dict[str, torch.Tensor],
+                 out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Z = Proj(values) for every ADMM layer, into ``out`` when given: each layer onto its own sparse
+        set, and, in channel mode on a CaffeNet, every coupled channel set kept or zeroed as one (the
+        ``k`` sets of largest importance of ``values``; :mod:`compress.prune.coupling`)."""
+        targets = self.stage_targets[self._where()[0]]
+        coupling = self.coupling(model)
+        z = {}
+        for n, layer in self.layers.items():
+            if coupling is None or coupling.legacy(n):
+                z[n] = project(layer, values[n], targets, None if out is None else out[n])
+        if coupling is not None:
+            every = {n: values[n] if n in values else layer.weight.detach()
+                     for n, layer in self.all_layers.items()}
+            masks = coupling.masks(every, targets)
+            for n in self.layers:
+                if n in z:
+                    if n in masks:
+                        z[n].mul_(masks[n])
+                else:
+                    dest = torch.empty_like(values[n]) if out is None else out[n]
+                    z[n] = torch.mul(values[n], masks[n], out=dest) if n in masks else dest.copy_(values[n])
+        return z
 
     @torch.no_grad()
     def init(self, model: nn.Module) -> None:
         self.k, self.cycle, self.masks = 0, 0, None  # cycles completed, the cycle running
+        self._model = model
         self._start()
 
     @torch.no_grad()
     def _start(self) -> None:
         """ADMM from the weights as they are, towards the current stage's targets."""
-        self.Z = {n: self._proj(n, layer.weight.detach()) for n, layer in self.layers.items()}
+        model = getattr(self, "_model", None)
+        self.Z = self._project(model, {n: layer.weight.detach() for n, layer in self.layers.items()})
         self.U = {n: torch.zeros_like(z) for n, z in self.Z.items()}
         self.rho = {n: float(self.hp["rho"]) for n in self.layers}
         self._refresh()
@@ -115,10 +139,10 @@ class ADMM(Method):
         W + U or a signed zero entrywise)."""
         if self._where()[1] == "admm":
             growth = float(self.hp["rho_growth"])
-            for n, layer in self.layers.items():
-                v = self.U[n].add_(layer.weight.detach())
-                z = self._proj(n, v, out=self.Z[n])
-                torch.sub(v.sub_(z), z, out=self._D[n])
+            v = {n: self.U[n].add_(layer.weight.detach()) for n, layer in self.layers.items()}
+            self._project(model, v, out=self.Z)
+            for n in self.layers:
+                torch.sub(v[n].sub_(self.Z[n]), self.Z[n], out=self._D[n])
                 self.rho[n] *= growth
         self.k = k + 1
 
@@ -132,8 +156,9 @@ class ADMM(Method):
         if k == 0 or now == done:
             return
         if done[1] == "admm":
-            self.masks = hard_prune(self.all_layers, self.stage_targets[done[0]])
+            self.masks = hard_prune(self.all_layers, self.stage_targets[done[0]], self.coupling(model))
         if now[1] == "admm":
+            self._model = model
             self._start()
 
     def sparse_weights(self) -> dict[str, torch.Tensor]:

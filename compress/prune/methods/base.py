@@ -30,6 +30,7 @@ from torch import nn
 
 from compress.params import Param, resolve
 from compress.prune import ops
+from compress.prune.coupling import Coupling, coupling_for
 from compress.prune.targets import Adjustment, PrunableLayer, Targets
 
 
@@ -56,13 +57,30 @@ def project(layer: PrunableLayer, x: torch.Tensor, targets: Targets,
 
 
 @torch.no_grad()
-def hard_prune(layers: dict[str, PrunableLayer], targets: Targets) -> dict[str, torch.Tensor]:
-    """Zero every targeted layer down to exactly its keep count, by magnitude; return the masks."""
+def prune_masks(layers: dict[str, PrunableLayer], targets: Targets, coupling: Coupling | None = None,
+                values: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """``{layer: bool mask}`` of the hard prune to ``targets``, ranked on ``values`` (default: the weights):
+    each targeted layer's own groups, except where ``coupling`` decides per coupled channel set
+    (:mod:`compress.prune.coupling`; its masks cover every layer with a slice of a pruned set)."""
+    values = values if values is not None else {n: layer.weight.detach() for n, layer in layers.items()}
     masks = {}
     for name in targets.keep:
-        layer = layers[name]
-        masks[name] = layer_mask(layer, targets)
-        layer.weight.mul_(masks[name])
+        if coupling is None or coupling.legacy(name):
+            masks[name] = layer_mask(layers[name], targets, values[name])
+    if coupling is not None:
+        for name, m in coupling.masks(values, targets).items():
+            masks[name] = masks[name] & m if name in masks else m
+    return masks
+
+
+@torch.no_grad()
+def hard_prune(layers: dict[str, PrunableLayer], targets: Targets,
+               coupling: Coupling | None = None) -> dict[str, torch.Tensor]:
+    """Zero every targeted layer (or coupled channel set) down to exactly its keep count, by magnitude;
+    return the masks."""
+    masks = prune_masks(layers, targets, coupling)
+    for name, mask in masks.items():
+        layers[name].weight.mul_(mask)
     return masks
 
 
@@ -122,7 +140,22 @@ class Method:
             targets.check_layers(layers)
         self.layers = {n: layers[n] for n in names}
         self.group = targets.group if targets is not None else hp.get("group") or "in"
+        self.sparsity = targets.sparsity if targets is not None else self.default_sparsity
+        self._coupling: dict[int, Coupling | None] = {}
         self.validate()
+
+    def coupling(self, model: nn.Module | None) -> Coupling | None:
+        """The coupled channel sets of ``model`` in channel mode (built once per model), else None: every
+        layer is pruned on its own. Its adjustments (spaces left whole) join ``adjustments``."""
+        if self.sparsity != "channel" or model is None:
+            return None
+        if id(model) not in self._coupling:
+            c = coupling_for(model, self.all_layers, self.group)
+            self._coupling[id(model)] = c
+            if c is not None:
+                new = [a for a in c.adjustments(self.targets) if a not in self.adjustments]
+                self.adjustments = (*self.adjustments, *new)
+        return self._coupling[id(model)]
 
     @classmethod
     def defaults(cls) -> dict[str, Any]:
@@ -178,7 +211,7 @@ class Method:
         pass
 
     def finalize_masks(self, model: nn.Module, targets: Targets | None) -> dict[str, torch.Tensor] | None:
-        return hard_prune(self.all_layers, targets) if targets is not None else None
+        return hard_prune(self.all_layers, targets, self.coupling(model)) if targets is not None else None
 
     # --- views and state ---------------------------------------------------------------------
     @contextlib.contextmanager

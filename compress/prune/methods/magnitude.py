@@ -45,20 +45,21 @@ class Magnitude(Method):
     def init(self, model: nn.Module) -> None:
         self.pruned, self.masks = 0, None
         if int(self.hp["epochs"]) == 0:
-            self._next_round()
+            self._next_round(model)
 
-    def _next_round(self) -> None:
+    def _next_round(self, model: nn.Module) -> None:
         """Prune to the next intermediate ratio (the last round is the trainer's ``finalize_masks``)."""
         rounds = int(self.hp["rounds"])
         if self.pruned < rounds - 1:
-            self.masks = hard_prune(self.all_layers, stage_targets(self.targets, rounds)[self.pruned])
+            self.masks = hard_prune(self.all_layers, stage_targets(self.targets, rounds)[self.pruned],
+                                    self.coupling(model))
             self.pruned += 1
 
     @torch.no_grad()
     def start_cycle(self, model: nn.Module, k: int) -> None:
         """A round's prune opens its cycle, so the epoch before it logs the previous round's model."""
         if k > 0:
-            self._next_round()
+            self._next_round(model)
 
     def before_step(self, model: nn.Module, lr: float | None = None) -> None:
         if self.masks is not None:

@@ -54,14 +54,29 @@ class RGSM(SplittingMethod):
             return ops.group_hard_threshold(w, math.sqrt(2 * lamb1 / beta1), dim, g)
         return ops.group_soft_threshold(w, lamb1 / beta1, dim, g)
 
+    def set_factor(self, norms: torch.Tensor) -> torch.Tensor:
+        """The same threshold on a coupled set's norm (all its slices, filters scaled by their BatchNorm)."""
+        beta1, lamb1 = float(self.hp["beta1"]), float(self.hp["lamb1"])
+        if self.hp["penalty"] == "l0":
+            return (norms > math.sqrt(2 * lamb1 / beta1)).float()
+        return torch.clamp(1 - (lamb1 / beta1) / norms.clamp_min(torch.finfo(norms.dtype).tiny), min=0)
+
     def extra_loss(self, model: nn.Module) -> torch.Tensor | None:
+        """lamb2 times the group lasso: each layer's own groups, and in channel mode on a CaffeNet each
+        coupled set once (the L2 norm of all its slices)."""
         lamb2 = float(self.hp["lamb2"])
         if lamb2 == 0:
             return None
+        coupling = self.coupling(model)
         total = 0.0
-        for layer in self.layers.values():
-            dim, g = layer.group_args(self.group)
-            total = total + ops.group_norms(layer.weight, dim, g, eps=EPS).sum()
+        for n, layer in self.layers.items():
+            if coupling is None or coupling.legacy(n):
+                dim, g = layer.group_args(self.group)
+                total = total + ops.group_norms(layer.weight, dim, g, eps=EPS).sum()
+        if coupling is not None:
+            weights = {n: layer.weight for n, layer in self.all_layers.items()}
+            for cs in coupling.active(self.targets):
+                total = total + torch.sqrt(coupling.scores(cs, weights) + EPS).sum()
         return lamb2 * total
 
     @torch.no_grad()

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from compress.prune import ops
-from compress.prune.methods.base import Method, layer_mask, weights_as
+from compress.prune.methods.base import Method, prune_masks, weights_as
 from compress.prune.targets import Adjustment, PrunableLayer, Targets
 
 
@@ -31,13 +31,36 @@ class SplittingMethod(Method):
     def pull(self) -> float:
         raise NotImplementedError
 
+    def set_factor(self, norms: torch.Tensor) -> torch.Tensor | None:
+        """The prox on coupled channel sets, from their norms: one factor per set (0 removes it; RGSM's
+        group threshold), or None when the method's prox is not group-wise (RVSM)."""
+        return None
+
+    @torch.no_grad()
+    def _prox_all(self, model: nn.Module | None) -> dict[str, torch.Tensor]:
+        """``u`` of every penalised layer: its own prox, and in channel mode on a CaffeNet the coupled
+        sets' prox on top (a set is kept, shrunk or removed in all its slices together)."""
+        coupling = self.coupling(model) if self.set_factor(torch.ones(1)) is not None else None
+        u = {}
+        for n, layer in self.layers.items():
+            w = layer.weight.detach()
+            u[n] = self.prox(layer, w) if coupling is None or coupling.legacy(n) else w.clone()
+        if coupling is not None:
+            weights = {n: layer.weight.detach() for n, layer in self.all_layers.items()}
+            factors = {cs.space.id: self.set_factor(coupling.scores(cs, weights).sqrt())
+                       for cs in coupling.active(self.targets)}
+            for n, f in coupling.expand(factors, weights, torch.float32).items():
+                if n in u:
+                    u[n].mul_(f.to(u[n].dtype))
+        return u
+
     @property
     def prunes(self) -> bool:
         return True
 
     @torch.no_grad()
     def init(self, model: nn.Module) -> None:
-        self.u = {n: self.prox(layer, layer.weight.detach()) for n, layer in self.layers.items()}
+        self.u = self._prox_all(model)
 
     @torch.no_grad()
     def before_step(self, model: nn.Module, lr: float | None = None) -> None:
@@ -54,8 +77,7 @@ class SplittingMethod(Method):
 
     @torch.no_grad()
     def after_step(self, model: nn.Module) -> None:
-        for n, layer in self.layers.items():
-            self.u[n] = self.prox(layer, layer.weight.detach())
+        self.u = self._prox_all(model)
 
     @torch.no_grad()
     def end_epoch(self, model: nn.Module) -> None:
@@ -70,16 +92,14 @@ class SplittingMethod(Method):
         thresholds are monotone in ``|w|`` / ``||w_g||``, so where ``u`` is nonzero this is ``u``'s
         ranking): ``u``'s values where ``u`` kept them, ``w``'s where the target keeps more."""
         if targets is None:
-            self.adjustments = tuple(self._keep_alive())
+            self.adjustments = (*self.adjustments, *self._keep_alive())
             for n, layer in self.layers.items():
                 layer.weight.copy_(self.u[n])
             return {n: layer.weight.detach() != 0 for n, layer in self.layers.items()}
-        masks = {}
-        for n in targets.keep:
-            layer = self.all_layers[n]
-            masks[n] = layer_mask(layer, targets)
-            w = layer.weight
-            w.copy_(torch.where(self.u[n] != 0, self.u[n], w) * masks[n])
+        masks = prune_masks(self.all_layers, targets, self.coupling(model))
+        for n, mask in masks.items():
+            w = self.all_layers[n].weight
+            w.copy_((torch.where(self.u[n] != 0, self.u[n], w) if n in self.u else w) * mask)
         return masks
 
     def _keep_alive(self) -> Iterator[Adjustment]:
