@@ -5,8 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["caffe_load.py", "prune_speed.py", "export_size.py", "thin_latency.py", "train_speed.py",
-           "solver_step.py"]
+BENCHES = ["startup.py", "caffe_load.py", "prune_speed.py", "export_size.py", "thin_latency.py",
+           "train_speed.py", "solver_step.py"]
 
 if __name__ == "__main__":
     here = Path(__file__).parent

@@ -39,12 +39,21 @@ class Model:
     path: str | None = None
 
 
-def load_model(spec: str | os.PathLike, prototxt: str | os.PathLike | None = None, *,
-               input_shapes: dict[str, tuple[int, ...]] | None = None) -> Model:
-    """Load a model file, a ``.caffemodel`` (+ prototxt), a ``.prototxt``, or a zoo model by name.
+@dataclass(frozen=True)
+class Located:
+    """What a model named on the command line is, before anything is read (:func:`locate`)."""
 
-    ``input_shapes`` completes a train_val definition whose data layer leaves the shape open.
-    """
+    kind: str  # "zoo", "caffemodel", "prototxt" or "model file"
+    path: Path | None  # None for a zoo name
+    entry: object = None  # the zoo.ZooEntry of a zoo name
+    # a .caffemodel's definition: the one given or the one beside it (None: the zoo net its weights match)
+    prototxt: str | os.PathLike | None = None
+
+
+def locate(spec: str | os.PathLike, prototxt: str | os.PathLike | None = None) -> Located:
+    """Resolve ``spec`` as :func:`load_model` does, reading no file: an existing path (by its suffix),
+    else a zoo name. The errors are load_model's (no such file or zoo name, a directory, ``--prototxt``
+    for something that is not a ``.caffemodel``)."""
     import zoo
 
     path = Path(spec)
@@ -53,7 +62,7 @@ def load_model(spec: str | os.PathLike, prototxt: str | os.PathLike | None = Non
                             "(model files, prototxts and zoo models carry their own definition)")
     if not path.exists():
         if str(spec) in zoo.ZOO:
-            return _from_zoo(zoo.get(str(spec)))
+            return Located("zoo", None, zoo.get(str(spec)))
         if path.suffix.lower() in (".caffemodel", ".pt", ".prototxt") or os.sep in str(spec):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(spec))
         raise CompressError(f"no such model file or zoo name: {str(spec)!r} "
@@ -62,14 +71,36 @@ def load_model(spec: str | os.PathLike, prototxt: str | os.PathLike | None = Non
         raise CompressError(f"{spec} is a directory; expected a model file, a .caffemodel or a zoo name")
     suffix = path.suffix.lower()
     if suffix == ".caffemodel":
-        return _from_caffemodel(path, prototxt, input_shapes)
-    if suffix == ".prototxt":
+        if prototxt is None and path.with_suffix(".prototxt").is_file():
+            prototxt = path.with_suffix(".prototxt")
+        return Located("caffemodel", path, prototxt=prototxt)
+    return Located("prototxt" if suffix == ".prototxt" else "model file", path)
+
+
+def load_model(spec: str | os.PathLike, prototxt: str | os.PathLike | None = None, *,
+               input_shapes: dict[str, tuple[int, ...]] | None = None) -> Model:
+    """Load a model file, a ``.caffemodel`` (+ prototxt), a ``.prototxt``, or a zoo model by name.
+
+    ``input_shapes`` completes a train_val definition whose data layer leaves the shape open.
+    """
+    where = locate(spec, prototxt)
+    if where.kind == "zoo":
+        return _from_zoo(where.entry)
+    if where.kind == "caffemodel":
+        return _from_caffemodel(where.path, where.prototxt, input_shapes)
+    if where.kind == "prototxt":
         from converters import caffe
 
-        net = caffe.load(path, input_shapes=input_shapes)
-        log.warning("%s: a definition without weights; weights are initialized, not trained", spec)
-        return Model(net, _meta_from_build(net, {"source": str(path), "initialized": True}), str(path))
-    return read_model_file(path)
+        net = caffe.load(where.path, input_shapes=input_shapes)
+        log.warning(UNTRAINED_DEFINITION, spec)
+        return Model(net, _meta_from_build(net, {"source": str(where.path), "initialized": True}),
+                     str(where.path))
+    return read_model_file(where.path)
+
+
+UNTRAINED_DEFINITION = "%s: a definition without weights; weights are initialized, not trained"
+UNTRAINED_ZOO = "%s: no trained weights ship with the zoo; weights are initialized (untrained)"
+MATCHED_ZOO = "%s: weights match the zoo net %r; using its definition"
 
 
 def save_model(path: str | os.PathLike, net, meta: dict | None = None) -> None:
@@ -104,7 +135,7 @@ def read_model_file(path: str | os.PathLike) -> Model:
 
     path = str(path)
     inspection = inspect_model_file(path, ACCEPTED)
-    netdef = _parse_netdef(inspection.netdef, path)
+    netdef = parse_netdef(inspection.netdef, path)
     check_expansion(path, inspection, 4 * _plan(netdef, path).param_count())
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
@@ -169,7 +200,7 @@ def parse_meta(text: str, path: str) -> dict:
     return meta
 
 
-def _parse_netdef(text: str, path: str):
+def parse_netdef(text: str, path: str):
     from converters.caffe.prototxt import parse_net_text
 
     try:
@@ -253,17 +284,15 @@ def _from_zoo(entry) -> Model:
         net = caffe.load(entry.prototxt, entry.weights)
     else:
         net = caffe.load(entry.prototxt)
-        log.warning("%s: no trained weights ship with the zoo; weights are initialized (untrained)",
-                    entry.name)
+        log.warning(UNTRAINED_ZOO, entry.name)
         meta["initialized"] = True
     return Model(net, meta, None)
 
 
 def _from_caffemodel(path: Path, prototxt, input_shapes=None) -> Model:
+    """``prototxt``: given or found beside ``path`` (:func:`locate`); None: match the zoo's nets."""
     from converters import caffe
 
-    if prototxt is None and path.with_suffix(".prototxt").is_file():
-        prototxt = path.with_suffix(".prototxt")
     if prototxt is not None:
         net = caffe.load(prototxt, path, input_shapes=input_shapes)
         return Model(net, _meta_from_build(net, {"source": str(path), "prototxt": str(prototxt)}), str(path))
@@ -272,27 +301,36 @@ def _from_caffemodel(path: Path, prototxt, input_shapes=None) -> Model:
 
 def _match_zoo(path: Path) -> Model:
     """The zoo net whose layer names and blob shapes match the caffemodel's weights."""
-    import zoo
     from converters.caffe.builder import build_net
-    from converters.caffe.prototxt import read_net_text
     from converters.caffe.reader import read_caffemodel
-    from converters.errors import ConversionError
 
     model = read_caffemodel(path)
+    entry, net = match_zoo(path, model.blobs,
+                           lambda definition: build_net(definition, model.blobs, source=f"caffemodel {path}"))
+    meta = {"source": str(path), "zoo": entry.name, "preprocess": dict(entry.preprocess)}
+    return Model(net, meta, str(path))
+
+
+def match_zoo(path: Path, blobs: dict, build):
+    """(entry, ``build(definition)``) of the first zoo net whose weighted layers all have ``blobs`` (the
+    caffemodel's, by layer name) and for which ``build`` raises no ConversionError (layer names and blob
+    shapes match); no such net is a CompressError asking for ``--prototxt``. Torch-free but for ``build``."""
+    import zoo
+    from converters.caffe.prototxt import read_net_text
+
     for entry in zoo.ZOO.values():
         definition = read_net_text(entry.prototxt)
         weighted = {layer.name for layer in definition.layer
                     if layer.type in ("Convolution", "InnerProduct", "Deconvolution")}
-        if not weighted or not weighted <= set(model.blobs):
+        if not weighted or not weighted <= set(blobs):
             continue
         try:
-            net = build_net(definition, model.blobs, source=f"caffemodel {path}")
+            result = build(definition)
         except ConversionError:
             continue
-        log.info("%s: weights match the zoo net %r; using its definition", path, entry.name)
-        meta = {"source": str(path), "zoo": entry.name, "preprocess": dict(entry.preprocess)}
-        return Model(net, meta, str(path))
-    first = list(model.blobs.items())[:4]
+        log.info(MATCHED_ZOO, path, entry.name)
+        return entry, result
+    first = list(blobs.items())[:4]
     layers = ", ".join(f"{name} {'x'.join(map(str, b[0].shape))}" for name, b in first)
     raise CompressError(f"{path}: no net definition found: pass --prototxt NET.prototxt (no "
                         f"{path.with_suffix('.prototxt').name} beside it, and no zoo net "

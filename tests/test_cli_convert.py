@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import torch
 
+import zoo
 from compress.cli import main
 from compress.modelfile import load_model, save_model
 from converters import caffe
@@ -94,11 +95,12 @@ def test_info_of_zoo_lenet(capsys):
 def test_zoo_list(capsys):
     assert main(["zoo", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:5] == ["name", "input", "params", "weights", "presets"]
+    assert lines[0].split()[:7] == ["name", "input", "params", "weights", "dataset", "top-1", "presets"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
-    assert rows["lenet"][1:3] == ["1x1x28x28", "431,080"]
-    assert rows["alexnet"][1:3] == ["10x3x227x227", "60,965,224"]
-    assert set(rows) == {"lenet", "mobilenet_v1_0.25", "mobilenet_v1_0.5", "resnet20", "alexnet"}
+    assert rows["lenet"][1:6] == ["1x1x28x28", "431,080", "trained", "mnist", "99.16%"]
+    assert rows["alexnet"][1:6] == ["10x3x227x227", "60,965,224", "none", "-", "-"]  # no weights ship
+    assert rows["resnet20"][1:6] == ["1x1x28x28", "273,775", "none", "fashion-mnist", "-"]  # not measured
+    assert list(rows) == zoo.names()
 
 
 def test_convert_train_val_with_input_shape(capsys, tmp_path):

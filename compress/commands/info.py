@@ -1,19 +1,19 @@
-"""``compress info MODEL``: layers, top shapes and parameter counts, in Caffe's layer names."""
+"""``compress info MODEL``: layers, top shapes and parameter counts, in Caffe's layer names (read without
+torch wherever the model allows: :mod:`compress.netinfo`)."""
 from __future__ import annotations
 
 import click
 
 
 def info_rows(model: str, prototxt: str | None = None) -> tuple[object, list[tuple[str, str, str, int]]]:
-    """(Model, rows of (layer, type, top shape(s), params)); the net's inputs come first."""
-    from compress.modelfile import load_model
-    from converters.caffe import summarize
+    """(NetInfo, rows of (layer, type, top shape(s), params)); the net's inputs come first."""
+    from compress.netinfo import net_info
 
-    loaded = load_model(model, prototxt)
-    rows = [(name, "Input", _shape(shape), 0) for name, shape in loaded.net.inputs.items()]
-    for r in summarize(loaded.net):
+    info = net_info(model, prototxt)
+    rows = [(name, "Input", _shape(shape), 0) for name, shape in info.inputs.items()]
+    for r in info.layers:
         rows.append((r.name, r.type, " ".join(_shape(s) for s in r.top_shapes), r.params))
-    return loaded, rows
+    return info, rows
 
 
 def render_table(rows: list[tuple[str, str, str, int]]) -> str:
@@ -46,7 +46,7 @@ def command(model: str, prototxt: str | None) -> None:
     from compress.commands.convert import show_warnings
 
     show_warnings()
-    loaded, rows = info_rows(model, prototxt)
-    inputs = ", ".join(f"{k} {_shape(v)}" for k, v in loaded.net.inputs.items())
-    click.echo(f"{loaded.net.name}: inputs {inputs} -> outputs {', '.join(loaded.net.outputs)}")
+    info, rows = info_rows(model, prototxt)
+    inputs = ", ".join(f"{k} {_shape(v)}" for k, v in info.inputs.items())
+    click.echo(f"{info.name}: inputs {inputs} -> outputs {', '.join(info.outputs)}")
     click.echo(render_table(rows), nl=False)

@@ -2,7 +2,9 @@
 :func:`compress.prune.api.prune`, print a per-layer summary.
 
 The method flags (``--rho``, ``--beta``, ``--lamb1``...) are made from each method's ``params``
-declaration (:mod:`compress.params`); a flag that the chosen method does not read is an error."""
+declaration (:mod:`compress.params`), read from :mod:`compress.prune.method_params` without importing
+torch (usage errors and ``--help`` answer at once); a flag that the chosen method does not read is an
+error."""
 from __future__ import annotations
 
 import click
@@ -16,9 +18,8 @@ from compress.commands._training import (
     training_options,
 )
 from compress.params import click_options, refuse_foreign
-from compress.prune.methods import available, method_class
+from compress.prune.method_params import PARAMS as METHOD_PARAMS
 
-METHOD_PARAMS = {name: method_class(name).params for name in available()}
 # training flags a solver.prototxt decides instead (refused beside --solver)
 SOLVER_DECIDES = ("data", "batch_size", "limit", "lr", "lr_schedule", "optimizer", "momentum", "weight_decay",
                   "retrain_lr", "retrain_weight_decay", "augment", "max_steps", "amp")
@@ -33,7 +34,7 @@ def _presets() -> str:
 
 @click.command("prune")
 @click.argument("model", required=False)
-@click.option("--method", type=click.Choice(available()), default="admm", show_default=True,
+@click.option("--method", type=click.Choice(list(METHOD_PARAMS)), default="admm", show_default=True,
               help="Pruning method (each reads only its own flags below)")
 @click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel that matches no zoo net")
 @click.option("-o", "--output", metavar="FILE", help="Pruned model file [<model>_<method>.pt]")
@@ -78,8 +79,6 @@ def command(ctx, model, method, prototxt, output, targets, keep, pcen, sparsity,
     """
     from pathlib import Path
 
-    from compress.prune.api import DataSpec, PruneConfig, TargetSpec, prune
-
     params = resume_defaults(ctx, {k: v for k, v in ctx.params.items() if k != "as_json"})
     (model, method, prototxt, output, targets, keep, pcen, sparsity, group, solver, max_iter) = (
         params[k] for k in ("model", "method", "prototxt", "output", "targets", "keep", "pcen", "sparsity",
@@ -97,6 +96,8 @@ def command(ctx, model, method, prototxt, output, targets, keep, pcen, sparsity,
                                    "its net decide the data, batch size and optimization")
     elif max_iter is not None:
         raise click.UsageError("--max-iter applies with --solver only")
+    from compress.prune.api import DataSpec, PruneConfig, TargetSpec, prune  # torch: after the usage checks
+
     cfg = PruneConfig(method=method, hyper=options,
                       targets=TargetSpec(targets, tuple(keep), pcen, sparsity, group),
                       data=DataSpec(t["data"], t["batch_size"], t["limit"]),

@@ -3,7 +3,8 @@
 The method flags (``--qgt-lambda``, ``--rho``...) are made from each quantization method's ``params``
 (:mod:`compress.params`), the training flags are prune's (:mod:`compress.commands._training`, without
 the retrain ones: nothing is trained after the hard quantization); ptq, which does not train, takes
-only ``--data``, ``--limit``, ``--batch-size``, ``--device`` and ``--quiet`` of them."""
+only ``--data``, ``--limit``, ``--batch-size``, ``--device`` and ``--quiet`` of them. The method flags
+are read from :mod:`compress.quant.method_params`, without importing torch."""
 from __future__ import annotations
 
 import click
@@ -17,9 +18,8 @@ from compress.commands._training import (
     training_options,
 )
 from compress.params import click_options, refuse_foreign
-from compress.quant.methods import METHODS
+from compress.quant.method_params import PARAMS as METHOD_PARAMS
 
-METHOD_PARAMS = {name: cls.params for name, cls in METHODS.items()}
 RETRAIN = ("retrain_epochs", "retrain_lr", "retrain_weight_decay")
 MEASURING = ("data", "limit", "batch_size", "device", "quiet")  # the training flags ptq reads
 
@@ -70,7 +70,7 @@ def render(result) -> str:
 @click.option("--bits", type=int, metavar="N",
               help="Weight bits, 2 to 8; exported as INT2 (2 bits), INT4 (3-4) or INT8 (5-8), so 5-7 bits "
                    "keep 5-7 bits of precision in an 8-bit file")
-@click.option("--method", type=click.Choice(list(METHODS)), default="ptq", show_default=True,
+@click.option("--method", type=click.Choice(list(METHOD_PARAMS)), default="ptq", show_default=True,
               help="Method: ptq (no training), qgt or admm (fine-tune on --data: quantization-guided "
                    "training, ADMM)")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True,
@@ -105,10 +105,6 @@ def command(ctx, model, bits, method, per_channel, scale, keep_first_last_8bit, 
     compress quantize lenet_admm.pt --bits 2 --method admm --data mnist -o lenet_admm2.pt
     compress quantize lenet --bits 8 --data mnist -o lenet_ptq8.pt
     """
-    from compress.prune.api import DataSpec
-    from compress.quant.api import QuantizeConfig, quantize
-    from compress.quant.config import GridConfig
-
     params = resume_defaults(ctx, {k: v for k, v in ctx.params.items() if k != "as_json"})
     (model, bits, method, per_channel, scale, keep_first_last_8bit, layers, prototxt, output) = (
         params[k] for k in ("model", "bits", "method", "per_channel", "scale", "keep_first_last_8bit",
@@ -119,6 +115,11 @@ def command(ctx, model, bits, method, per_channel, scale, keep_first_last_8bit, 
     options = {k: params[k] for k in options}
     t = pop_training(options)
     refuse_foreign(METHOD_PARAMS, method, options)
+    from compress.prune.api import DataSpec  # torch: after the usage checks
+    from compress.quant.api import QuantizeConfig, quantize
+    from compress.quant.config import GridConfig
+    from compress.quant.methods import METHODS
+
     if not METHODS[method].trains:
         given = [f"--{n.replace('_', '-')}" for n in t if n not in MEASURING and n not in RETRAIN
                  and ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]

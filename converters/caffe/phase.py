@@ -135,11 +135,11 @@ def build_phase_net(net, phase: str, *, blobs: dict | None = None,
 def phase_layers(net, phase: str, state=None) -> list:
     """The ``LayerParameter``s of ``net`` that ``phase`` keeps (its include/exclude rules against the
     merged state), in order: what a caller needs to find the phase's data layers."""
-    from converters.caffe.builder import _filter_phase
+    from converters.caffe.netinit import filter_phase
 
     if phase not in PHASES:
         raise ConversionError(f"phase must be one of {', '.join(PHASES)}, found {phase!r}")
-    return _filter_phase(_phase_definition(net, phase, state)[0], phase)
+    return filter_phase(_phase_definition(net, phase, state)[0], phase)
 
 
 def loss_weights(layer) -> tuple[tuple[int, float], ...]:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
-from compress.params import Param
+from compress.prune.method_params import PARAMS
 from compress.prune.methods import register
 from compress.prune.methods.base import Method, apply_masks, hard_prune, mask_grads, project
 from compress.prune.methods.stages import load_masks, masks_state, stage_targets
@@ -40,24 +40,7 @@ PROGRESSIVE_ONLY = ("stages", "stage_retrain")
 @register
 class ADMM(Method):
     name = "admm"
-    # Measured on LeNet/MNIST at admm-71x (README "Results", bench/lenet_methods.py): the best of the
-    # schedules tried, 15 iterations of 1 epoch with rho 1e-3 .. 0.05, then 45 epochs of masked retrain
-    # at weight decay 1e-4 (the 6,050 kept weights underfit at 5e-4: 99.16-99.24% over three runs; at 1e-4
-    # seeds 0, 1, 2 gave 99.33, 99.24, 99.30%). --progressive at admm-150x: 4 stages (the last step from
-    # 51.0x to 153.8x; seeds 0, 1, 2: 99.28, 99.22, 99.30%) rather than 3 (from 34.3x: 99.30, 99.20,
-    # 99.15%), see README "Past 150x".
-    params = (
-        Param("rho", float, 1e-3, "ADMM penalty per layer", low=0, low_open=True),
-        Param("rho_growth", float, 1.3, "Multiplier of rho after each ADMM iteration", low=1),
-        Param("admm_iters", int, 15, "ADMM iterations (of each stage with --progressive)", low=0),
-        Param("epochs_per_iter", int, 1, "Epochs per ADMM iteration", low=1),
-        Param("progressive", bool, False, "Prune in stages (progressive ADMM): ADMM, hard prune and masked "
-              "retrain towards intermediate ratios, then ADMM again from the pruned model"),
-        Param("stages", int, 4, "Stages of --progressive: stage s of S keeps RATIO**(s/S) of each layer, the "
-              "last the targets", low=1),
-        Param("stage_retrain", int, 5, "Masked retrain epochs after each stage of --progressive but the "
-              "last (that one: --retrain-epochs)", low=0),
-    )
+    params = PARAMS["admm"]
     default_pcen = 80.0
     default_retrain_epochs = 45
     default_retrain_weight_decay = 1e-4

@@ -2,6 +2,7 @@
 then magnitude-pruned to them and retrained with the masks frozen, like ``magnitude``."""
 from __future__ import annotations
 
+from compress.prune.method_params import PARAMS
 from compress.prune.methods import register
 from compress.prune.methods.base import Method
 
@@ -9,3 +10,4 @@ from compress.prune.methods.base import Method
 @register
 class Default(Method):
     name = "default"
+    params = PARAMS["default"]

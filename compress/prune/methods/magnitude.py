@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
-from compress.params import Param
+from compress.prune.method_params import PARAMS
 from compress.prune.methods import register
 from compress.prune.methods.base import Method, apply_masks, hard_prune, mask_grads
 from compress.prune.methods.stages import load_masks, masks_state, stage_targets
@@ -25,13 +25,7 @@ from compress.prune.methods.stages import load_masks, masks_state, stage_targets
 @register
 class Magnitude(Method):
     name = "magnitude"
-    params = (
-        Param("epochs", int, 0, "Method-phase epochs", low=0),
-        Param("rounds", int, 1, "Prune-retrain rounds (Han et al.): round j of N keeps RATIO**(j/N) of each "
-              "layer, the last the targets; 1 = one-shot", low=1),
-        Param("round_epochs", int, 10, "Masked retrain epochs after each round but the last (that one: "
-              "--retrain-epochs)", low=1),
-    )
+    params = PARAMS["magnitude"]
     default_pcen = 80.0
 
     def validate(self) -> None:

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.params import Param
 from compress.prune import ops
+from compress.prune.method_params import PARAMS
 from compress.prune.methods import register
-from compress.prune.methods.splitting import PULL, RESET, SplittingMethod
+from compress.prune.methods.splitting import SplittingMethod
 from compress.prune.targets import PrunableLayer
 
 EPS = 1e-8
@@ -38,14 +38,7 @@ REMOVED_BELOW = 1e-15  # a group counts as removed when its norm is below this (
 @register
 class RGSM(SplittingMethod):
     name = "rgsm"
-    params = (
-        Param("epochs", int, 10, "Method-phase epochs", low=0),
-        Param("beta1", float, 1.0, "RGSM relaxation (pull of w towards u)", low=0, low_open=True),
-        Param("lamb1", float, 1e-2, "RGSM group-l0 weight", low=0),
-        Param("lamb2", float, 1e-5, "RGSM group-lasso weight", low=0),
-        Param("penalty", str, "l0", "Sparsity penalty (RGSM: of the group norms)", choices=("l0", "l1")),
-        PULL, RESET,
-    )
+    params = PARAMS["rgsm"]
     default_sparsity = "channel"
 
     def hyperparameters(self) -> dict:

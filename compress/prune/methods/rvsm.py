@@ -19,26 +19,17 @@ import math
 
 import torch
 
-from compress.params import Param
 from compress.prune import ops
+from compress.prune.method_params import PARAMS
 from compress.prune.methods import register
-from compress.prune.methods.splitting import PULL, RESET, SplittingMethod
+from compress.prune.methods.splitting import SplittingMethod
 from compress.prune.targets import PrunableLayer
-
-PENALTIES = ("l0", "l1", "tl1")
 
 
 @register
 class RVSM(SplittingMethod):
     name = "rvsm"
-    params = (
-        Param("epochs", int, 10, "Method-phase epochs", low=0),
-        Param("beta", float, 1e-2, "RVSM relaxation (pull of w towards u)", low=0, low_open=True),
-        Param("lamb", float, 1e-6, "RVSM penalty weight", low=0),
-        Param("penalty", str, "l0", "Sparsity penalty (RGSM: of the group norms)", choices=PENALTIES),
-        Param("tl1_a", float, 1.0, "Transformed-l1 parameter a", low=0, low_open=True),
-        PULL, RESET,
-    )
+    params = PARAMS["rvsm"]
 
     def pull(self) -> float:
         return float(self.hp["beta"])

@@ -10,18 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.params import Param
 from compress.prune import ops
 from compress.prune.methods.base import Method, prune_masks, weights_as
 from compress.prune.targets import Adjustment, PrunableLayer, Targets
-
-#: how the relaxed methods pull w towards u, and whether w is replaced by u at epoch ends (the seed's
-#: variants, measured side by side on LeNet/MNIST in the README)
-PULL = Param("pull", str, "optimizer", "How w is pulled towards u: optimizer = beta (w - u) added to the "
-             "gradient (momentum carries it), seed = w -= lr beta (w - u) outside the optimizer",
-             choices=("optimizer", "seed"))
-RESET = Param("reset", str, "never", "Replace the dense w by the sparse u: never, or after every epoch "
-              "(the seed code)", choices=("never", "epoch"))
 
 
 class SplittingMethod(Method):

@@ -23,22 +23,14 @@ from typing import Any
 
 import torch
 
-from compress.params import Param
 from compress.quant.admm import admm_quant_step, project_to_grid
+from compress.quant.method_params import PARAMS
 from compress.quant.methods.base import QuantMethod
 
 
 class ADMMQuant(QuantMethod):
     name = "admm"
-    # Measured on LeNet/MNIST (README "Quantization"): the ADMM 71.2x model at 4 and 2 bits.
-    params = (
-        Param("rho", float, 1e-2, "ADMM penalty per layer", low=0, low_open=True),
-        Param("rho_growth", float, 1.3, "Multiplier of rho after each ADMM iteration", low=1),
-        Param("admm_iters", int, 10, "ADMM iterations", low=1),
-        Param("epochs_per_iter", int, 1, "Epochs per ADMM iteration", low=1),
-        Param("admm_scale", str, "refit", "ADMM: the Z-step's grid (refit to W + U, or fixed at the start)",
-              choices=("refit", "fixed")),
-    )
+    params = PARAMS["admm"]
 
     def total_epochs(self) -> int:
         return int(self.hp["admm_iters"]) * int(self.hp["epochs_per_iter"])

@@ -6,12 +6,13 @@ grids, ``finalize`` applies them.
 """
 from __future__ import annotations
 
+from compress.quant.method_params import PARAMS
 from compress.quant.methods.base import QuantMethod
 
 
 class PTQ(QuantMethod):
     name = "ptq"
-    params = ()
+    params = PARAMS["ptq"]
     trains = False
 
     def total_epochs(self) -> int:

@@ -29,28 +29,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.params import Param
 from compress.prune.methods.base import weights_as
 from compress.quant.grid import fake_quantize
+from compress.quant.method_params import PARAMS
 from compress.quant.methods.base import QuantMethod
-from compress.quant.regularizer import RAMPS, QGTRegularizer, Ramp
+from compress.quant.regularizer import QGTRegularizer, Ramp
 
 
 class QGT(QuantMethod):
     name = "qgt"
-    # Measured on LeNet/MNIST (README "Quantization"): the ADMM 71.2x model at 4 and 2 bits.
-    params = (
-        Param("epochs", int, 10, "Fine-tuning epochs", low=1),
-        Param("qgt_lambda", float, 20.0, "QGT: strength of the pull towards the grid once ramped up",
-              low=0),
-        Param("qgt_lambda_min", float, 1e-3, "QGT: strength of the pull at the first step", low=0),
-        Param("qgt_ramp", float, 1.0, "QGT: fraction of the steps over which the pull rises", low=0, high=1),
-        Param("qgt_ramp_shape", str, "exp", "QGT: shape of the rise", choices=tuple(RAMPS)),
-        Param("qgt_refit", str, "epoch", "QGT: refit the grids' scales to the weights after every epoch, "
-              "or keep the initial ones", choices=("epoch", "never")),
-        Param("qgt_forward", str, "quantized", "QGT: the weights of the forward pass (quantized: the "
-              "gradient there updates the float weights)", choices=("quantized", "float")),
-    )
+    params = PARAMS["qgt"]
 
     def _ramp(self) -> Ramp:
         spe = self.steps_per_epoch

@@ -1,9 +1,3 @@
-"""Caffe layer converters, one module per layer family; importing this package registers them all."""
-from __future__ import annotations
-
-import importlib
-import pkgutil
-
-for _info in pkgutil.iter_modules(__path__):
-    if _info.name != "base":
-        importlib.import_module(f"{__name__}.{_info.name}")
+"""Caffe layer converters, one module per layer family. ``base._load_all`` imports them (each registers
+its types) when the registry is first consulted: importing the package alone imports no torch, so that
+``base``, ``common``, ``io`` and ``fillers`` serve the torch-free shape inference as well."""

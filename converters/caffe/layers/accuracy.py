@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from converters.caffe.layers.base import layer_error, register
-from converters.caffe.layers.common import canonical_axis
-from converters.caffe.layers.loss import LabelledLayer, check_counts, ignore_label_of
+from converters.caffe.layers.base import register
+from converters.caffe.layers.loss import LabelledLayer, ignore_label_of
+from converters.caffe.shapes.accuracy import accuracy_axis, silence_checks
 
 
 class Accuracy(LabelledLayer):
@@ -54,18 +54,12 @@ class Silence(nn.Module):
 
 @register("Accuracy")
 def build_accuracy(layer, bottoms: list[torch.Tensor]) -> nn.Module:
-    check_counts(layer, bottoms, 2, (1, 2))
+    axis = accuracy_axis(layer, [tuple(b.shape) for b in bottoms])
     p = layer.accuracy_param
-    x = bottoms[0]
-    axis = canonical_axis(layer, p.axis, x.dim(), "accuracy_param.axis")
-    if p.top_k > x.shape[axis]:
-        raise layer_error(layer, f"top_k must be at most the number of classes ({x.shape[axis]}), "
-                                 f"found {p.top_k}")
     return Accuracy(layer.name, int(p.top_k), axis, ignore_label_of(p), per_class=len(layer.top) == 2)
 
 
 @register("Silence")
 def build_silence(layer, bottoms: list[torch.Tensor]) -> nn.Module:
-    if layer.top:
-        raise layer_error(layer, f"a Silence layer has no tops, found {list(layer.top)}")
+    silence_checks(layer)
     return Silence()

@@ -9,15 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from converters.caffe.layers.base import CaffeBlobs, layer_error, register
-from converters.caffe.layers.common import canonical_axis
+from converters.caffe.layers.base import CaffeBlobs, register
 from converters.caffe.layers.fillers import Filler, filler_of
+from converters.caffe.shapes.activation import dropout_ratio, prelu_channels, softmax_axis
+from converters.caffe.shapes.base import one_bottom
 
 
-def _one_bottom(layer, bottoms: list[torch.Tensor]) -> torch.Tensor:
-    if len(bottoms) != 1:
-        raise layer_error(layer, f"expected 1 bottom, found {len(bottoms)}")
-    return bottoms[0]
+def _one_bottom(layer, bottoms: list[torch.Tensor]) -> None:
+    one_bottom(layer, [tuple(b.shape) for b in bottoms])
 
 
 @register("ReLU")
@@ -59,16 +58,12 @@ class CaffeDropout(nn.Dropout):
 @register("Dropout")
 def build_dropout(layer, bottoms: list[torch.Tensor]) -> nn.Module:
     _one_bottom(layer, bottoms)
-    ratio = layer.dropout_param.dropout_ratio
-    if not 0.0 <= ratio < 1.0:
-        raise layer_error(layer, f"dropout_ratio must be in [0, 1), found {ratio}")
-    return CaffeDropout(ratio)
+    return CaffeDropout(dropout_ratio(layer))
 
 
 @register("Softmax")
 def build_softmax(layer, bottoms: list[torch.Tensor]) -> nn.Module:
-    x = _one_bottom(layer, bottoms)
-    return nn.Softmax(dim=canonical_axis(layer, layer.softmax_param.axis, x.dim()))
+    return nn.Softmax(dim=softmax_axis(layer, [tuple(b.shape) for b in bottoms]))
 
 
 class CaffePReLU(nn.Module, CaffeBlobs):
@@ -100,7 +95,6 @@ class CaffePReLU(nn.Module, CaffeBlobs):
 
 @register("PReLU")
 def build_prelu(layer, bottoms: list[torch.Tensor]) -> nn.Module:
-    x = _one_bottom(layer, bottoms)
     p = layer.prelu_param
-    channels = int(x.shape[1]) if x.dim() >= 2 else 1
-    return CaffePReLU(channels, bool(p.channel_shared), filler_of(p, "filler"))
+    return CaffePReLU(prelu_channels(layer, [tuple(b.shape) for b in bottoms]), bool(p.channel_shared),
+                      filler_of(p, "filler"))

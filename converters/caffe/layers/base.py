@@ -12,15 +12,18 @@ that reading and writing ``.caffemodel`` files needs.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from converters.caffe.names import bare, cut, listed, shown
 from converters.errors import ConversionError, UnsupportedLayerError
 
-Builder = Callable[..., nn.Module]
+if TYPE_CHECKING:  # torch is imported by the converter modules, not here: ``layer_error``, the
+    import torch  # registry's names and the input helpers serve the torch-free shape inference too
+
+Builder = Callable[..., Any]  # (layer, bottoms) -> nn.Module
 _REGISTRY: dict[str, Builder] = {}
 
 
@@ -47,21 +50,30 @@ def builder_for(layer_type: str) -> Builder:
     try:
         return _REGISTRY[layer_type]
     except KeyError:
-        raise UnsupportedLayerError(
-            f"unsupported layer type {shown(layer_type)}; supported: {', '.join(supported_types())}"
-        ) from None
+        raise unsupported(layer_type, _REGISTRY) from None
 
 
 def check_supported(types: list[tuple[str, str]]) -> None:
     """Raise one error naming every (layer name, type) pair that has no converter."""
     _load_all()
-    missing = [(name, t) for name, t in types if t not in _REGISTRY]
+    check_types(types, _REGISTRY)
+
+
+def unsupported(layer_type: str, supported) -> UnsupportedLayerError:
+    return UnsupportedLayerError(
+        f"unsupported layer type {shown(layer_type)}; supported: {', '.join(sorted(supported))}")
+
+
+def check_types(types: list[tuple[str, str]], supported) -> None:
+    """One error naming every (layer name, type) pair whose type is not in ``supported`` (a registry:
+    the converters', or the torch-free shape inference's, which has the same names)."""
+    missing = [(name, t) for name, t in types if t not in supported]
     if missing:
         layers = listed((f"{bare(name)} ({bare(t)})" for name, t in missing), show=str)
         kinds = sorted({t for _, t in missing})
         raise UnsupportedLayerError(
             f"unsupported layer type{'s' if len(kinds) > 1 else ''} {listed(kinds)} in: {layers}; "
-            f"supported: {', '.join(sorted(_REGISTRY))}"
+            f"supported: {', '.join(sorted(supported))}"
         )
 
 
@@ -88,5 +100,15 @@ def layer_error(layer, message: str) -> ConversionError:
 
 
 def _load_all() -> None:
-    # Importing the package registers every converter module exactly once.
-    import converters.caffe.layers  # noqa: F401
+    """Import every converter module of the package once (each registers its types)."""
+    global _LOADED
+    if _LOADED:
+        return
+    import converters.caffe.layers as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+    _LOADED = True
+
+
+_LOADED = False

@@ -4,9 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from converters.caffe.layers.base import layer_error, register
-
-_OPS = {0: "PROD", 1: "SUM", 2: "MAX"}
+from converters.caffe.layers.base import register
+from converters.caffe.shapes.eltwise import eltwise_params
 
 
 class CaffeEltwise(nn.Module):
@@ -37,19 +36,4 @@ class CaffeEltwise(nn.Module):
 
 @register("Eltwise")
 def build(layer, bottoms: list[torch.Tensor]) -> nn.Module:
-    p = layer.eltwise_param
-    if len(bottoms) < 2:
-        raise layer_error(layer, f"expected at least 2 bottoms, found {len(bottoms)}")
-    shapes = [tuple(b.shape) for b in bottoms]
-    if len(set(shapes)) != 1:
-        raise layer_error(layer, f"all bottoms must have the same shape, found {shapes}")
-    op = _OPS.get(int(p.operation))
-    if op is None:
-        raise layer_error(layer, f"unknown operation {p.operation} (expected PROD, SUM or MAX)")
-    coeff = tuple(float(c) for c in p.coeff) or None
-    if coeff is not None:
-        if op != "SUM":
-            raise layer_error(layer, f"coeff is only allowed with operation SUM, found {op}")
-        if len(coeff) != len(bottoms):
-            raise layer_error(layer, f"expected one coeff per bottom ({len(bottoms)}), found {len(coeff)}")
-    return CaffeEltwise(op, coeff)
+    return CaffeEltwise(*eltwise_params(layer, [tuple(b.shape) for b in bottoms]))

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from converters.caffe.names import shown
 from converters.errors import ConversionError
+
+if TYPE_CHECKING:  # torch and numpy are imported where values are drawn: checking a filler (what the
+    import torch  # torch-free shape inference does) needs neither
 
 _NORM = {0: "FAN_IN", 1: "FAN_OUT", 2: "AVERAGE"}
 
@@ -50,11 +51,13 @@ class Filler:
         return cls(type=msg.type, value=msg.value, min=msg.min, max=msg.max, mean=msg.mean, std=msg.std,
                    sparse=msg.sparse, variance_norm=_NORM.get(int(msg.variance_norm), "FAN_IN"), field=field)
 
-    @torch.no_grad()
     def fill_(self, blob: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Fill ``blob`` (Caffe layout, possibly a view of a parameter) in place."""
+        import torch
+
         self.check(tuple(blob.shape))
-        _FILLS[self.type](self, blob, generator)
+        with torch.no_grad():
+            _FILLS[self.type](self, blob, generator)
         return blob
 
     def check(self, shape: tuple[int, ...]) -> None:
@@ -98,6 +101,8 @@ def _fans(blob: torch.Tensor) -> tuple[int, int]:
 
 def _scale(f: Filler, blob: torch.Tensor, numerator: float) -> float:
     """``sqrt(numerator / n)`` in float as Caffe computes it (``n``: fan-in, fan-out or their mean)."""
+    import numpy as np
+
     fan_in, fan_out = _fans(blob)
     n = {"FAN_IN": fan_in, "FAN_OUT": fan_out, "AVERAGE": (fan_in + fan_out) / 2.0}[f.variance_norm]
     return float(np.sqrt(np.float32(numerator) / np.float32(n)))
@@ -113,6 +118,8 @@ def _uniform(f: Filler, blob: torch.Tensor, g) -> None:
 
 def _gaussian(f: Filler, blob: torch.Tensor, g) -> None:
     blob.normal_(f.mean, f.std, generator=g)
+    import torch
+
     if f.sparse >= 0 and blob.dim() > 0:  # Caffe: keep each weight with probability sparse / num_outputs
         p = f.sparse / blob.shape[0]
         blob.mul_(torch.rand(blob.shape, generator=g, dtype=blob.dtype, device=blob.device) < p)
@@ -129,6 +136,8 @@ def _msra(f: Filler, blob: torch.Tensor, g) -> None:
 
 def _positive_unitball(f: Filler, blob: torch.Tensor, g) -> None:
     # Caffe: uniform(0, 1), then each of the shape[0] rows divided by its sum.
+    import torch
+
     num = blob.shape[0] if blob.dim() else 1
     rows = torch.rand(blob.numel(), generator=g, dtype=blob.dtype, device=blob.device).view(num, -1)
     blob.copy_((rows / rows.sum(dim=1, keepdim=True)).view(blob.shape))
@@ -137,6 +146,8 @@ def _positive_unitball(f: Filler, blob: torch.Tensor, g) -> None:
 def _bilinear(f: Filler, blob: torch.Tensor, g) -> None:
     # Caffe's BilinearFiller (since 2017), for Deconvolution upsampling kernels: f = ceil(K / 2),
     # c = (K - 1) / (2 f), w[y, x] = (1 - |x / f - c|) (1 - |y / f - c|) for every (out, in) pair.
+    import torch
+
     if blob.dim() != 4 or blob.shape[-1] != blob.shape[-2]:
         raise ConversionError(f"the bilinear filler needs a 4-D blob with square kernels, found "
                               f"shape {tuple(blob.shape)}")
@@ -156,14 +167,14 @@ _FILLS = {"constant": _constant, "uniform": _uniform, "gaussian": _gaussian, "xa
 
 def _weight_and_bias(param) -> list[Filler]:
     # Convolution/Deconvolution/InnerProduct: FillerParameter's defaults are constant 0 for both.
-    fillers = [Filler.from_proto(param.weight_filler)]
-    return fillers + [Filler.from_proto(param.bias_filler)] if param.bias_term else fillers
+    fillers = [Filler.from_proto(param.weight_filler, "weight_filler")]
+    return fillers + [Filler.from_proto(param.bias_filler, "bias_filler")] if param.bias_term else fillers
 
 
 def _scale_fillers(layer) -> list[Filler]:
     p = layer.scale_param
     scale = [filler_of(p, "filler") or Filler(value=1.0)] if len(layer.bottom) == 1 else []
-    return scale + ([Filler.from_proto(p.bias_filler)] if p.bias_term else [])
+    return scale + ([Filler.from_proto(p.bias_filler, "bias_filler")] if p.bias_term else [])
 
 
 _LAYER_FILLERS = {

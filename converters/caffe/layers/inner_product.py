@@ -6,15 +6,13 @@ very same bytes back and pruning code still sees ``(out, in)``.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from converters.caffe.layers.base import CaffeBlobs, layer_error, register
-from converters.caffe.layers.common import canonical_axis
+from converters.caffe.layers.base import CaffeBlobs, register
 from converters.caffe.layers.fillers import Filler, filler_of
+from converters.caffe.shapes.inner_product import inner_product_geometry
 
 
 class CaffeInnerProduct(nn.Linear, CaffeBlobs):
@@ -56,16 +54,10 @@ class CaffeInnerProduct(nn.Linear, CaffeBlobs):
 
 @register("InnerProduct")
 def build(layer, bottoms: list[torch.Tensor]) -> nn.Module:
+    g = inner_product_geometry(layer, [tuple(b.shape) for b in bottoms])
     p = layer.inner_product_param
-    if len(bottoms) != 1:
-        raise layer_error(layer, f"expected 1 bottom, found {len(bottoms)}")
-    if not p.HasField("num_output") or p.num_output == 0:
-        raise layer_error(layer, "inner_product_param.num_output must be set to a positive number")
-    x = bottoms[0]
-    axis = canonical_axis(layer, p.axis, x.dim())
-    in_features = math.prod(x.shape[axis:])
-    module = CaffeInnerProduct(in_features, int(p.num_output), bias=bool(p.bias_term), axis=axis,
-                               transpose=bool(p.transpose), device="meta")
+    module = CaffeInnerProduct(g.in_features, g.out_features, bias=g.bias, axis=g.axis, transpose=g.transpose,
+                               device="meta")
     module.weight_filler = filler_of(p, "weight_filler")
     module.bias_filler = filler_of(p, "bias_filler")
     return module

@@ -18,8 +18,12 @@ INPUT_TYPES = ("Input", *DATA_TYPES)
 
 @register(*INPUT_TYPES)
 def build_input(layer, bottoms):
-    raise layer_error(layer, "input and data layers are turned into net inputs by the net builder, "
-                             "not built as modules")
+    raise not_a_module(layer)
+
+
+def not_a_module(layer):
+    return layer_error(layer, "input and data layers are turned into net inputs by the net builder, "
+                              "not built as modules")
 
 
 def input_param_shapes(layer) -> list[tuple[int, ...]]:

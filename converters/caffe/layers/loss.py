@@ -17,8 +17,13 @@ import math
 import torch
 from torch import nn
 
-from converters.caffe.layers.base import layer_error, register
-from converters.caffe.layers.common import canonical_axis
+from converters.caffe.layers.base import register
+from converters.caffe.shapes.loss import (
+    euclidean_checks,
+    label_count_problem,
+    sigmoid_cross_entropy_checks,
+    softmax_loss_axis,
+)
 from converters.errors import ConversionError
 
 FLT_MIN = 1.17549435e-38  # float's smallest normal number: Caffe clamps probabilities to it before log
@@ -69,10 +74,10 @@ class LabelledLayer(nn.Module):
         return ConversionError(f"layer {self.layer_name!r} ({self.layer_type}): {message}")
 
     def _split(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        problem = label_count_problem(tuple(x.shape), label.numel(), self.axis)
+        if problem:
+            raise self._error(problem)
         outer, inner = math.prod(x.shape[:self.axis]), math.prod(x.shape[self.axis + 1:])
-        if label.numel() != outer * inner:
-            raise self._error(f"{label.numel()} labels for predictions of shape {tuple(x.shape)} "
-                              f"(expected {outer * inner}: one per position outside axis {self.axis})")
         return x.reshape(outer, x.shape[self.axis], inner), outer, inner
 
     def _labels(self, label: torch.Tensor, outer: int, inner: int, classes: int):
@@ -180,22 +185,6 @@ class EuclideanLoss(nn.Module):
         return _with_caffe_gradient(loss, float(num), pairs)
 
 
-def check_counts(layer, bottoms, n_bottoms: int, tops: tuple[int, int]) -> None:
-    if len(bottoms) != n_bottoms:
-        raise layer_error(layer, f"expected {n_bottoms} bottoms, found {len(bottoms)}")
-    if not tops[0] <= len(layer.top) <= tops[1]:
-        want = str(tops[0]) if tops[0] == tops[1] else f"{tops[0]} or {tops[1]}"
-        raise layer_error(layer, f"expected {want} top(s), found {len(layer.top)}")
-
-
-def _same_first_dim(layer, bottoms) -> None:
-    """``LossLayer::Reshape``: the data and label should have the same first dimension."""
-    a, b = bottoms
-    if a.dim() == 0 or b.dim() == 0 or a.shape[0] != b.shape[0]:
-        raise layer_error(layer, f"the two bottoms must have the same first dimension, found "
-                                 f"{tuple(a.shape)} and {tuple(b.shape)}")
-
-
 def ignore_label_of(param) -> int | None:
     return int(param.ignore_label) if param.HasField("ignore_label") else None
 
@@ -211,29 +200,25 @@ def normalization_of(layer, default: str) -> str:
     return default
 
 
+def _shapes(bottoms: list[torch.Tensor]) -> list[tuple[int, ...]]:
+    return [tuple(b.shape) for b in bottoms]
+
+
 @register("SoftmaxWithLoss")
 def build_softmax_loss(layer, bottoms: list[torch.Tensor]) -> nn.Module:
-    check_counts(layer, bottoms, 2, (1, 2))
-    _same_first_dim(layer, bottoms)
-    axis = canonical_axis(layer, layer.softmax_param.axis, bottoms[0].dim(), "softmax_param.axis")
+    axis = softmax_loss_axis(layer, _shapes(bottoms))
     return SoftmaxWithLoss(layer.name, axis, ignore_label_of(layer.loss_param),
                            normalization_of(layer, "VALID"), prob_top=len(layer.top) == 2)
 
 
 @register("SigmoidCrossEntropyLoss")
 def build_sigmoid_cross_entropy_loss(layer, bottoms: list[torch.Tensor]) -> nn.Module:
-    check_counts(layer, bottoms, 2, (1, 1))
-    _same_first_dim(layer, bottoms)
+    sigmoid_cross_entropy_checks(layer, _shapes(bottoms))
     return SigmoidCrossEntropyLoss(layer.name, ignore_label_of(layer.loss_param),
                                    normalization_of(layer, "BATCH_SIZE"))
 
 
 @register("EuclideanLoss")
 def build_euclidean_loss(layer, bottoms: list[torch.Tensor]) -> nn.Module:
-    check_counts(layer, bottoms, 2, (1, 1))
-    _same_first_dim(layer, bottoms)
-    a, b = bottoms
-    if a.numel() // a.shape[0] != b.numel() // b.shape[0]:
-        raise layer_error(layer, f"inputs must have the same dimension, found {tuple(a.shape)} and "
-                                 f"{tuple(b.shape)}")
+    euclidean_checks(layer, _shapes(bottoms))
     return EuclideanLoss()

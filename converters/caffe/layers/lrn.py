@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from converters.caffe.layers.base import layer_error, register
-
-_REGIONS = {0: "ACROSS_CHANNELS", 1: "WITHIN_CHANNEL"}
+from converters.caffe.layers.base import register
+from converters.caffe.shapes.lrn import lrn_params
 
 
 class CaffeLRN(nn.Module):
@@ -41,13 +40,5 @@ class CaffeLRN(nn.Module):
 @register("LRN")
 def build(layer, bottoms: list[torch.Tensor]) -> nn.Module:
     p = layer.lrn_param
-    if len(bottoms) != 1 or bottoms[0].dim() != 4:
-        raise layer_error(layer, f"expected one 4-D (N, C, H, W) bottom, found shapes "
-                                 f"{[tuple(b.shape) for b in bottoms]}")
-    size = int(p.local_size)
-    if size % 2 != 1:
-        raise layer_error(layer, f"local_size must be odd (Caffe supports only odd sizes), found {size}")
-    region = _REGIONS.get(int(p.norm_region))
-    if region is None:
-        raise layer_error(layer, f"unknown norm_region {p.norm_region}")
+    size, region = lrn_params(layer, [tuple(b.shape) for b in bottoms])
     return CaffeLRN(size, float(p.alpha), float(p.beta), float(p.k), region)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from converters.caffe.layers.base import CaffeBlobs, layer_error, register
-from converters.caffe.layers.common import canonical_axis
+from converters.caffe.layers.base import CaffeBlobs, register
 from converters.caffe.layers.fillers import Filler, filler_of
+from converters.caffe.shapes.normalization import batchnorm_channels, scale_geometry
 
 
 class CaffeBatchNorm(nn.Module, CaffeBlobs):
@@ -79,12 +79,10 @@ class CaffeBatchNorm(nn.Module, CaffeBlobs):
 
 @register("BatchNorm")
 def build_batchnorm(layer, bottoms: list[torch.Tensor]) -> nn.Module:
-    if len(bottoms) != 1 or bottoms[0].dim() < 2:
-        raise layer_error(layer, f"expected one bottom of at least 2 dimensions (N, C, ...), found "
-                                 f"{[tuple(b.shape) for b in bottoms]}")
+    channels = batchnorm_channels(layer, [tuple(b.shape) for b in bottoms])
     p = layer.batch_norm_param
     use_global = bool(p.use_global_stats) if p.HasField("use_global_stats") else None
-    return CaffeBatchNorm(int(bottoms[0].shape[1]), float(p.eps), use_global,
+    return CaffeBatchNorm(channels, float(p.eps), use_global,
                           float(p.moving_average_fraction))
 
 
@@ -136,22 +134,6 @@ class CaffeScale(nn.Module, CaffeBlobs):
 @register("Scale")
 def build_scale(layer, bottoms: list[torch.Tensor]) -> nn.Module:
     p = layer.scale_param
-    if len(bottoms) not in (1, 2):
-        raise layer_error(layer, f"expected 1 or 2 bottoms, found {len(bottoms)}")
-    x = bottoms[0]
-    axis = canonical_axis(layer, p.axis, x.dim())
-    if len(bottoms) == 2:
-        shape = tuple(int(s) for s in bottoms[1].shape)
-    else:
-        if p.num_axes < -1:
-            raise layer_error(layer, f"num_axes must be -1 or non-negative, found {p.num_axes}")
-        end = x.dim() if p.num_axes == -1 else axis + p.num_axes
-        if end > x.dim():
-            raise layer_error(layer, f"axis {axis} + num_axes {p.num_axes} exceeds the bottom's "
-                                     f"{x.dim()} axes")
-        shape = tuple(int(s) for s in x.shape[axis:end])
-    if tuple(x.shape[axis:axis + len(shape)]) != shape:
-        raise layer_error(layer, f"scale shape {shape} does not match bottom shape {tuple(x.shape)} "
-                                 f"from axis {axis}")
+    axis, shape = scale_geometry(layer, [tuple(b.shape) for b in bottoms])
     return CaffeScale(axis, shape, learned_scale=len(bottoms) == 1, bias=bool(p.bias_term),
                       filler=filler_of(p, "filler"), bias_filler=filler_of(p, "bias_filler"))

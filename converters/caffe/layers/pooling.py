@@ -7,29 +7,19 @@ PyTorch's ``ceil_mode=True, count_include_pad=True`` pooling computes the same w
 size agrees and ``p <= k / 2``, so that fast path is used then; otherwise (``p > k / 2``, or ``p = 0`` with
 ``stride > kernel`` where PyTorch drops a last window Caffe keeps) the input is padded explicitly.
 A window lying wholly outside the input (possible only in the second case) gives what Caffe gives:
-``-FLT_MAX`` for MAX, and for AVE ``0 / size`` (NaN when that size is 0).
+``-FLT_MAX`` for MAX, and for AVE ``0 / size`` (NaN when that size is 0). The parameters are checked
+by ``converters/caffe/shapes/pooling.py`` (shared with the torch-free shape inference).
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from converters.caffe.layers.base import layer_error, register
-from converters.caffe.layers.common import opt, spatial_pair
+from converters.caffe.layers.base import register
+from converters.caffe.shapes.pooling import caffe_pool_size, pool_geometry
 
 FLT_MAX = torch.finfo(torch.float32).max
-_METHODS = {0: "MAX", 1: "AVE", 2: "STOCHASTIC"}
-
-
-def caffe_pool_size(size: int, kernel: int, stride: int, pad: int) -> int:
-    """Caffe's pooled size along one axis (``PoolingLayer::Reshape``)."""
-    out = math.ceil((size + 2 * pad - kernel) / stride) + 1
-    if pad > 0 and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
 
 
 def torch_pool_size(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -107,34 +97,5 @@ def _ave_divisor(h, w, out, kernel, stride, pad, like: torch.Tensor) -> torch.Te
 
 @register("Pooling")
 def build(layer, bottoms: list[torch.Tensor]) -> nn.Module:
-    p = layer.pooling_param
-    if len(bottoms) != 1 or bottoms[0].dim() != 4:
-        raise layer_error(layer, f"expected one 4-D (N, C, H, W) bottom, found shapes "
-                                 f"{[tuple(b.shape) for b in bottoms]}")
-    method = _METHODS.get(int(p.pool), str(p.pool))
-    if method not in ("MAX", "AVE"):
-        raise layer_error(layer, f"pool: {method} is not supported (only MAX and AVE; STOCHASTIC pooling "
-                                 f"is random at training and has no deterministic PyTorch equivalent)")
-    h, w = (int(s) for s in bottoms[0].shape[2:])
-    if p.global_pooling:
-        if p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w"):
-            raise layer_error(layer, "with global_pooling the kernel size must not be set")
-        kernel = (h, w)
-    else:
-        kernel = spatial_pair(layer, [p.kernel_size] if p.HasField("kernel_size") else [],
-                              opt(p, "kernel_h"), opt(p, "kernel_w"), 0, "kernel")
-        if min(kernel) <= 0:
-            raise layer_error(layer, f"kernel size must be set and positive, found {kernel}")
-    pad = (p.pad_h, p.pad_w) if p.HasField("pad_h") or p.HasField("pad_w") else (p.pad, p.pad)
-    if p.HasField("stride_h") or p.HasField("stride_w"):
-        stride = (p.stride_h, p.stride_w)
-    else:
-        stride = (p.stride, p.stride)
-    if min(stride) <= 0:
-        raise layer_error(layer, f"stride must be positive, found {stride}")
-    if p.global_pooling and (pad != (0, 0) or stride != (1, 1)):
-        raise layer_error(layer, f"with global_pooling, pad must be 0 and stride 1 (found pad {pad}, "
-                                 f"stride {stride})")
-    if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
-        raise layer_error(layer, f"pad {pad} must be smaller than the kernel {kernel} (Caffe's rule)")
-    return CaffePooling(method, kernel, stride, pad, global_pooling=bool(p.global_pooling))
+    g = pool_geometry(layer, [tuple(b.shape) for b in bottoms])
+    return CaffePooling(g.method, g.kernel, g.stride, g.pad, global_pooling=g.global_pooling)
