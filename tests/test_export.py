@@ -264,7 +264,9 @@ def test_cli_sparse_export_reports_size(tmp_path, capsys):
     out = tmp_path / "m.onnx"
     assert main(["export", _model_file(tmp_path, net), "-o", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "dense export" in text and "conv2.weight, ip1.weight" in text
+    size, original = out.stat().st_size, 4 * sum(p.numel() for p in net.parameters())
+    assert f"{original / size:.2f}x smaller than the original model's float32 weights: " in text
+    assert "1.00x" not in text and "conv2.weight, ip1.weight" in text
     props = {p.key: p.value for p in onnx.load(out).metadata_props}
     assert props["method"] == "magnitude"
     assert main(["export", _model_file(tmp_path, net), "-o", str(tmp_path / "d.onnx"), "--dense"]) == 0

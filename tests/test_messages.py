@@ -112,3 +112,13 @@ def test_verify_on_a_device_that_is_not_there_is_one_line(tmp_path, capsys):
     capsys.readouterr()
     assert main(["verify", str(tmp_path / "l.onnx"), "--against", "lenet", "--device", "cuda"]) == 1
     assert capsys.readouterr().err.strip() == "Error: --device cuda requested but no CUDA device is available"
+
+
+def test_export_names_one_baseline_and_never_says_1x_smaller(tmp_path, capsys):
+    from compress.commands.export import against_original
+
+    assert main(["export", "lenet", "-o", str(tmp_path / "d.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "(the size of the original model's float32 weights: 1.72 MB)" in out and "1.00x" not in out
+    assert against_original(1000, 4000) == "4.00x smaller than the original model's float32 weights: 4.00 kB"
+    assert against_original(2000, 1000).startswith("2.00x larger than the original")
