@@ -16,7 +16,7 @@ import click
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("convert", "Convert a Caffe model (.caffemodel + .prototxt) to a compress model file."),
     "info": ("info", "Show layers, output shapes and parameter counts in Caffe's names."),
-    "zoo": ("zoo", "Models shipped with the tool (LeNet, AlexNet) and their target presets."),
+    "zoo": ("zoo", "Models shipped with the tool (LeNet, MobileNets, ResNet-20, AlexNet) and their presets."),
     "train": ("train", "Train a Caffe net from its solver.prototxt exactly as caffe train does."),
     "prune": ("prune", "Fine-tune under ADMM/RVSM/RGSM/SGD, hard-prune to targets, retrain with masks."),
     "quantize": ("quantize", "Quantize weights to 8/4/3/2-bit grids by PTQ, QGT or ADMM training."),

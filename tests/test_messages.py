@@ -72,6 +72,15 @@ def test_a_solver_given_where_a_net_is_expected_is_named_with_its_net(tmp_path, 
 COMPUTING = ("convert", "train", "prune", "quantize", "eval", "report", "export", "verify")
 
 
+@pytest.mark.parametrize("argv", [["info", "lenet"], ["zoo", "list"]])
+def test_info_and_zoo_list_print_json_too(argv, capsys):
+    import json
+
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["schema"] in ("compress.info/1", "compress.zoo/1")
+
+
 @pytest.mark.parametrize("name", COMPUTING)
 def test_every_computing_command_takes_threads_and_json(name):
     import click

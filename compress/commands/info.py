@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from compress.commands._common import echo_json, json_option
+
 
 def info_rows(model: str, prototxt: str | None = None) -> tuple[object, list[tuple[str, str, str, int]]]:
     """(NetInfo, rows of (layer, type, top shape(s), params)); the net's inputs come first."""
@@ -37,7 +39,8 @@ def _shape(shape) -> str:
 @click.command("info")
 @click.argument("model", metavar="MODEL")
 @click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL")
-def command(model: str, prototxt: str | None) -> None:
+@json_option
+def command(model: str, prototxt: str | None, as_json: bool) -> None:
     """Show layers, output shapes and parameter counts in Caffe's names.
 
     MODEL is a zoo name, a model file, a .caffemodel or a .prototxt; each layer's type, top shape(s) at
@@ -47,6 +50,12 @@ def command(model: str, prototxt: str | None) -> None:
 
     show_warnings()
     info, rows = info_rows(model, prototxt)
+    if as_json:
+        echo_json({"schema": "compress.info/1", "name": info.name, "inputs": info.inputs,
+                   "outputs": list(info.outputs),
+                   "layers": [{"name": n, "type": t, "top_shape": s, "params": p} for n, t, s, p in rows],
+                   "params": sum(r[3] for r in rows)})
+        return
     inputs = ", ".join(f"{k} {_shape(v)}" for k, v in info.inputs.items())
     click.echo(f"{info.name}: inputs {inputs} -> outputs {', '.join(info.outputs)}")
     click.echo(render_table(rows), nl=False)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import click
 
+from compress.commands._common import echo_json, json_option
+
 
 @dataclass(frozen=True)
 class ZooRow:
@@ -50,16 +52,22 @@ def render_rows(rows: list[ZooRow]) -> str:
 
 @click.group("zoo")
 def command() -> None:
-    """Models shipped with the tool (LeNet, AlexNet) and their target presets.
+    """Models shipped with the tool (LeNet, MobileNets, ResNet-20, AlexNet) and their presets.
 
     Their names work wherever a MODEL is taken.
     """
 
 
 @command.command("list")
-def list_() -> None:
+@json_option
+def list_(as_json: bool) -> None:
     """List the zoo: name, input, parameters, trained weights, their data and top-1, presets.
 
     The dataset and top-1 are those of the weights that ship ("-": none ship, or none was measured).
     """
+    if as_json:
+        from dataclasses import asdict
+
+        echo_json({"schema": "compress.zoo/1", "models": [asdict(r) for r in zoo_rows()]})
+        return
     click.echo(render_rows(zoo_rows()), nl=False)
