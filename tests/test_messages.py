@@ -131,3 +131,13 @@ def test_export_names_one_baseline_and_never_says_1x_smaller(tmp_path, capsys):
     assert "(the size of the original model's float32 weights: 1.72 MB)" in out and "1.00x" not in out
     assert against_original(1000, 4000) == "4.00x smaller than the original model's float32 weights: 4.00 kB"
     assert against_original(2000, 1000).startswith("2.00x larger than the original")
+
+
+def test_prototxt_kind_reads_top_level_fields_in_one_pass():
+    from converters.caffe.prototxt import prototxt_kind
+
+    assert prototxt_kind('net: "a.prototxt"\nbase_lr: 0.1') == "solver"
+    assert prototxt_kind('name: "n"\nlayer { name: "x" type: "ReLU" }') == "net"
+    assert prototxt_kind('# net: "x"\nfoo: 1') is None  # comments and unknown fields say nothing
+    assert prototxt_kind('weights: "net: x {" display: 1') == "solver"  # field names inside strings are text
+    assert prototxt_kind('x: "' + "a" * 2_000_000) is None  # unterminated: linear, not quadratic (fuzz case)

@@ -191,10 +191,15 @@ def test_non_finite_weights_are_the_loaders_to_judge(capsys, monkeypatch, tmp_pa
     nan_weights = tmp_path / "nan.caffemodel"
     write_caffemodel(nan_weights, model.net, model.blobs)
     nan_file = tmp_path / "nan.pt"
-    save_model(nan_file, caffe.load(proto, nan_weights), {})
+    net = caffe.load(proto, weights)
+    with torch.no_grad():
+        net.layer("ip1").weight[0, 3] = float("nan")
+    save_model(nan_file, net, {})
     for spec, prototxt in ((str(nan_weights), str(proto)), (str(nan_file), None)):
-        assert netinfo.net_info(spec, prototxt).with_torch
-        _same_as_torch(capsys, monkeypatch, _argv(spec, prototxt))
+        with pytest.raises(ValueError, match="NaN or infinite"):  # the torch loader judges, and refuses
+            netinfo.net_info(spec, prototxt)
+        code, _, err = _same_as_torch(capsys, monkeypatch, _argv(spec, prototxt))
+        assert code == 1 and "NaN or infinite" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(Unreadable, match="NaN"):
         read_skeleton(nan_file, finite=True)
     assert read_skeleton(nan_file)["blobs"]["ip1"][0].shape == (5, 64)

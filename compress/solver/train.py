@@ -74,11 +74,11 @@ def train_solver(config: SolverTrainConfig) -> SolverTrainResult:
                    *(p for p in snapshots[:-2] if os.path.realpath(p) in real)], files=inputs)
     if config.resume is not None and not os.path.isfile(config.resume):
         raise CompressError(f"state to resume from not found: {config.resume}")
-    for line in _warnings(solver, snapshots, config.resume):
-        print(line, file=sys.stderr, flush=True)
     device = resolve_device(config.device)
     with output_lock([config.output, solver.snapshot_prefix if snapshots else None]):
         s = build_session(solver, device)
+        for line in _warnings(solver, snapshots, config.resume):  # once the set-up is known to be good
+            print(line, file=sys.stderr, flush=True)
         progress = Progress(config.progress)
         if config.log and config.resume is None and os.path.exists(config.log):
             os.unlink(config.log)  # a fresh run starts a fresh log; a resumed one appends

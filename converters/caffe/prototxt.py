@@ -95,20 +95,37 @@ _NET_FIELDS = frozenset({"layer", "layers", "input", "input_shape", "input_dim",
 
 
 def prototxt_kind(text: str) -> str | None:
-    """``"solver"`` or ``"net"`` from the top-level field names of a Caffe text file (None: neither)."""
-    import re
+    """``"solver"`` or ``"net"`` from the top-level field names of a Caffe text file (None: neither).
 
-    depth, names = 0, set()
-    body = re.sub(r"#[^\n]*", "", text)
-    body = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', body)  # strings hold no structure
-    for m in re.finditer(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?=[:{])|[{}]", body):
-        token = m.group(0)
-        if token == "{":
-            depth += 1
-        elif token == "}":
-            depth -= 1
-        elif depth == 0:
-            names.add(m.group(1))
+    One linear pass (strings and comments skipped, braces counted): it runs on text that failed to parse,
+    which may be anything."""
+    names, depth, i, n = set(), 0, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif c in "\"'":
+            j = i + 1
+            while j < n and text[j] != c and text[j] != "\n":
+                j += 2 if text[j] == "\\" else 1
+            i = j + 1
+        elif c == "{":
+            depth, i = depth + 1, i + 1
+        elif c == "}":
+            depth, i = depth - 1, i + 1
+        elif c.isalpha() or c == "_":
+            j = i
+            while j < n and (text[j].isalnum() or text[j] == "_"):
+                j += 1
+            k = j
+            while k < n and text[k] in " \t\r\n":
+                k += 1
+            if depth == 0 and k < n and text[k] in ":{":
+                names.add(text[i:j])
+            i = j
+        else:
+            i += 1
     if names & _NET_FIELDS:
         return "net"
     if names & _SOLVER_FIELDS:
