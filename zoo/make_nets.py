@@ -186,6 +186,50 @@ RECIPES = {
 }
 
 
+# Element-pruning presets (issue targets): ``name -> (overall ratio, description)``. The first convolution
+# (a few hundred weights on the grey input), every depthwise convolution (2.7% of MobileNet's weights, 9 per
+# filter: pruning them saves little and cuts whole channels' receptive fields) and ResNet's classifier
+# (640 weights) stay dense; every other Convolution/InnerProduct keeps one ratio, chosen so that the whole
+# net keeps 1/overall of its weights. BatchNorm/Scale hold no prunable weights (they scale channels:
+# removing those is channel pruning, docs/STRUCTURED.md).
+PRESETS = {"mobilenet_v1_0.5": {"admm-5x": 5.0}, "mobilenet_v1_0.25": {"admm-5x": 5.0},
+           "resnet20": {"admm-10x": 10.0}}
+
+
+def preset_keep(name: str, overall: float) -> dict[str, float]:
+    """``{layer: keep ratio}`` for ``overall``x fewer weights under the rule above (3 decimals, rounded
+    down so that the preset reaches at least ``overall``)."""
+    import math
+
+    from converters.caffe.prototxt import parse_net_text
+    from converters.caffe.shapes.plan import plan_shapes
+
+    plan = plan_shapes(parse_net_text(RECIPES[name].net("deploy")))
+    grouped = {layer.name for layer in plan.layers
+               if layer.type == "Convolution" and layer.convolution_param.group > 1}
+    sizes = {n.name: math.prod(n.blob_shapes[0]) for n in plan.nodes
+             if n.type in ("Convolution", "InnerProduct")}
+    dense = {n for n in sizes if n in grouped or n == "conv1" or (name == "resnet20" and n == "fc")}
+    kept_dense = sum(sizes[n] for n in dense)
+    rest = sum(v for n, v in sizes.items() if n not in dense)
+    ratio = math.floor((sum(sizes.values()) / overall - kept_dense) / rest * 1000) / 1000
+    return {n: ratio for n in sizes if n not in dense}
+
+
+def presets_text(name: str) -> str:
+    import json
+
+    out = {}
+    for preset, overall in PRESETS[name].items():
+        keep = preset_keep(name, overall)
+        out[preset] = {"description": f"{name} on Fashion-MNIST, {overall:g}x fewer weights: every "
+                                      f"convolution and inner product keeps {next(iter(keep.values())):.1%} "
+                                      "but the first convolution, the depthwise ones and ResNet's "
+                                      "classifier (dense); zoo/make_nets.py says why",
+                       "keep": keep}
+    return json.dumps(out, indent=2) + "\n"
+
+
 def files() -> dict[Path, str]:
     """Every file this script makes: path -> text."""
     out = {}
@@ -193,6 +237,8 @@ def files() -> dict[Path, str]:
         out[ZOO_DIR / f"{r.name}.prototxt"] = r.net("deploy")
         out[ZOO_DIR / "train" / r.name / "train_val.prototxt"] = r.net("train_val")
         out[ZOO_DIR / "train" / r.name / "solver.prototxt"] = r.solver()
+        if r.name in PRESETS:
+            out[ZOO_DIR / "presets" / f"{r.name}.json"] = presets_text(r.name)
     return out
 
 
