@@ -78,8 +78,8 @@ def main() -> None:
         d = json.loads(report.stdout)
         before, after = d["accuracy_before"], d["accuracy_after"]
         change = "-" if before is None or after is None else f"{(after - before) * 100:+.2f}"
-        print(f"| {model} | {method} | {args.epochs} | {d['compression']:.2f}x | {_pct(after)} | {_pct(before)} "
-              f"| {change} | {'kept' if wall is None else f'{wall:.0f}'} |")
+        print(f"| {model} | {method} | {args.epochs} | {d['compression']:.2f}x | {_pct(after)} "
+              f"| {_pct(before)} | {change} | {'kept' if wall is None else f'{wall:.0f}'} |")
     for _, _, out, _ in jobs:
         print(f"\n$ compress report {out} --per-layer", flush=True)
         subprocess.call([sys.executable, "-m", "compress.cli", "report", str(out), "--per-layer"])
