@@ -55,6 +55,7 @@ def model_file(tmp_path_factory) -> str:
     (["quantize", "lenet"], 2),  # --bits missing
     (["quantize", "--method", "nope"], 2),
     (["quantize", "lenet", "--bits", "4", "-o", "x.pt", "--rho", "1"], 1),  # ptq takes no --rho
+    (["quantize", "lenet", "--bits", "9", "-o", "x.pt"], 1),
     (["convert"], 2),
     (["export", "--bogus"], 2),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)

@@ -112,6 +112,9 @@ def command(ctx, model, bits, method, per_channel, scale, keep_first_last_8bit, 
     for value, what in ((model, "argument 'MODEL'"), (bits, "option '--bits'"), (output, "option '-o'")):
         if value is None:
             raise click.UsageError(f"Missing {what} (it may be left out with --resume only)")
+    from compress.quant.bits import check_bits
+
+    check_bits(bits, "--bits")  # before anything heavy is imported
     options = {k: params[k] for k in options}
     t = pop_training(options)
     refuse_foreign(METHOD_PARAMS, method, options)
