@@ -110,3 +110,23 @@ def test_real_fashion_mnist_has_its_sizes_and_ten_balanced_classes():
     assert splits.meta["sizes"] == {"train": 60000, "test": 10000}
     _, y = next(iter(splits.test))
     assert np.bincount(y.numpy()).tolist() == [1000] * 10
+
+
+GOALS = {"mobilenet_v1_0.5": 0.920, "mobilenet_v1_0.25": 0.905, "resnet20": 0.925}  # issue 18's baselines
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.parametrize("name", sorted(GOALS))
+def test_shipped_fashion_mnist_weights_score_what_the_zoo_says(name):
+    """The zoo's recorded top-1 is what compress eval measures on the 10,000 test images, and it reaches
+    the baseline the models were trained for."""
+    from compress.evaluate import evaluate_model
+    from zoo import get
+
+    entry = get(name)
+    if not entry.has_weights:
+        pytest.skip(f"{name} is not trained yet (zoo/{name}.caffemodel does not ship)")
+    report = evaluate_model(name, "fashion-mnist", device="cpu")
+    assert report.test_images == 10000
+    assert report.result.top1 == pytest.approx(entry.accuracy, abs=5e-5)
+    assert entry.accuracy >= GOALS[name]

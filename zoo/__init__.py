@@ -1,7 +1,7 @@
 """Models shipped with the tool: net definitions (prototxt), trained weights where they ship, presets.
 
-An entry names its deploy prototxt, its weights file (``zoo/<name>.caffemodel``, optional: only the
-LeNet trained by this tool ships), the Caffe preprocessing its weights expect (the model file's
+An entry names its deploy prototxt, its weights file (``zoo/<name>.caffemodel``, optional: the nets
+trained by this tool ship them), the Caffe preprocessing its weights expect (the model file's
 ``meta["preprocess"]``), and the pruning presets in ``zoo/presets/<name>.json``.
 """
 from __future__ import annotations
@@ -58,8 +58,8 @@ ZOO: dict[str, ZooEntry] = {
                  GRAY_256, "mnist", 0.9916),
         *(ZooEntry(f"mobilenet_v1_{a}", f"MobileNet-v1 (width {a}) for 28x28 grey input: depthwise + "
                    "pointwise convolutions with BatchNorm/Scale, 10 classes; trained on Fashion-MNIST by "
-                   f"compress train (zoo/train/mobilenet_v1_{a})", GRAY_256, "fashion-mnist", None, float(a))
-          for a in ("0.25", "0.5")),
+                   f"compress train (zoo/train/mobilenet_v1_{a})", GRAY_256, "fashion-mnist", acc, float(a))
+          for a, acc in (("0.25", 0.9279), ("0.5", None))),
         ZooEntry("resnet20", "CIFAR-style ResNet-20 (16/32/64 filters, BatchNorm/Scale, Eltwise SUM "
                  "shortcuts, 1x1 projection where the shape changes) for 28x28 grey input, 10 classes; "
                  "trained on Fashion-MNIST by compress train (zoo/train/resnet20)", GRAY_256,
