@@ -60,7 +60,7 @@ def main() -> None:
     extra = ["--max-steps", "1", "--limit", "2000"] if args.smoke else []
     jobs = []
     for model in args.models:
-        name = Path(model).stem
+        name = Path(model).stem if Path(model).suffix in (".pt", ".caffemodel") else model  # a zoo name
         for method, flags in methods(args.epochs).items():
             if method not in args.only.split(","):
                 continue

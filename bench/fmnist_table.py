@@ -35,7 +35,8 @@ def compress(args: list[str], threads: int) -> None:
 
 
 def rows(source: str, out: Path, threads: int, smoke: bool) -> list[str]:
-    tag = Path(source).stem.replace(".", "_")
+    path = Path(source)
+    tag = (path.stem if path.suffix in (".pt", ".caffemodel", ".onnx") else path.name).replace(".", "_")
     models = [source]
     for method, bits in METHODS:
         target = out / f"{tag}_{method}{bits}.pt"
