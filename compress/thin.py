@@ -38,8 +38,9 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.structure.check import max_rel_err
-from compress.structure.graph import IN, LRN, OUT, ChannelGraph, Member, Space, channel_graph
+from compress.structure.graph import ChannelGraph, channel_graph
 from compress.structure.slicing import SLICERS, netdef_updates, write_netdef
+from compress.structure.space import IN, LRN, OUT, Member, Space
 
 TOLERANCE = 1e-5
 

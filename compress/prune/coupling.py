@@ -48,7 +48,8 @@ from torch import nn
 
 from compress.prune import ops
 from compress.prune.targets import Adjustment, PrunableLayer, Targets
-from compress.structure.graph import DW, IN, NORM, OUT, SCALE, Member, Space, channel_graph
+from compress.structure.graph import channel_graph
+from compress.structure.space import DW, IN, NORM, OUT, SCALE, Member, Space
 
 #: (smallest space, multiple): kept counts of a space of at least that many channels are rounded to the
 #: nearest multiple (the first entry that applies); smaller spaces keep their exact count

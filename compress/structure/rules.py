@@ -15,6 +15,8 @@ from collections.abc import Callable
 import numpy as np
 from torch import nn
 
+from compress.structure.space import Member, Space
+
 Key = tuple  # (writer node index | None, blob name): one version of a blob
 Rule = Callable[..., None]
 _RULES: dict[str, Rule] = {}
@@ -103,8 +105,6 @@ class Walk:
 
     # --- the result --------------------------------------------------------------------------
     def spaces(self) -> list:
-        from compress.structure.graph import Member, Space
-
         roots = np.array([self.find(x) for x in range(len(self.parent))], dtype=np.int64)
         keys: dict[int, set] = defaultdict(set)
         for x, r in enumerate(roots.tolist()):
