@@ -21,12 +21,9 @@ import ctypes.util
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from compress.solver.config import SolverConfig
 
 f32 = np.float32
 
@@ -61,13 +58,27 @@ def _pow_int(base: float, n: int) -> float:
     return math.pow(float(f32(base)), float(n))
 
 
+class PolicyFields(Protocol):
+    """The solver fields the policies read (:class:`compress.solver.config.SolverConfig` has them; that
+    module validates a config against :data:`POLICIES`, so this one names the fields instead of importing
+    it)."""
+
+    base_lr: float | None
+    lr_policy: str | None
+    gamma: float | None
+    power: float | None
+    stepsize: int | None
+    stepvalue: tuple[int, ...]
+    max_iter: int
+
+
 @dataclass(frozen=True)
 class Policy:
     """One ``lr_policy``: the solver fields it reads (validated present) and ``rate(cfg, iter, step)``."""
 
     name: str
     needs: tuple[str, ...]
-    rate: Callable[[SolverConfig, int, int], tuple[np.float32, int]]
+    rate: Callable[[PolicyFields, int, int], tuple[np.float32, int]]
 
 
 POLICIES: dict[str, Policy] = {}
@@ -81,51 +92,51 @@ def register(name: str, *needs: str):
 
 
 @register("fixed")
-def _fixed(cfg: SolverConfig, it: int, step: int) -> tuple[np.float32, int]:
+def _fixed(cfg: PolicyFields, it: int, step: int) -> tuple[np.float32, int]:
     return f32(cfg.base_lr), step
 
 
 @register("step", "gamma", "stepsize")
-def _step(cfg: SolverConfig, it: int, step: int) -> tuple[np.float32, int]:
+def _step(cfg: PolicyFields, it: int, step: int) -> tuple[np.float32, int]:
     step = it // cfg.stepsize
     return f32(float(f32(cfg.base_lr)) * _pow_int(cfg.gamma, step)), step
 
 
 @register("exp", "gamma")
-def _exp(cfg: SolverConfig, it: int, step: int) -> tuple[np.float32, int]:
+def _exp(cfg: PolicyFields, it: int, step: int) -> tuple[np.float32, int]:
     return f32(float(f32(cfg.base_lr)) * _pow_int(cfg.gamma, it)), step
 
 
 @register("inv", "gamma", "power")
-def _inv(cfg: SolverConfig, it: int, step: int) -> tuple[np.float32, int]:
+def _inv(cfg: PolicyFields, it: int, step: int) -> tuple[np.float32, int]:
     base = f32(1) + f32(cfg.gamma) * f32(it)
     return f32(cfg.base_lr) * powf(base, -f32(cfg.power)), step
 
 
 @register("multistep", "gamma", "stepvalue")
-def _multistep(cfg: SolverConfig, it: int, step: int) -> tuple[np.float32, int]:
+def _multistep(cfg: PolicyFields, it: int, step: int) -> tuple[np.float32, int]:
     if step < len(cfg.stepvalue) and it >= cfg.stepvalue[step]:
         step += 1
     return f32(float(f32(cfg.base_lr)) * _pow_int(cfg.gamma, step)), step
 
 
 @register("poly", "power")
-def _poly(cfg: SolverConfig, it: int, step: int) -> tuple[np.float32, int]:
+def _poly(cfg: PolicyFields, it: int, step: int) -> tuple[np.float32, int]:
     return f32(cfg.base_lr) * powf(f32(1) - f32(it) / f32(cfg.max_iter), f32(cfg.power)), step
 
 
 @register("sigmoid", "gamma", "stepsize")
-def _sigmoid(cfg: SolverConfig, it: int, step: int) -> tuple[np.float32, int]:
+def _sigmoid(cfg: PolicyFields, it: int, step: int) -> tuple[np.float32, int]:
     e = expf(-f32(cfg.gamma) * (f32(it) - f32(cfg.stepsize)))
     return f32(cfg.base_lr) * (f32(1) / (f32(1) + e)), step
 
 
-def learning_rate(cfg: SolverConfig, it: int, current_step: int = 0) -> tuple[np.float32, int]:
+def learning_rate(cfg: PolicyFields, it: int, current_step: int = 0) -> tuple[np.float32, int]:
     """The float32 rate Caffe uses for the update at iteration ``it`` and the new ``current_step``."""
     return POLICIES[cfg.lr_policy].rate(cfg, it, current_step)
 
 
-def rates(cfg: SolverConfig, start: int = 0, stop: int | None = None,
+def rates(cfg: PolicyFields, start: int = 0, stop: int | None = None,
           current_step: int = 0) -> Iterator[float]:
     """The rates of iterations ``start .. stop - 1`` (default ``max_iter``), as one solver run sees them."""
     for it in range(start, cfg.max_iter if stop is None else stop):
