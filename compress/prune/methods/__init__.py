@@ -1,29 +1,14 @@
-"""Pruning methods by name (one file each, STYLE.md: registries keyed by explicit names)."""
+"""Pruning methods by name, one file each, registered on import (:mod:`.registry`).
+
+    default     plain fine-tuning, then magnitude pruning to the targets
+    magnitude   magnitude pruning (Han et al. 2015), one-shot or in rounds
+    admm        ADMM pruning (Zhang et al. 2018), one-shot or progressive (Ye et al. 2019)
+    rvsm        relaxed variable splitting (Dinh and Xin, arXiv 1812.05719)
+    rgsm        relaxed group-wise splitting (Yang et al. 2019), channel groups
+"""
 from __future__ import annotations
 
-from compress.errors import CompressError
-from compress.prune.methods.base import Method
+from compress.prune.methods import admm, default, magnitude, rgsm, rvsm  # noqa: F401  (registers them)
+from compress.prune.methods.registry import available, method_class, register  # noqa: F401
 
-_REGISTRY: dict[str, type[Method]] = {}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    if not cls.name or cls.name in _REGISTRY:
-        raise RuntimeError(f"method name {cls.name!r} missing or registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def method_class(name: str) -> type[Method]:
-    """The class registered as ``name``; an unknown name lists the known ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise CompressError(f"unknown pruning method {name!r}; available: {', '.join(available())}") from None
-
-
-def available() -> list[str]:
-    return list(_REGISTRY)
-
-
-from compress.prune.methods import admm, default, magnitude, rgsm, rvsm  # noqa: E402,F401  (registers)
+__all__ = ["available", "method_class", "register"]

@@ -3,8 +3,8 @@ then magnitude-pruned to them and retrained with the masks frozen, like ``magnit
 from __future__ import annotations
 
 from compress.prune.method_params import PARAMS
-from compress.prune.methods import register
 from compress.prune.methods.base import Method
+from compress.prune.methods.registry import register
 
 
 @register

@@ -17,8 +17,8 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.prune.method_params import PARAMS
-from compress.prune.methods import register
 from compress.prune.methods.base import Method, apply_masks, hard_prune, mask_grads
+from compress.prune.methods.registry import register
 from compress.prune.methods.stages import load_masks, masks_state, stage_targets
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from compress.prune import ops
 from compress.prune.method_params import PARAMS
-from compress.prune.methods import register
+from compress.prune.methods.registry import register
 from compress.prune.methods.splitting import SplittingMethod
 from compress.prune.targets import PrunableLayer
 
