@@ -39,8 +39,9 @@ def time_method(name: str, net, train_data, steps: int, device: str, retrain: bo
     """Seconds per step of ``steps`` steps of the method phase (or of the masked retrain)."""
     import copy
 
+    from compress.layers import prunable_layers
     from compress.prune.methods import method_class
-    from compress.prune.targets import prunable_layers, resolve_targets
+    from compress.prune.targets import resolve_targets
     from compress.prune.trainer import TrainConfig, train
 
     net = copy.deepcopy(net)
@@ -60,8 +61,9 @@ def time_method(name: str, net, train_data, steps: int, device: str, retrain: bo
 def time_hooks(net, steps: int = 200) -> dict[str, float]:
     """Milliseconds per step spent in each method's own hooks (extra loss + before/after step),
     measured alone: the low-noise part of the comparison above."""
+    from compress.layers import prunable_layers
     from compress.prune.methods import method_class
-    from compress.prune.targets import prunable_layers, resolve_targets
+    from compress.prune.targets import resolve_targets
 
     layers = prunable_layers(net)
     targets = resolve_targets(layers, targets="admm-71x", model_name="lenet")
@@ -86,9 +88,10 @@ def time_hooks(net, steps: int = 200) -> dict[str, float]:
 
 def time_alexnet_projection(rounds: int = 3) -> dict[str, float]:
     """Median seconds over ``rounds`` of each ADMM projection over AlexNet and of the kthvalue floors."""
+    from compress.layers import prunable_layers
     from compress.modelfile import load_model
     from compress.prune.methods import method_class
-    from compress.prune.targets import Targets, prunable_layers, resolve_targets
+    from compress.prune.targets import Targets, resolve_targets
 
     net = load_model("alexnet").net
     layers = prunable_layers(net)

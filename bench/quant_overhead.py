@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
 
-    from compress.prune.targets import prunable_layers
+    from compress.layers import prunable_layers
     from compress.prune.trainer import Logits
     from compress.quant.config import GridConfig
     from compress.quant.methods import method_class

@@ -167,9 +167,10 @@ def max_error(ref: str, got: str, x: np.ndarray, tmp: Path) -> float:
 
 def thinned_macs_at(spec: list[str], pcen: float) -> float:
     """Fraction of the MACs left after coupled pruning at ``pcen`` and thinning (in process, no training)."""
+    from compress.layers import prunable_layers
     from compress.prune.coupling import coupling_for
     from compress.prune.methods.base import hard_prune
-    from compress.prune.targets import prunable_layers, resolve_targets
+    from compress.prune.targets import resolve_targets
     from compress.report.rows import layer_rows, total_row
     from compress.thin import thin
 
@@ -196,8 +197,8 @@ def _loaded(spec: list[str]):
 
 def coupled(spec: list[str]) -> bool:
     """Whether the net has coupled channel sets (a plain chain is pruned layer by layer: --half is moot)."""
+    from compress.layers import prunable_layers
     from compress.prune.coupling import coupling_for
-    from compress.prune.targets import prunable_layers
 
     net = _loaded(spec)
     return bool(coupling_for(net, prunable_layers(net), "in").spaces)

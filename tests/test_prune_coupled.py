@@ -8,10 +8,11 @@ import copy
 import pytest
 import torch
 
+from compress.layers import prunable_layers
 from compress.prune.coupling import Coupling, coupling_for
 from compress.prune.methods import method_class
 from compress.prune.methods.base import hard_prune
-from compress.prune.targets import Targets, prunable_layers, resolve_targets
+from compress.prune.targets import Targets, resolve_targets
 from compress.prune.trainer import TrainConfig, train
 from compress.thin import thin
 from tests.nets import CONCAT, DEPTHWISE, RESIDUAL, RESIDUAL_PROJ, _conv, _head, _input, _relu, random_net

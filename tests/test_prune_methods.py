@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.errors import CompressError
+from compress.layers import prunable_layers
 from compress.prune import ops
 from compress.prune.methods import available, method_class
-from compress.prune.targets import Targets, parse_keep, prunable_layers, resolve_targets
+from compress.prune.targets import Targets, parse_keep, resolve_targets
 from compress.prune.trainer import TrainConfig, train
 from tests.nets import Tiny
 

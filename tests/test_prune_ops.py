@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from compress.layers import PrunableLayer
 from compress.prune import ops
-from compress.prune.targets import PrunableLayer
 
 
 def t(*v):

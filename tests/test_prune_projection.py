@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from compress.layers import prunable_layers
 from compress.prune import ops
 from compress.prune.methods import method_class
-from compress.prune.targets import Targets, prunable_layers
+from compress.prune.targets import Targets
 
 BIG = ops._SAMPLED_FROM + 4099
 

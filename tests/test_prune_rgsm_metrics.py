@@ -6,9 +6,9 @@ import json
 
 import torch
 
+from compress.layers import prunable_layers
 from compress.prune.methods import method_class
 from compress.prune.progress import render_groups_removed, summary_line
-from compress.prune.targets import prunable_layers
 from compress.prune.trainer import TrainConfig, train
 from tests.nets import Tiny
 

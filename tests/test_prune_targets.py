@@ -11,10 +11,11 @@ import pytest
 import torch
 from torch import nn
 
+from compress.layers import prunable_layers
 from compress.modelfile import load_model
 from compress.prune.methods import method_class
 from compress.prune.methods.base import hard_prune
-from compress.prune.targets import Adjustment, Targets, prunable_layers, render_adjustments, resolve_targets
+from compress.prune.targets import Adjustment, Targets, render_adjustments, resolve_targets
 from tests.nets import Tiny
 
 

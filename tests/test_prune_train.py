@@ -7,9 +7,10 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from compress.errors import CompressError, DivergenceError
+from compress.layers import prunable_layers
 from compress.prune.checkpoint import load_checkpoint
 from compress.prune.methods import method_class
-from compress.prune.targets import Targets, prunable_layers
+from compress.prune.targets import Targets
 from compress.prune.trainer import Logits, TrainConfig, train
 from tests.nets import Tiny
 

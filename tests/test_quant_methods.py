@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from compress.errors import CompressError
+from compress.layers import prunable_layers
 from compress.prune.checkpoint import load_checkpoint
-from compress.prune.targets import prunable_layers
 from compress.prune.trainer import TrainConfig, train
 from compress.quant.config import GridConfig
 from compress.quant.grid import fake_quantize, off_grid

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from compress.layers import prunable_layers
 from compress.prune.coupling import coupling_for
 from compress.prune.methods.base import hard_prune
-from compress.prune.targets import prunable_layers, resolve_targets
+from compress.prune.targets import resolve_targets
 from compress.report.rows import layer_rows, total_row
 from compress.structure.check import max_rel_err
 from compress.structure.fold import fold_batchnorm

@@ -60,8 +60,8 @@ def test_cycle_segments_of_unequal_cycles():
 
 
 def test_method_cycles_divide_the_method_phase_into_equal_cycles_and_a_rest():
+    from compress.layers import prunable_layers
     from compress.prune.methods.base import Method
-    from compress.prune.targets import prunable_layers
     from tests.nets import Tiny
 
     class EveryTwo(Method):

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from compress.cli import main
+from compress.layers import prunable_layers
 from compress.prune.coupling import coupling_for
 from compress.prune.methods.base import hard_prune
-from compress.prune.targets import prunable_layers, resolve_targets
+from compress.prune.targets import resolve_targets
 from compress.structure.check import max_rel_err
 from compress.structure.fold import fold_batchnorm
 from compress.thin import thin

@@ -22,11 +22,12 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
+from compress.layers import prunable_layers
 from compress.lock import output_lock
 from compress.prune.distributed import init_distributed
 from compress.prune.fronts import LoaderFront, SolverFront, meaningless
 from compress.prune.methods import method_class
-from compress.prune.targets import prunable_layers, render_adjustments, resolve_targets
+from compress.prune.targets import render_adjustments, resolve_targets
 from compress.prune.trainer import TrainConfig, train
 
 ZOO_NAMES = ("lenet", "alexnet")

@@ -46,8 +46,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from compress.layers import PrunableLayer
 from compress.prune import ops
-from compress.prune.targets import Adjustment, PrunableLayer, Targets
+from compress.prune.targets import Adjustment, Targets
 from compress.structure.graph import channel_graph
 from compress.structure.space import DW, IN, NORM, OUT, SCALE, Member, Space
 

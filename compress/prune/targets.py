@@ -26,43 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from torch import nn
-
 from compress.errors import CompressError
+from compress.layers import PrunableLayer
 from compress.prune import ops
 
-PRUNABLE_TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 SPARSITY_MODES = ("elem", "channel")
 GROUP_MODES = ("in", "out")
-
-
-@dataclass(frozen=True)
-class PrunableLayer:
-    """A prunable submodule and how its weight splits into channel groups."""
-
-    name: str
-    module: nn.Module
-
-    @property
-    def weight(self):
-        return self.module.weight
-
-    def group_args(self, group: str) -> tuple[int, int]:
-        """``(dim, conv_groups)`` for the ops' group functions: ``group`` is "in" or "out"."""
-        g = getattr(self.module, "groups", 1) or 1
-        transposed = isinstance(self.module, nn.ConvTranspose2d)  # weight (I, O/g, ...)
-        if group == "in":
-            return (0, 1) if transposed else (1, g)
-        return (1, g) if transposed else (0, 1)
-
-
-def prunable_layers(model: nn.Module) -> dict[str, PrunableLayer]:
-    """Every Conv2d/ConvTranspose2d/Linear submodule with a weight, in module order, by its Caffe layer
-    name for a CaffeNet (whose attribute may be an escaped form of it: ``c.1`` -> ``layer_c_1``)."""
-    caffe = {n.attr: n.name for n in getattr(model, "nodes", ()) if getattr(n, "attr", "")}
-    found = [(caffe.get(name, name), m) for name, m in model.named_modules()
-             if isinstance(m, PRUNABLE_TYPES) and getattr(m, "weight", None) is not None]
-    return {name: PrunableLayer(name, m) for name, m in found}
 
 
 @dataclass(frozen=True)

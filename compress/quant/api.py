@@ -98,7 +98,7 @@ def quantize(model: str | nn.Module, config: QuantizeConfig | None = None,
         front = _front(model, cfg, dev, dist) if cls.trains or cfg.data.spec else None
         net, meta, name = (front.net, front.meta, front.name) if front else _load(model, cfg.prototxt)
         _refuse_quantized(meta, name)
-        from compress.prune.targets import prunable_layers
+        from compress.layers import prunable_layers
 
         method = cls(prunable_layers(net), cfg.grid, **dict(cfg.hyper))
         hyper = method.hyperparameters()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from compress.prune.targets import prunable_layers
+from compress.layers import prunable_layers
 from compress.quant.config import GridConfig
 from compress.quant.grid import LayerGrid, fake_quantize
 from compress.quant.scale import fit_grid

@@ -21,8 +21,8 @@ import math
 import torch
 
 from compress.errors import CompressError
+from compress.layers import prunable_layers
 from compress.numbers import as_float32
-from compress.prune.targets import prunable_layers
 from compress.quant.config import GridConfig
 from compress.quant.grid import MAX_BITS, MIN_BITS, LayerGrid, off_grid
 from converters.caffe.names import cut, listed, shown

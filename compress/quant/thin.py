@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from compress.errors import CompressError
-from compress.prune.targets import prunable_layers
+from compress.layers import prunable_layers
 from compress.quant.grid import LayerGrid, qmax
 from compress.quant.record import KEY
 

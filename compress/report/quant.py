@@ -60,14 +60,14 @@ def quant_info(net, meta: dict, *, where: str = "model") -> QuantInfo | None:
     grids = onnx_grids(net, meta, where=where)
     if grids is None:
         return None
+    from compress.layers import typed_layers
     from compress.quant.record import KEY, describe
-    from compress.report.rows import prunable_layers
     from converters.onnx.lowbit import choose_encoding
     from converters.onnx.quantized import grid_codes, required_opset
 
     opset = required_opset(grids)
     rows = []
-    for name, _, module in prunable_layers(net):
+    for name, _, module in typed_layers(net):
         w = module.weight.detach().cpu().numpy()
         bias = getattr(module, "bias", None)
         bias_bytes = 4 * bias.numel() if bias is not None else 0

@@ -38,8 +38,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
-
-PRUNABLE = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+from compress.layers import typed_layers
 
 
 @dataclass(frozen=True)
@@ -143,21 +142,6 @@ def total_row(rows: tuple[LayerRow, ...] | list[LayerRow]) -> LayerRow:
     )
 
 
-def prunable_layers(net: nn.Module) -> list[tuple[str, str, nn.Module]]:
-    """``(Caffe name, Caffe type, module)`` of each prunable layer in execution order. A CaffeNet is
-    walked through its ``nodes``; any other module through ``named_modules`` (type = class name)."""
-    nodes = getattr(net, "nodes", None)
-    if nodes is not None:
-        out = []
-        for node in nodes:
-            module = getattr(net, node.attr)
-            if isinstance(module, PRUNABLE):
-                out.append((node.name, node.type, module))
-        return out
-    return [(name, type(m).__name__, m) for name, m in net.named_modules()
-            if name and isinstance(m, PRUNABLE)]
-
-
 def _grouped(module: nn.Module, w: torch.Tensor) -> torch.Tensor:
     """``w`` (the weight or its nonzero mask) as ``(groups, out per group, in per group, kernel)``."""
     if isinstance(module, nn.Linear):
@@ -212,7 +196,7 @@ def layer_rows(net: nn.Module, baseline: nn.Module | None = None, *,
     its nonzero counts go into ``baseline_nonzero``. ``input_shapes`` (``{blob: NCHW}``) is needed for
     MACs when ``net`` is not a CaffeNet (which knows its ``inputs``).
     """
-    layers = prunable_layers(net)
+    layers = typed_layers(net)
     base = _baseline_weights(layers, baseline) if baseline is not None else {}
     positions = _positions(net, layers, input_shapes)
     rows = []
@@ -240,7 +224,7 @@ def layer_rows(net: nn.Module, baseline: nn.Module | None = None, *,
 
 
 def _baseline_weights(layers: list[tuple[str, str, nn.Module]], baseline: nn.Module) -> dict[str, int]:
-    theirs = {name: m for name, _, m in prunable_layers(baseline)}
+    theirs = {name: m for name, _, m in typed_layers(baseline)}
     ours = [name for name, _, _ in layers]
     missing = [n for n in ours if n not in theirs]
     extra = [n for n in theirs if n not in ours]
@@ -309,4 +293,4 @@ def thin_kept(net: nn.Module) -> tuple[str, ...]:
     return tuple(f"{layer}: {why}" for layer, why in thin(net, check=False).skipped.items())
 
 
-__all__ = ["LayerRow", "Report", "build_report", "layer_rows", "prunable_layers", "total_row"]
+__all__ = ["LayerRow", "Report", "build_report", "layer_rows", "total_row"]

@@ -49,11 +49,11 @@ class SolverTrainResult:
 
 
 def train_solver(config: SolverTrainConfig) -> SolverTrainResult:
+    from compress.layers import prunable_layers
     from compress.outputs import check_outputs
     from compress.prune.api import resolve_device
     from compress.prune.methods import method_class
     from compress.prune.progress import Progress
-    from compress.prune.targets import prunable_layers
     from compress.prune.trainer import TrainConfig, train
     from compress.solver.observer import CaffeObserver, snapshot_paths
     from compress.solver.read import read_solver

@@ -28,10 +28,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from compress.layers import PrunableLayer
 from compress.params import Param, resolve
 from compress.prune import ops
 from compress.prune.coupling import Coupling, coupling_for
-from compress.prune.targets import Adjustment, PrunableLayer, Targets
+from compress.prune.targets import Adjustment, Targets
 
 
 def layer_mask(layer: PrunableLayer, targets: Targets, scores: torch.Tensor | None = None) -> torch.Tensor:

@@ -25,11 +25,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.layers import PrunableLayer
 from compress.prune import ops
 from compress.prune.method_params import PARAMS
 from compress.prune.methods.registry import register
 from compress.prune.methods.splitting import SplittingMethod
-from compress.prune.targets import PrunableLayer
 
 EPS = 1e-8
 REMOVED_BELOW = 1e-15  # a group counts as removed when its norm is below this (the papers' count)

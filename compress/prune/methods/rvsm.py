@@ -19,11 +19,11 @@ import math
 
 import torch
 
+from compress.layers import PrunableLayer
 from compress.prune import ops
 from compress.prune.method_params import PARAMS
 from compress.prune.methods.registry import register
 from compress.prune.methods.splitting import SplittingMethod
-from compress.prune.targets import PrunableLayer
 
 
 @register

@@ -10,9 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.layers import PrunableLayer
 from compress.prune import ops
 from compress.prune.methods.base import Method, prune_masks, weights_as
-from compress.prune.targets import Adjustment, PrunableLayer, Targets
+from compress.prune.targets import Adjustment, Targets
 
 
 class SplittingMethod(Method):

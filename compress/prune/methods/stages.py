@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from compress.prune.targets import PrunableLayer, Targets
+from compress.layers import PrunableLayer
+from compress.prune.targets import Targets
 
 
 def stage_targets(targets: Targets, n: int) -> list[Targets]:

@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from compress.layers import PrunableLayer
 from compress.prune.methods.base import Method, weights_as
-from compress.prune.targets import PrunableLayer
 from compress.quant.config import GridConfig
 from compress.quant.grid import LayerGrid, fake_quantize
 from compress.quant.kept import Kept
