@@ -42,7 +42,7 @@ def time_method(name: str, net, train_data, steps: int, device: str, retrain: bo
     from compress.layers import prunable_layers
     from compress.prune.methods import method_class
     from compress.prune.targets import resolve_targets
-    from compress.prune.trainer import TrainConfig, train
+    from compress.train.trainer import TrainConfig, train
 
     net = copy.deepcopy(net)
     layers = prunable_layers(net)

@@ -35,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from compress.layers import prunable_layers
-    from compress.prune.trainer import Logits
+    from compress.logits import Logits
     from compress.quant.config import GridConfig
     from compress.quant.methods import method_class
 

@@ -7,7 +7,7 @@ counts as Caffe's layers do:
   is right at top-k when fewer than k *other* classes score at least as high as the true class, so ties
   count against the prediction, and a NaN score is never right.
 - **Loss** is the mean cross-entropy of the logits (``SoftmaxWithLoss``). A Caffe net ending in Softmax
-  is evaluated on the Softmax's bottom blob (the trainer's ``compress.prune.trainer.Logits``); a model
+  is evaluated on the Softmax's bottom blob (:class:`compress.logits.Logits`); a model
   whose output is already a probability (an ONNX file ending in Softmax) gets ``-log(max(p_y, 1e-20))``,
   Caffe's ``MultinomialLogisticLoss`` with its ``kLOG_THRESHOLD``.
 
@@ -28,7 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.device import ort_providers, resolve_device
 from compress.errors import CompressError
+from compress.logits import Logits
 
 LOG_THRESHOLD = 1e-20  # Caffe's kLOG_THRESHOLD (include/caffe/layers/loss_layer.hpp)
 TOP_K = 5
@@ -119,8 +121,8 @@ def evaluate(model: nn.Module | Any, loader: Iterable, *, device: torch.device |
              metrics: bool = False) -> EvalResult:
     """Top-1, top-5 and mean cross-entropy of ``model`` over ``loader``'s ``(x, y)`` batches.
 
-    ``model`` is a module returning logits (wrap a Caffe net in the trainer's ``Logits``) or an onnxruntime
-    ``InferenceSession``. ``probabilities``: the output is already a softmax, so the loss is
+    ``model`` is a module returning logits (wrap a Caffe net in :class:`compress.logits.Logits`) or an
+    onnxruntime ``InferenceSession``. ``probabilities``: the output is already a softmax, so the loss is
     ``-log(max(p_y, 1e-20))``. A module's train/eval flag is restored afterwards. With a
     ``DistributedSampler`` in an initialized process group the counts are summed over the ranks. For
     mixed precision, call it inside ``torch.autocast``.
@@ -245,8 +247,6 @@ def evaluate_model(spec: str, data: str, *, limit: int | None = None, batch_size
             raise CompressError(f"--prototxt applies to a .caffemodel, but {spec} is an ONNX file")
         loaded, dev = _load_onnx(spec, device)
     else:
-        from compress.prune.api import resolve_device
-
         dev = resolve_device(device)
         loaded = _load_torch(spec, prototxt)
         loaded.model.to(dev)
@@ -264,7 +264,6 @@ def evaluate_model(spec: str, data: str, *, limit: int | None = None, batch_size
 
 def _load_torch(spec: str, prototxt: str | None) -> _Loaded:
     from compress.modelfile import load_model
-    from compress.prune.trainer import Logits  # imported here: the trainer may come to import this module
     from converters.caffe import blob_shapes
 
     model = load_model(spec, prototxt)
@@ -305,21 +304,6 @@ def _load_onnx(path: str, device: str) -> tuple[_Loaded, torch.device]:
     probabilities = producer is not None and producer.op_type == "Softmax"
     return _Loaded(session, (1, *dims[1:]), _class_count((1, classes), path), preprocess, probabilities,
                    "onnxruntime"), dev
-
-
-def ort_providers(device: str) -> tuple[str, ...]:
-    """onnxruntime's execution providers for ``--device``: the CPU one for auto/cpu, CUDA first for cuda[:N]
-    (one line when this onnxruntime has no CUDA provider)."""
-    if device in ("auto", "cpu"):
-        return ("CPUExecutionProvider",)
-    if not device.startswith("cuda"):
-        raise CompressError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        raise CompressError(f"--device {device}: this onnxruntime has no CUDA provider "
-                            f"(it has {', '.join(ort.get_available_providers())})")
-    return ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
 def _class_count(shape: tuple[int, ...], where: str) -> int:

@@ -139,7 +139,7 @@ class ctrl_c_after_saves:
         self.n = n
 
     def __enter__(self):
-        from compress.prune import trainer
+        from compress.train import trainer
 
         self.original, calls = trainer._Trainer._maybe_save, {"n": 0}
         original, n = self.original, self.n
@@ -154,7 +154,7 @@ class ctrl_c_after_saves:
         return self
 
     def __exit__(self, *exc):
-        from compress.prune import trainer
+        from compress.train import trainer
 
         trainer._Trainer._maybe_save = self.original
         return False

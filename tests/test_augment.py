@@ -7,7 +7,7 @@ import torch
 
 from compress.data.augment import AUGMENTATIONS, augmenter, mirror, shift
 from compress.errors import CompressError
-from compress.prune.trainer import TrainConfig, train
+from compress.train.trainer import TrainConfig, train
 from tests.test_prune_train import assert_resume_is_exact, loader, make
 
 

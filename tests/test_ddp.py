@@ -16,10 +16,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from compress.layers import prunable_layers
-    from compress.prune.distributed import init_distributed
     from compress.prune.methods import method_class
     from compress.prune.targets import Targets
-    from compress.prune.trainer import TrainConfig, train
+    from compress.train.distributed import init_distributed
+    from compress.train.trainer import TrainConfig, train
 
     dist = init_distributed(torch.device("cpu"))
     assert dist.enabled and dist.rank == rank

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from compress.errors import CompressError
-from compress.prune.checkpoint import load_checkpoint
-from compress.prune.distill import Distill, distillation_loss, frozen_copy
-from compress.prune.trainer import Logits, TrainConfig, train
+from compress.logits import Logits
+from compress.train.checkpoint import load_checkpoint
+from compress.train.distill import Distill, distillation_loss, frozen_copy
+from compress.train.trainer import TrainConfig, train
 from tests.test_prune_train import assert_resume_is_exact, loader, make
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from compress.cli import main
 from compress.errors import CompressError
 from compress.evaluate import LOG_THRESHOLD, evaluate, evaluate_model, topk_hits
-from compress.prune.trainer import Logits
+from compress.logits import Logits
 
 
 def test_topk_follows_caffe_ties_count_against_nan_never_right():

@@ -13,8 +13,8 @@ from compress.prune.coupling import Coupling, coupling_for
 from compress.prune.methods import method_class
 from compress.prune.methods.base import hard_prune
 from compress.prune.targets import Targets, resolve_targets
-from compress.prune.trainer import TrainConfig, train
 from compress.thin import thin
+from compress.train.trainer import TrainConfig, train
 from tests.nets import CONCAT, DEPTHWISE, RESIDUAL, RESIDUAL_PROJ, _conv, _head, _input, _relu, random_net
 from tests.test_export import ALEXNET, build
 

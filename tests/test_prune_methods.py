@@ -14,7 +14,7 @@ from compress.layers import prunable_layers
 from compress.prune import ops
 from compress.prune.methods import available, method_class
 from compress.prune.targets import Targets, parse_keep, resolve_targets
-from compress.prune.trainer import TrainConfig, train
+from compress.train.trainer import TrainConfig, train
 from tests.nets import Tiny
 
 

@@ -8,8 +8,8 @@ import torch
 
 from compress.layers import prunable_layers
 from compress.prune.methods import method_class
-from compress.prune.progress import render_groups_removed, summary_line
-from compress.prune.trainer import TrainConfig, train
+from compress.train.progress import render_groups_removed, summary_line
+from compress.train.trainer import TrainConfig, train
 from tests.nets import Tiny
 
 

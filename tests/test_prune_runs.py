@@ -12,9 +12,9 @@ import torch
 
 from compress.cli import main
 from compress.errors import TrainingInterrupted
-from compress.prune.checkpoint import load_checkpoint
-from compress.prune.progress import Progress
-from compress.prune.trainer import TrainConfig, train
+from compress.train.checkpoint import load_checkpoint
+from compress.train.progress import Progress
+from compress.train.trainer import TrainConfig, train
 from tests.nets import ctrl_c_after_saves
 from tests.test_prune_train import loader, make
 
@@ -97,11 +97,11 @@ def test_checkpoint_options(tmp_path, capsys):
     assert code == 0, err
     assert load_checkpoint(tmp_path / "k.pt.ckpt")["epoch"] == 3
     saved = []
-    from compress.prune import checkpoint
+    from compress.train import checkpoint
 
     original = checkpoint.save_checkpoint
     try:
-        import compress.prune.trainer as trainer
+        import compress.train.trainer as trainer
 
         trainer.save_checkpoint = lambda path, payload: saved.append(payload["epoch"])
         assert main(["prune", "lenet", *ADMM, "-o", str(tmp_path / "a.pt"), "--quiet", *SMOKE]) == 0
@@ -157,7 +157,7 @@ def test_progress_off_a_terminal_is_one_line_per_epoch():
     stream = io.StringIO()
     cfg = TrainConfig(lr=0.05, retrain_epochs=2, progress=True)
     net, m = make("admm")
-    from compress.prune import trainer
+    from compress.train import trainer
 
     original = trainer.Progress
     trainer.Progress = lambda enabled, **kw: Progress(enabled, stream, **kw)

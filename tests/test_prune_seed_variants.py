@@ -13,9 +13,9 @@ from compress.layers import prunable_layers
 from compress.prune import ops
 from compress.prune.methods import method_class
 from compress.prune.methods.base import Method
-from compress.prune.schedule import cosine
 from compress.prune.targets import Targets
-from compress.prune.trainer import TrainConfig, train
+from compress.train.schedule import cosine
+from compress.train.trainer import TrainConfig, train
 from tests.nets import Tiny
 from tests.test_prune_train import loader
 

@@ -11,11 +11,11 @@ import torch
 
 from compress.errors import CompressError
 from compress.layers import prunable_layers
-from compress.prune.checkpoint import load_checkpoint
 from compress.prune.methods import method_class
 from compress.prune.methods.stages import stage_targets
 from compress.prune.targets import Targets
-from compress.prune.trainer import TrainConfig, train
+from compress.train.checkpoint import load_checkpoint
+from compress.train.trainer import TrainConfig, train
 from tests.nets import Tiny
 from tests.test_prune_train import Interrupt, StopAfter, loader
 

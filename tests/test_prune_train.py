@@ -8,10 +8,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from compress.errors import CompressError, DivergenceError
 from compress.layers import prunable_layers
-from compress.prune.checkpoint import load_checkpoint
+from compress.logits import Logits
 from compress.prune.methods import method_class
 from compress.prune.targets import Targets
-from compress.prune.trainer import Logits, TrainConfig, train
+from compress.train.checkpoint import load_checkpoint
+from compress.train.trainer import TrainConfig, train
 from tests.nets import Tiny
 
 

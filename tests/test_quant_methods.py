@@ -8,12 +8,12 @@ import torch
 
 from compress.errors import CompressError
 from compress.layers import prunable_layers
-from compress.prune.checkpoint import load_checkpoint
-from compress.prune.trainer import TrainConfig, train
 from compress.quant.config import GridConfig
 from compress.quant.grid import fake_quantize, off_grid
 from compress.quant.methods import METHODS, method_class
 from compress.quant.scale import fit_grid
+from compress.train.checkpoint import load_checkpoint
+from compress.train.trainer import TrainConfig, train
 from tests.nets import Tiny
 from tests.test_prune_train import Interrupt, StopAfter, loader
 

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from compress.errors import CompressError
-from compress.prune.schedule import Segment, cosine, cycle_segments, schedule, split_segments
+from compress.train.schedule import Segment, cosine, cycle_segments, schedule, split_segments
 
 
 def test_cycle_segments_cycles_and_retrain():

@@ -1,5 +1,5 @@
 """The training flags shared by every command that fine-tunes (``prune``, ``quantize``), declared once,
-and the :class:`~compress.prune.trainer.TrainConfig` they fill."""
+and the :class:`~compress.train.trainer.TrainConfig` they fill."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -117,7 +117,7 @@ def resume_defaults(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any
 
     if not params.get("resume") or not os.path.isfile(params["resume"]):
         return params  # a missing checkpoint is refused where the run would read it
-    from compress.prune.checkpoint import read_command
+    from compress.train.checkpoint import read_command
 
     stored = read_command(params["resume"])
     if stored is None:
@@ -151,8 +151,8 @@ def command_record(ctx: click.Context, params: dict[str, Any]) -> dict[str, Any]
 def train_config(t: dict[str, Any], command: dict[str, Any] | None = None):
     """The TrainConfig of the training flags ``t`` (from :func:`pop_training`); ``command``: the
     :func:`command_record` a checkpoint keeps."""
-    from compress.prune.distill import Distill
-    from compress.prune.trainer import TrainConfig
+    from compress.train.distill import Distill
+    from compress.train.trainer import TrainConfig
 
     return TrainConfig(lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"],
                        retrain_epochs=t["retrain_epochs"], retrain_lr=t["retrain_lr"],

@@ -96,7 +96,8 @@ def command(ctx, model, method, prototxt, output, targets, keep, pcen, sparsity,
                                    "its net decide the data, batch size and optimization")
     elif max_iter is not None:
         raise click.UsageError("--max-iter applies with --solver only")
-    from compress.prune.api import DataSpec, PruneConfig, TargetSpec, prune  # torch: after the usage checks
+    from compress.prune.api import PruneConfig, TargetSpec, prune  # torch: after the usage checks
+    from compress.train.loaders import DataSpec  # torch: after the usage checks
 
     cfg = PruneConfig(method=method, hyper=options,
                       targets=TargetSpec(targets, tuple(keep), pcen, sparsity, group),
@@ -116,7 +117,7 @@ def command(ctx, model, method, prototxt, output, targets, keep, pcen, sparsity,
 
 def result_dict(result) -> dict:
     """``compress prune --json``: the output, accuracy before/after (None on random labels), every layer."""
-    from compress.prune.fronts import meaningless
+    from compress.data.synthetic import meaningless
 
     ok = not meaningless(result.notes)
     return {"schema": "compress.prune/1", "output": result.output, "method": result.meta.get("method"),
@@ -138,7 +139,7 @@ def render(result) -> str:
 
     def pct(a):
         return "n/a" if a is None else f"{a:.2%}"
-    from compress.prune.fronts import meaningless
+    from compress.data.synthetic import meaningless
 
     acc = ("accuracy n/a" if meaningless(result.notes)
            else f"accuracy {pct(result.accuracy_before)} -> {pct(result.accuracy_after)}")

@@ -26,7 +26,7 @@ MEASURING = ("data", "limit", "batch_size", "device", "quiet")  # the training f
 
 def result_dict(result) -> dict:
     """``compress quantize --json``: the grid, accuracy before/after (None on random labels), every layer."""
-    from compress.prune.fronts import meaningless
+    from compress.data.synthetic import meaningless
 
     ok = not meaningless(result.notes)
     cfg = result.config
@@ -54,7 +54,7 @@ def render(result) -> str:
     lines.append(f"{result.method}: {cfg.bits}-bit {how} grids, {cfg.scale} scales{extra}, "
                  f"{result.seconds:.2f} s")
     notes = f" ({'; '.join(result.notes)})" if result.notes else ""
-    from compress.prune.fronts import meaningless
+    from compress.data.synthetic import meaningless
 
     if meaningless(result.notes):
         lines.append(f"top-1: n/a{notes}")
@@ -118,10 +118,10 @@ def command(ctx, model, bits, method, per_channel, scale, keep_first_last_8bit, 
     options = {k: params[k] for k in options}
     t = pop_training(options)
     refuse_foreign(METHOD_PARAMS, method, options)
-    from compress.prune.api import DataSpec  # torch: after the usage checks
     from compress.quant.api import QuantizeConfig, quantize
     from compress.quant.config import GridConfig
     from compress.quant.methods import METHODS
+    from compress.train.loaders import DataSpec  # torch: after the usage checks
 
     if not METHODS[method].trains:
         given = [f"--{n.replace('_', '-')}" for n in t if n not in MEASURING and n not in RETRAIN

@@ -25,9 +25,8 @@ def verify_model(onnx_path: str, against: str, *, prototxt: str | None = None, d
                  repeats: int = 10, device: str = "cpu"):
     """Load ``against`` (model file, .caffemodel or zoo name) and check ``onnx_path`` against it; with a
     CUDA ``device`` PyTorch runs there and onnxruntime on its CUDA provider."""
-    from compress.evaluate import ort_providers
+    from compress.device import ort_providers, resolve_device
     from compress.modelfile import load_model
-    from compress.prune.api import resolve_device
     from converters.onnx.verify import verify_onnx
 
     dev = resolve_device(device)

@@ -1,4 +1,5 @@
-"""Pruning engine: methods (``methods/``), shared operators (``ops.py``), targets, trainer.
+"""Pruning: methods (``methods/``), shared operators (``ops.py``), targets, coupled channels, the front
+doors; trained by the engine (:mod:`compress.train`).
 
     >>> from compress.prune import prune
     >>> result = prune("lenet", method="admm", targets="admm-71x", data="mnist", output="lenet_admm.pt")

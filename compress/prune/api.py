@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
-import hashlib
 import os
 import sys
 from collections.abc import Mapping
@@ -21,14 +20,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.data.synthetic import meaningless
+from compress.device import resolve_device
 from compress.errors import CompressError
 from compress.layers import prunable_layers
 from compress.lock import output_lock
-from compress.prune.distributed import init_distributed
-from compress.prune.fronts import LoaderFront, SolverFront, meaningless
+from compress.prune.fronts import SolverFront
 from compress.prune.methods import method_class
 from compress.prune.targets import render_adjustments, resolve_targets
-from compress.prune.trainer import TrainConfig, train
+from compress.train.checkpoint import weights_digest
+from compress.train.distributed import init_distributed
+from compress.train.loaders import DataSpec, LoaderFront
+from compress.train.trainer import TrainConfig, train
 
 ZOO_NAMES = ("lenet", "alexnet")
 
@@ -42,15 +45,6 @@ class TargetSpec:
     pcen: float | None = None
     sparsity: str | None = None  # None: the method's default (elem; rgsm: channel)
     group: str = "in"
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Where the training and test batches come from (``compress.data.get_data``)."""
-
-    spec: str | None = None  # None: the model's recorded dataset, else mnist where the net fits it
-    batch_size: int = 64
-    limit: int | None = None  # the first N samples of each split (smoke runs)
 
 
 @dataclass(frozen=True)
@@ -83,26 +77,6 @@ class PruneResult:
     layers: dict[str, dict] = field(default_factory=dict)  # {layer: {"numel", "nonzero", "target"}}
     is_main: bool = True  # False on the other ranks of a torchrun job (they neither write nor print)
     notes: tuple[str, ...] = ()  # what the numbers mean (synthetic labels, a limited test set)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise CompressError("--device cuda requested but no CUDA device is available")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise CompressError(f"--device must be auto, cpu or cuda[:N], got {device!r}") from None
-
-
-def load_net(model: str | nn.Module, prototxt: str | None) -> tuple[nn.Module, dict, str]:
-    if isinstance(model, nn.Module):
-        return model, {}, getattr(model, "name", type(model).__name__)
-    from compress.modelfile import load_model
-
-    loaded = load_model(model, prototxt)
-    return loaded.net, dict(loaded.meta or {}), str(model)
 
 
 def prune(model: str | nn.Module, config: PruneConfig | None = None, **overrides: Any) -> PruneResult:
@@ -200,46 +174,3 @@ def prune(model: str | nn.Module, config: PruneConfig | None = None, **overrides
     finally:
         lock.close()
         dist.close()
-
-
-def weights_digest(net: nn.Module) -> str:
-    """A short digest of every parameter and buffer: the identity of the model a run started from."""
-    h = hashlib.blake2b(digest_size=12)
-    for key, t in net.state_dict().items():
-        h.update(key.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def default_data(net: nn.Module, meta: dict, name: str) -> str:
-    """No ``--data``: the dataset the model was pruned on, else MNIST where the net takes 1x28x28."""
-    if isinstance(meta.get("dataset"), str) and meta["dataset"]:
-        return meta["dataset"]
-    inputs = getattr(net, "inputs", None) or {}
-    shape = tuple(next(iter(inputs.values())))[1:] if inputs else None
-    if shape == (1, 28, 28):
-        return "mnist"
-    classes = _classes(net)
-    need = "x".join(map(str, shape)) if shape else "unknown-shape"
-    raise CompressError(f"{name} takes {need} inputs{f' and has {classes} classes' if classes else ''}: "
-                        "pass its data with --data DIR (an image folder with one subfolder per class, "
-                        "or MNIST idx files), --data synthetic for a smoke run, or --solver SOLVER.prototxt")
-
-
-def _classes(net: nn.Module) -> int | None:
-    last = [m for m in net.modules() if isinstance(m, nn.Linear)]
-    return last[-1].out_features if last else None
-
-
-def load_splits(spec: str, net: nn.Module, data: DataSpec, seed: int, distributed: bool,
-                preprocess: dict | None = None):
-    """The data's loaders for ``net``, preprocessed as the model records (``meta["preprocess"]``: what its
-    weights expect), else as the source does by default."""
-    from compress.data import get_data
-
-    inputs = getattr(net, "inputs", None)
-    if not inputs:
-        raise CompressError("the model declares no input shape; cannot build its data loaders")
-    shape = tuple(next(iter(inputs.values())))
-    return get_data(spec, shape, batch_size=data.batch_size, seed=seed, num_classes=_classes(net),
-                    limit=data.limit, distributed=distributed, preprocess=preprocess)

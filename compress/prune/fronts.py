@@ -1,7 +1,8 @@
 """Where a pruning run's net, data and optimization come from: the two front doors of ``prune``.
 
-- :class:`LoaderFront` (the command-line flags): a model (zoo name, model file, ``.caffemodel``), a data
-  source of :func:`compress.data.get_data` with the tool's epochs, cosine/constant rates and SGD/Adam.
+- :class:`compress.train.loaders.LoaderFront` (the command-line flags, shared with ``compress quantize``): a
+  model (zoo name, model file, ``.caffemodel``), a data source of :func:`compress.data.get_data` with the
+  tool's epochs, cosine/constant rates and SGD/Adam.
 - :class:`SolverFront` (``--solver SOLVER.prototxt``): a Caffe user's own set-up. The net is the
   solver's train_val (its TRAIN net, weights copied in by layer name from MODEL), the data its data
   layers, the optimizer, rate policy, weight decay and momentum the solver's. One epoch of the shared
@@ -19,74 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.data.synthetic import MEANINGLESS, meaningless  # noqa: F401  (re-exported)
 from compress.errors import CompressError
-from compress.prune.task import Logits, evaluate
-
-
-class LoaderFront:
-    def __init__(self, model, cfg, dev: torch.device, dist) -> None:
-        from compress.prune.api import default_data, load_net, load_splits
-
-        self.net, self.meta, self.name = load_net(model, cfg.prototxt)
-        self.dataset = cfg.data.spec or default_data(self.net, self.meta, self.name)
-        self.splits = load_splits(self.dataset, self.net, cfg.data, cfg.train.seed, dist.enabled,
-                                  preprocess=self.meta.get("preprocess"))
-        self.cfg, self.dev = cfg, dev
-
-    def augment(self, given: tuple[str, ...] | None) -> tuple[str, ...]:
-        return tuple(self.splits.meta.get("augment", ())) if given is None else tuple(given)
-
-    def retrain_default(self, cls, targets) -> int:
-        return cls.default_retrain_epochs if targets is not None else 0
-
-    def retrain_weight_decay(self, cls, given: float | None) -> float | None:
-        return cls.default_retrain_weight_decay if given is None else given
-
-    def hyperparameters(self, tc) -> dict[str, Any]:
-        return {"lr": tc.lr, "momentum": tc.momentum, "weight_decay": tc.weight_decay,
-                "batch_size": self.cfg.data.batch_size, "retrain_lr": tc.retrain_lr,
-                "retrain_weight_decay": tc.retrain_weight_decay, "lr_schedule": tc.lr_schedule,
-                "optimizer": tc.optimizer}
-
-    def before(self, tc) -> float | None:
-        self.net.to(self.dev)
-        return evaluate(Logits(self.net), self.splits.test, self.dev, tc.amp, tc.max_steps)
-
-    def train_split(self):
-        """The training loader; a source that holds only a test split (a Caffe LMDB folder) is refused."""
-        if self.splits.meta.get("single_split") == "test":
-            raise CompressError(f"{self.dataset} holds one split, read as the test set; to train, give the "
-                                "solver whose data layers read the training LMDB (--solver SOLVER.prototxt), "
-                                "or a folder with train and test splits")
-        return self.splits.train
-
-    def train_kwargs(self, method, tc) -> dict[str, Any]:
-        return {"train_data": self.train_split(), "test_data": self.splits.test}
-
-    def describe(self) -> str:
-        sizes = self.splits.meta.get("sizes", {})
-        return f"{self.dataset} ({sizes.get('train', '?')} train / {sizes.get('test', '?')} test images)"
-
-    def notes(self) -> tuple[str, ...]:
-        notes = []
-        if self.splits.meta.get("source") == "synthetic":
-            notes.append(MEANINGLESS)
-        test, steps = self.splits.meta["sizes"]["test"], self.cfg.train.max_steps
-        whole = self.splits.meta.get("sizes_whole", {}).get("test", test)
-        capped = steps is not None and steps * self.cfg.data.batch_size < test
-        flags = [f for f, on in (("--limit", test < whole), ("--max-steps", capped)) if on]
-        if flags:
-            seen = min(test, steps * self.cfg.data.batch_size) if capped else test
-            notes.append(f"accuracy on the first {seen} test images only ({', '.join(flags)})")
-        return tuple(notes)
-
-    def meta_extra(self) -> dict[str, Any]:
-        pre = self.splits.meta.get("preprocess")
-        return {"preprocess": pre} if pre and "preprocess" not in self.meta else {}
-
-    def save_extra(self, output: str, net: nn.Module) -> list[str]:
-        return []
 
 
 class SolverFront:
@@ -132,13 +66,13 @@ class SolverFront:
                             "iterations, the lr policy restarting at base_lr)"}
 
     def before(self, tc) -> float | None:
-        from compress.prune.task import top1
+        from compress.train.task import top1
 
         return top1(self.session.task, self.session.task.evaluate())
 
     def train_kwargs(self, method, tc) -> dict[str, Any]:
-        from compress.prune.progress import Progress
         from compress.solver.observer import CaffeObserver
+        from compress.train.progress import Progress
 
         s = self.session
         retrain = (tc.retrain_epochs or 0) if method.prunes else 0

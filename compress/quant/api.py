@@ -2,9 +2,9 @@
 
 Loads the model (zoo name, model file, ``.caffemodel``; dense or pruned) and, when the method trains
 or ``data`` is given, its data through the same front door as ``compress prune``
-(:class:`compress.prune.fronts.LoaderFront`: the model's dataset or MNIST by default, the same notes
+(:class:`compress.train.loaders.LoaderFront`: the model's dataset or MNIST by default, the same notes
 about synthetic and limited test sets). A training method (``qgt``, ``admm``) fine-tunes with the
-shared trainer (:func:`compress.prune.trainer.train`: progress, checkpoints, exact resume, AMP, DDP);
+shared trainer (:func:`compress.train.trainer.train`: progress, checkpoints, exact resume, AMP, DDP);
 then every method hard-quantizes the selected weights onto their grids, top-1 is measured before and
 after (on the data's test split), and a model file is written whose meta records the grid
 (:mod:`compress.quant.record`). Everything about the run comes in one :class:`QuantizeConfig`.
@@ -30,11 +30,11 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.lock import output_lock
-from compress.prune.api import DataSpec
-from compress.prune.trainer import TrainConfig
 from compress.quant.config import GridConfig
 from compress.quant.ptq import LayerQuant
 from compress.quant.record import KEY, describe, is_quantized, make_record
+from compress.train.loaders import DataSpec
+from compress.train.trainer import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -81,9 +81,10 @@ class QuantizeResult:
 def quantize(model: str | nn.Module, config: QuantizeConfig | None = None,
              **overrides: Any) -> QuantizeResult:
     """Quantize ``model`` as ``config`` says; ``overrides`` replace its top-level fields."""
-    from compress.prune.api import resolve_device, weights_digest
-    from compress.prune.distributed import init_distributed
+    from compress.device import resolve_device
     from compress.quant.methods import method_class
+    from compress.train.checkpoint import weights_digest
+    from compress.train.distributed import init_distributed
 
     cfg = dataclasses.replace(config, **overrides) if config is not None else QuantizeConfig(**overrides)
     cls = method_class(cfg.method)
@@ -164,7 +165,7 @@ def _outputs(model, cfg: QuantizeConfig, trains: bool) -> TrainConfig:
 def _front(model, cfg: QuantizeConfig, dev, dist):
     """prune's loader front door (model, data, preprocessing); quantize has no --solver, so the
     advice for a net without a default dataset does not offer it."""
-    from compress.prune.fronts import LoaderFront
+    from compress.train.loaders import LoaderFront
 
     try:
         return LoaderFront(model, cfg, dev, dist)
@@ -178,7 +179,7 @@ def _front(model, cfg: QuantizeConfig, dev, dist):
 
 
 def _load(model, prototxt: str | None) -> tuple[nn.Module, dict, str]:
-    from compress.prune.api import load_net
+    from compress.train.loaders import load_net
 
     return load_net(model, prototxt)
 
@@ -194,7 +195,7 @@ def _refuse_quantized(meta: dict, name: str) -> None:
 def _train(net, method, front, cfg: QuantizeConfig, tc: TrainConfig, dev, dist, before, name: str,
            digest: str) -> tuple[dict, list[dict]]:
     """Fine-tune ``net`` with ``method``'s hooks through the shared trainer; (hyperparameters, history)."""
-    from compress.prune.trainer import LoaderBatches, train
+    from compress.train.trainer import LoaderBatches, train
 
     augment = front.augment(tc.augment)
     hyper = {**method.hyperparameters(), **front.hyperparameters(tc), "distill": tc.distill.alpha,
@@ -210,7 +211,7 @@ def _train(net, method, front, cfg: QuantizeConfig, tc: TrainConfig, dev, dist, 
     if cfg.resume is None and tc.log and dist.is_main and os.path.exists(tc.log):
         os.unlink(tc.log)  # a fresh run starts a fresh log; a resumed one appends
     if tc.progress and dist.is_main:
-        from compress.prune.fronts import meaningless
+        from compress.data.synthetic import meaningless
 
         pct = "n/a" if before is None or meaningless(front.notes()) else f"{before:.2%}"
         steps = f" of at most {tc.max_steps} steps" if tc.max_steps else ""

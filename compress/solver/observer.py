@@ -17,9 +17,9 @@ import time
 from typing import Any
 
 from compress.errors import CompressError
-from compress.prune.progress import Progress
-from compress.prune.trainer import Observer
 from compress.savedstate import Fields
+from compress.train.progress import Progress
+from compress.train.trainer import Observer
 
 
 def snapshot_paths(prefix: str, it: int) -> tuple[str, str]:

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
-from compress.prune.schedule import Segment, cycle_segments, split_segments
 from compress.solver.config import SolverConfig
 from compress.solver.optimizer import CaffeSolver, Learnable
 from compress.solver.task import CaffeTask, SolverBatches, TestNet
+from compress.train.schedule import Segment, cycle_segments, split_segments
 
 DEFAULT_SEED = 0  # random_seed unset (Caffe would draw one): a fixed seed keeps runs repeatable
 

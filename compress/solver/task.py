@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from compress.errors import CompressError
-from compress.prune.trainer import MicroBatches
 from compress.savedstate import Fields
+from compress.train.trainer import MicroBatches
 from converters.caffe.names import listed
 
 

@@ -53,7 +53,7 @@ def caffe_test(model: str, definition: str, *, iterations: int | None = None, de
     import torch
 
     from compress.data.caffe import build_feeder
-    from compress.prune.api import resolve_device
+    from compress.device import resolve_device
     from compress.solver.session import _is_data, model_weights
     from compress.solver.task import CaffeTask, TestNet, accuracy_top
     from converters.caffe.phase import build_phase_net, loss_weights, phase_layers

@@ -49,15 +49,15 @@ class SolverTrainResult:
 
 
 def train_solver(config: SolverTrainConfig) -> SolverTrainResult:
+    from compress.device import resolve_device
     from compress.layers import prunable_layers
     from compress.outputs import check_outputs
-    from compress.prune.api import resolve_device
-    from compress.prune.methods import method_class
-    from compress.prune.progress import Progress
-    from compress.prune.trainer import TrainConfig, train
     from compress.solver.observer import CaffeObserver, snapshot_paths
     from compress.solver.read import read_solver
     from compress.solver.session import build_session
+    from compress.train.hooks import PlainTraining
+    from compress.train.progress import Progress
+    from compress.train.trainer import TrainConfig, train
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise CompressError("compress train does not run under torchrun yet; run it as one process")
@@ -83,7 +83,7 @@ def train_solver(config: SolverTrainConfig) -> SolverTrainResult:
         if config.log and config.resume is None and os.path.exists(config.log):
             os.unlink(config.log)  # a fresh run starts a fresh log; a resumed one appends
         observer = CaffeObserver(solver, s.train_net, progress, config.log)
-        method = method_class("default")(prunable_layers(s.train_net), None, epochs=1)
+        method = PlainTraining(prunable_layers(s.train_net), epochs=1)
         cfg = TrainConfig(lr=1.0, seed=s.seed, checkpoint=None, progress=False,
                           info={"solver": solver.hyperparameters(), "net": _digest(s.train_net.netdef),
                                 "test_interval": solver.test_interval, "snapshot": solver.snapshot},

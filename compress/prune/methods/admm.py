@@ -30,9 +30,10 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.prune.method_params import PARAMS
-from compress.prune.methods.base import Method, apply_masks, hard_prune, mask_grads, project
+from compress.prune.methods.base import Method, hard_prune, project
 from compress.prune.methods.registry import register
 from compress.prune.methods.stages import load_masks, masks_state, stage_targets
+from compress.train.weights import apply_masks, mask_grads
 
 PROGRESSIVE_ONLY = ("stages", "stage_retrain")
 

@@ -12,8 +12,9 @@ from torch import nn
 
 from compress.layers import PrunableLayer
 from compress.prune import ops
-from compress.prune.methods.base import Method, prune_masks, weights_as
+from compress.prune.methods.base import Method, prune_masks
 from compress.prune.targets import Adjustment, Targets
+from compress.train.weights import weights_as
 
 
 class SplittingMethod(Method):

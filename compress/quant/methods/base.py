@@ -1,7 +1,7 @@
 """What every quantization method shares: the grids, the masks that keep zeros zero, the hard quantization.
 
-A quantization method is a :class:`compress.prune.methods.base.Method` without targets (so the trainer
-runs its method phase and no hard prune or masked retrain follows), with these hooks::
+A quantization method is a set of the training loop's hooks (:class:`compress.train.hooks.MethodHooks`)
+that does not prune (so the trainer runs its method phase and no hard prune or masked retrain follows)::
 
     init(model)             fit each selected layer's grid on the weights as they are (the configured
                             scale method); record which weights are zero (the masks); the method's own
@@ -31,15 +31,16 @@ import torch
 from torch import nn
 
 from compress.layers import PrunableLayer
-from compress.prune.methods.base import Method, weights_as
 from compress.quant.config import GridConfig
 from compress.quant.grid import LayerGrid, fake_quantize
 from compress.quant.kept import Kept
 from compress.quant.ptq import LayerQuant, apply_grids
 from compress.quant.scale import fit_grid
+from compress.train.hooks import MethodHooks
+from compress.train.weights import weights_as
 
 
-class QuantMethod(Method):
+class QuantMethod(MethodHooks):
     """Base of the quantization methods: fixed grids fitted at the start, masks, hard quantization."""
 
     #: whether the method fine-tunes (ptq: no; the command then refuses the training flags)
@@ -47,7 +48,7 @@ class QuantMethod(Method):
 
     def __init__(self, layers: dict[str, PrunableLayer], grid: GridConfig, **hp: Any) -> None:
         self.steps_per_epoch: int | None = None  # set by plan(); validate() may read it
-        super().__init__(layers, None, **hp)
+        super().__init__(layers, **hp)
         self.grid = grid
         self.bits = grid.layer_bits(list(layers))  # {selected layer: bits}, in the net's order
         self.layers = {n: layers[n] for n in self.bits}

@@ -29,11 +29,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.prune.methods.base import weights_as
 from compress.quant.grid import fake_quantize
 from compress.quant.method_params import PARAMS
 from compress.quant.methods.base import QuantMethod
 from compress.quant.regularizer import QGTRegularizer, Ramp
+from compress.train.weights import weights_as
 
 
 class QGT(QuantMethod):

@@ -22,22 +22,8 @@ import torch
 from torch import nn
 
 from compress.data.augment import augmenter
-from compress.prune.distill import Distill, distillation_loss, frozen_copy
-
-
-class Logits(nn.Module):
-    """The net's logits: a Caffe net ending in Softmax is trained on the Softmax's bottom blob."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-        nodes = getattr(net, "nodes", None)
-        self.blob = nodes[-1].bottoms[0] if nodes and nodes[-1].type == "Softmax" else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.blob is None:
-            return self.net(x)
-        return self.net.forward_blobs(x)[self.blob]
+from compress.logits import Logits
+from compress.train.distill import Distill, distillation_loss, frozen_copy
 
 
 def top1(task: Any, outputs: dict[str, float] | None) -> float | None:

@@ -1,5 +1,5 @@
-"""One training loop for every pruning method and every front door: the method phase, the hard prune,
-the masked retrain.
+"""One training loop for every method (pruning, quantization, none) and every front door: the method
+phase, the hard prune, the masked retrain. The method is a set of hooks (:mod:`compress.train.hooks`).
 
     method phase        the method's hooks shape the steps (penalties, u/Z updates); ``start_cycle``
                         before every learning-rate cycle (a magnitude round's prune), ``end_epoch``
@@ -10,13 +10,13 @@ the masked retrain.
                         stay exactly zero through momentum and weight decay (fresh optimizer, the
                         learning-rate cycle restarts)
 
-The run is a list of segments (:mod:`compress.prune.schedule`): with data loaders one per epoch, with a
+The run is a list of segments (:mod:`compress.train.schedule`): with data loaders one per epoch, with a
 Caffe solver cut at its test interval. Each segment ends with an evaluation, a log entry and, at most
 every ``checkpoint_every`` seconds, an atomic checkpoint; the last segment always checkpoints. The
 learning rate is a function of the step counters alone, and every epoch re-seeds torch from
 ``(seed, epoch)`` (data order, dropout, augmentation), so resuming from a checkpoint reproduces the
 uninterrupted run bit for bit on CPU. What is trained and scored comes from a *task*
-(:mod:`compress.prune.task`): a classifier on ``(x, y)`` batches by default.
+(:mod:`compress.train.task`): a classifier on ``(x, y)`` batches by default.
 """
 from __future__ import annotations
 
@@ -34,14 +34,15 @@ from torch import nn
 
 from compress.data.augment import augmenter
 from compress.errors import CompressError, DivergenceError, TrainingInterrupted
-from compress.prune.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from compress.prune.distill import Distill
-from compress.prune.distributed import DistContext
-from compress.prune.methods.base import Method, apply_masks, mask_grads
-from compress.prune.progress import Progress
-from compress.prune.schedule import SCHEDULES, Segment, cycle_segments, schedule
-from compress.prune.task import ClassifierTask, Logits, autocast, evaluate, top1  # noqa: F401  (re-exported)
 from compress.savedstate import Fields, load_module_state, load_optimizer_state
+from compress.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from compress.train.distill import Distill
+from compress.train.distributed import DistContext
+from compress.train.hooks import MethodHooks
+from compress.train.progress import Progress
+from compress.train.schedule import SCHEDULES, Segment, cycle_segments, schedule
+from compress.train.task import ClassifierTask, top1
+from compress.train.weights import apply_masks, mask_grads
 from converters.caffe.names import cut
 
 # The W-step optimizer. SGD with momentum is Caffe's solver (the ADMM authors' AlexNet runs); Adam is
@@ -62,7 +63,7 @@ class TrainConfig:
     retrain_epochs: int | None = 0  # None: the front door decides (prune: the method's default)
     retrain_lr: float | None = None  # default: lr
     retrain_weight_decay: float | None = None  # default: weight_decay
-    lr_schedule: str = "cosine"  # a key of compress.prune.schedule.SCHEDULES
+    lr_schedule: str = "cosine"  # a key of compress.train.schedule.SCHEDULES
     optimizer: str = "sgd"  # a key of OPTIMIZERS
     seed: int = 0
     max_steps: int | None = None  # per epoch (smoke runs); also caps evaluation batches
@@ -174,7 +175,7 @@ class LoaderBatches:
         Fields(state, where)
 
 
-def sparsity(method: Method, masks: dict | None) -> float:
+def sparsity(method: MethodHooks, masks: dict | None) -> float:
     """Fraction of zero weights over all prunable layers (the method's sparse view before the prune)."""
     view = method.sparse_weights() if masks is None else {}
     zeros = total = 0
@@ -185,7 +186,7 @@ def sparsity(method: Method, masks: dict | None) -> float:
     return zeros / total if total else 0.0
 
 
-def train(net: nn.Module, method: Method, train_data: Iterable, test_data: Iterable | None,
+def train(net: nn.Module, method: MethodHooks, train_data: Iterable, test_data: Iterable | None,
           cfg: TrainConfig, device: torch.device | str = "cpu", dist: DistContext | None = None,
           resume: str | None = None, *, task=None, batches=None, segments: list[Segment] | None = None,
           optimizer=None, observer: Observer | None = None) -> TrainResult:

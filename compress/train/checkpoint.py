@@ -7,13 +7,17 @@ far), ``rng`` (torch CPU/CUDA generator states), ``teacher`` (the distillation t
 dict, or None), ``history``, ``info`` (what run this is, to refuse resuming a different one) and
 ``command`` (the command line's parameters, so that ``--resume`` alone continues the run). On resume every
 field is checked before it is used (``compress/savedstate.py``): ``weights_only`` only guarantees plain data.
+
+:func:`weights_digest` names the model a run started from (its ``info["weights"]``, checked on resume).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
 import torch
+from torch import nn
 
 from compress.errors import CompressError
 from converters.atomic import atomic_open
@@ -78,3 +82,12 @@ def read_command(path: str | os.PathLike) -> dict[str, Any] | None:
     if not (isinstance(command, dict) and isinstance(command.get("params", {}), dict)):
         raise CompressError(f"checkpoint {path}: its command record is damaged")
     return command
+
+
+def weights_digest(net: nn.Module) -> str:
+    """A short digest of every parameter and buffer: the identity of the model a run started from."""
+    h = hashlib.blake2b(digest_size=12)
+    for key, t in net.state_dict().items():
+        h.update(key.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
