@@ -37,16 +37,16 @@ test-slow: setup
 bench: setup
 	$(BIN)/python bench/run_all.py
 
-# The fuzz suite (compress/fuzz): mutated caffemodels, prototxts, model files, malicious pickles and
-# non-model files, each loaded in a forked child under memory/time limits, and quantized model files, low-bit
-# ONNX files, solvers, train_val nets, LMDB records and solver states, each run through the command a user
-# would run on it; exit status 1 on any outcome other than "ok" or "clean error". FUZZ_FLAGS adds options,
-# e.g. FUZZ_FLAGS="--keep fuzz-failures".
+# The fuzz suite (tools/fuzz: test tooling, not installed with the package): mutated caffemodels,
+# prototxts, model files, malicious pickles and non-model files, each loaded in a forked child under
+# memory/time limits, and quantized model files, low-bit ONNX files, solvers, train_val nets, LMDB records
+# and solver states, each run through the command a user would run on it; exit status 1 on any outcome
+# other than "ok" or "clean error". FUZZ_FLAGS adds options, e.g. FUZZ_FLAGS="--keep fuzz-failures".
 FUZZ_CASES ?= 3000
 FUZZ_SEED ?= 1
 FUZZ_FLAGS ?=
 fuzz: setup
-	$(BIN)/python -m compress.fuzz --cases $(FUZZ_CASES) --seed $(FUZZ_SEED) $(FUZZ_FLAGS)
+	$(BIN)/python -m tools.fuzz --cases $(FUZZ_CASES) --seed $(FUZZ_SEED) $(FUZZ_FLAGS)
 
 clean:
 	rm -rf $(OUT) .pytest_cache

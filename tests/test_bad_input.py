@@ -169,7 +169,7 @@ def test_train_val_without_input_shape(capsys, tmp_path):
 
 def _field(number: int, payload: bytes | int) -> bytes:
     """One protobuf field: a varint for an int, else length-delimited bytes."""
-    from compress.fuzz.wire import LEN, VARINT, varint
+    from tools.fuzz.wire import LEN, VARINT, varint
 
     if isinstance(payload, int):
         return varint(number << 3 | VARINT) + varint(payload)
@@ -257,7 +257,7 @@ def test_a_3000_character_name_makes_a_short_line(capsys, tmp_path):
 
 @pytest.fixture
 def model_dict():
-    from compress.fuzz import seeds
+    from tools.fuzz import seeds
 
     return seeds.model_dict(build_net_of(TINY), {"source": "test"})
 
@@ -366,7 +366,7 @@ def test_a_file_that_is_not_a_model_says_what_it_is(capsys, tmp_path, kind, appe
 
 
 def test_a_malicious_pickle_is_refused_in_one_line_without_running(capsys, tmp_path):
-    from compress.fuzz import payloads, seeds
+    from tools.fuzz import payloads, seeds
 
     marker = tmp_path / "MARKER"
     evil = tmp_path / "evil.pt"

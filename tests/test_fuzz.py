@@ -1,4 +1,4 @@
-"""The fuzz suite itself (compress/fuzz): its runner's classification, its generators, the malicious
+"""The fuzz suite itself (tools/fuzz): its runner's classification, its generators, the malicious
 pickles (real, and refused), and a fast slice of a campaign that must end with no non-clean outcome."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 import pytest
 
 from compress.errors import CompressError
-from compress.fuzz import Limits, failures, payloads, run_campaign, run_limited, seeds, summary_table, wire
-from compress.fuzz.campaign import TARGETS, make_case
+from tools.fuzz import Limits, failures, payloads, run_campaign, run_limited, seeds, summary_table, wire
+from tools.fuzz.campaign import TARGETS, make_case
 
 # The runner forks and limits children through /proc and rlimits: Linux only.
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
@@ -119,8 +119,8 @@ def test_fast_slice_of_a_campaign_has_only_clean_outcomes():
 def test_the_training_seed_trains_and_its_state_resumes(tmp_path):
     """The unmutated set-up of the training targets is a working LeNet run: `compress train` and
     `compress train --resume` of the snapshot state both succeed (a mutation is then what fails)."""
-    from compress.fuzz import training
-    from compress.fuzz.campaign import _after, load_and_check
+    from tools.fuzz import training
+    from tools.fuzz.campaign import _after, load_and_check
 
     for resume in (False, True):
         case = training.case("solverstate" if resume else "solver", "seed", {}, resume=resume)
@@ -133,7 +133,7 @@ def test_the_training_seed_trains_and_its_state_resumes(tmp_path):
 
 
 def test_a_training_run_past_the_work_bound_is_drawn_again():
-    from compress.fuzz import lenet_setup, training
+    from tools.fuzz import lenet_setup, training
 
     files = dict(lenet_setup.files())
     assert training.within_bounds(files)

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from compress.cli import main
-from compress.fuzz.runner import Limits, run_limited
 from converters.caffe import memory
 from converters.caffe.builder import build_net
 from converters.caffe.footprint import workspace_bytes
 from converters.caffe.prototxt import parse_net_text
 from converters.errors import ConversionError
+from tools.fuzz.runner import Limits, run_limited
 
 GB = 1 << 30
 linux_only = pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="forks under rlimits")

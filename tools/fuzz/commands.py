@@ -15,8 +15,8 @@ import os
 import re
 from pathlib import Path
 
-from compress.fuzz.case import Case
-from compress.fuzz.runner import Mismatch
+from tools.fuzz.case import Case
+from tools.fuzz.runner import Mismatch
 
 NONFINITE = re.compile(r"(?<![\w.])-?(nan|inf)(?![\w.])", re.IGNORECASE)
 TRAINING = ("train",)  # commands whose test outputs may be NaN, as Caffe's are

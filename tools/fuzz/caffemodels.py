@@ -13,8 +13,8 @@ from __future__ import annotations
 import random
 import struct
 
-from compress.fuzz import seeds, values, wire
-from compress.fuzz.case import Case, mutate_bytes
+from tools.fuzz import seeds, values, wire
+from tools.fuzz.case import Case, mutate_bytes
 
 _LAYER, _V1_LAYER = 100, 2
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import random
 import re
 
-from compress.fuzz import seeds, values
-from compress.fuzz.case import Case, mutate_bytes
-from compress.fuzz.graph import mutate_graph
+from tools.fuzz import seeds, values
+from tools.fuzz.case import Case, mutate_bytes
+from tools.fuzz.graph import mutate_graph
 
 _TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|#[^\n]*|[A-Za-z_][\w.]*|'
                     r'-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|\S')

@@ -15,8 +15,8 @@ import random
 
 import numpy as np
 
-from compress.fuzz import seeds
-from compress.fuzz.case import Case, mutate_bytes
+from tools.fuzz import seeds
+from tools.fuzz.case import Case, mutate_bytes
 
 FLOATS = [np.nan, np.inf, -np.inf, 0.0, -1.0, 1e38, 3.4e38, 1e-45, -0.0]
 INTS = [0, -1, 1, 2, 3, 4, 5, 7, 100, 2 ** 31 - 1, -(2 ** 31), 2 ** 40]

@@ -14,9 +14,9 @@ import random
 import struct
 import zlib
 
-from compress.fuzz import lenet_setup, values
-from compress.fuzz.case import Case, mutate_bytes
-from compress.fuzz.training import bounded, case
+from tools.fuzz import lenet_setup, values
+from tools.fuzz.case import Case, mutate_bytes
+from tools.fuzz.training import bounded, case
 
 
 def generate(rng: random.Random) -> Case:

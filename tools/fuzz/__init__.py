@@ -11,16 +11,16 @@ Every case runs in a forked child under memory and time limits (``runner.py``) a
 survive a model-file round trip (``campaign.py``), and a command (``commands.py``: ``info``, ``export``,
 ``eval``, ``verify``, ``train``, ``train --resume``) must print no NaN or infinite figure::
 
-    python -m compress.fuzz --cases 3000 --seed 1     # `make fuzz`; exit status 1 on any non-clean case
-    python -m compress.fuzz --seed 1 --case 1234 -v   # replay one case
+    python -m tools.fuzz --cases 3000 --seed 1     # `make fuzz`; exit status 1 on any non-clean case
+    python -m tools.fuzz --seed 1 --case 1234 -v   # replay one case
 
-    from compress.fuzz import run_campaign, summary_table
+    from tools.fuzz import run_campaign, summary_table
     results = run_campaign(200, seed=0, jobs=2)
 """
 from __future__ import annotations
 
-from compress.fuzz.campaign import CaseResult, failures, run_campaign, summary_table
-from compress.fuzz.runner import OUTCOMES, Limits, Verdict, run_limited
+from tools.fuzz.campaign import CaseResult, failures, run_campaign, summary_table
+from tools.fuzz.runner import OUTCOMES, Limits, Verdict, run_limited
 
 __all__ = ["OUTCOMES", "CaseResult", "Limits", "Verdict", "failures", "run_campaign", "run_limited",
            "summary_table"]

@@ -7,8 +7,8 @@ import io
 import random
 import zipfile
 
-from compress.fuzz import seeds
-from compress.fuzz.case import Case
+from tools.fuzz import seeds
+from tools.fuzz.case import Case
 
 
 def generate(rng: random.Random) -> Case:

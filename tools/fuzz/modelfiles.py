@@ -15,8 +15,8 @@ import random
 import warnings
 import zipfile
 
-from compress.fuzz import payloads, prototxts, seeds, values
-from compress.fuzz.case import MARKER, Case, mutate_bytes
+from tools.fuzz import payloads, prototxts, seeds, values
+from tools.fuzz.case import MARKER, Case, mutate_bytes
 
 
 def generate(rng: random.Random) -> Case:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 
-from compress.fuzz import values
+from tools.fuzz import values
 
 _PARAM_OF = {"Convolution": "convolution_param", "Deconvolution": "convolution_param",
              "InnerProduct": "inner_product_param", "Pooling": "pooling_param", "LRN": "lrn_param",

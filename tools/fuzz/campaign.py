@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress.fuzz import caffemodels, lowbit, modelfiles, notmodels, prototxts, quantized, records, training
-from compress.fuzz.case import MARKER, Case
-from compress.fuzz.runner import CLEAN, OUTCOMES, Child, Limits, Mismatch, Verdict, start
+from tools.fuzz import caffemodels, lowbit, modelfiles, notmodels, prototxts, quantized, records, training
+from tools.fuzz.case import MARKER, Case
+from tools.fuzz.runner import CLEAN, OUTCOMES, Child, Limits, Mismatch, Verdict, start
 
 # target -> (share of the cases, generator(rng, case directory)); the shares are relative weights
 TARGETS: dict[str, tuple[float, Callable[[random.Random, Path], Case]]] = {
@@ -123,7 +123,7 @@ def load_and_check(case: Case, directory: Path) -> dict:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.simplefilter("ignore")
     if case.argv:
-        from compress.fuzz.commands import run_command
+        from tools.fuzz.commands import run_command
 
         return run_command(case, directory)
     model = load_model(str(directory / case.model),
@@ -189,8 +189,8 @@ def _prepare() -> None:
     """Import what children use and build the seeds once, before any fork; one thread for torch."""
     import torch
 
-    from compress.fuzz import commands, seeds
     from compress.modelfile import load_model  # noqa: F401 - imported here so children inherit it
+    from tools.fuzz import commands, seeds
 
     torch.set_num_threads(1)
     seeds.lenet_v1()

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import random
 
-from compress.fuzz import lenet_setup, values
-from compress.fuzz.case import Case
-from compress.fuzz.graph import mutate_graph, set_scalar
-from compress.fuzz.modelfiles import archive_mutation
-from compress.fuzz.prototxts import token_mutation, value_mutation
+from tools.fuzz import lenet_setup, values
+from tools.fuzz.case import Case
+from tools.fuzz.graph import mutate_graph, set_scalar
+from tools.fuzz.modelfiles import archive_mutation
+from tools.fuzz.prototxts import token_mutation, value_mutation
 
 WORK = 4000  # images forwarded and backpropagated, test passes included
 SNAPSHOTS = 4

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import random
 
-from compress.fuzz import seeds
-from compress.fuzz.case import Case
-from compress.fuzz.modelfiles import archive_mutation
+from tools.fuzz import seeds
+from tools.fuzz.case import Case
+from tools.fuzz.modelfiles import archive_mutation
 
 SPECIAL = [float("nan"), float("inf"), float("-inf"), 0, -1, 1e300, 1e-50, 10 ** 400, -10 ** 400, "0.5", True,
            None, [1], 2 ** 64, 3.4e38]

@@ -1,4 +1,4 @@
-"""``python -m compress.fuzz --cases N --seed S``: run a campaign, print the summary table by target and
+"""``python -m tools.fuzz --cases N --seed S``: run a campaign, print the summary table by target and
 outcome and every non-clean case; exit status 1 if there is one."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from compress.fuzz.campaign import TARGETS, failures, run_campaign, summary_table
-    from compress.fuzz.runner import Limits
+    from tools.fuzz.campaign import TARGETS, failures, run_campaign, summary_table
+    from tools.fuzz.runner import Limits
 
-    p = argparse.ArgumentParser(prog="python -m compress.fuzz", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tools.fuzz", description=__doc__)
     p.add_argument("--cases", type=int, default=200, help="number of cases (default 200)")
     p.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
     p.add_argument("--case", type=int, help="run only this case index (replay)")
