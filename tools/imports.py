@@ -14,7 +14,8 @@ by computed name (``importlib.import_module(f"...")``: the CLI's lazy commands) 
 
 A *circle* is a strongly connected set of modules; for each, the shortest circle through each of its
 modules is printed with the file and line of every import on it. An import of a module under a root
-that does not exist (a stale path after a move) is an error too.
+that does not exist (a stale path after a move) is an error too, in the roots and in the code that uses
+them (``tools/``, ``tests/``, ``bench/``: ``USERS``).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ROOTS = ("compress", "converters")
+USERS = ("tools", "tests", "bench")  # checked for imports of modules of ROOTS that do not exist
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,8 @@ class Edge:
     line: int
     lazy: bool  # inside a function (or class body), not at module level
 
-    def where(self, modules: dict[str, Path]) -> str:
-        return f"{modules[self.source].relative_to(ROOT)}:{self.line}"
+    def where(self, modules: dict[str, Path], root: Path = ROOT) -> str:
+        return f"{modules[self.source].relative_to(root)}:{self.line}"
 
 
 def find_modules(root: Path = ROOT, roots: tuple[str, ...] = ROOTS) -> dict[str, Path]:
@@ -69,8 +71,8 @@ def _inside(name: str, roots: tuple[str, ...]) -> bool:
     return name.split(".")[0] in roots
 
 
-def module_edges(module: str, path: Path, modules: dict[str, Path],
-                 roots: tuple[str, ...] = ROOTS) -> tuple[list[Edge], list[str]]:
+def module_edges(module: str, path: Path, modules: dict[str, Path], roots: tuple[str, ...] = ROOTS,
+                 root: Path = ROOT) -> tuple[list[Edge], list[str]]:
     """The edges out of ``module`` and the imports of ``roots`` modules that do not exist (``file:line
     name``)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
@@ -86,7 +88,7 @@ def module_edges(module: str, path: Path, modules: dict[str, Path],
         if not _inside(target, roots):
             return
         if target not in modules:
-            unknown.append(f"{path.relative_to(ROOT)}:{node.lineno} {target}")
+            unknown.append(f"{path.relative_to(root)}:{node.lineno} {target}")
             return
         edge = Edge(module, target, node.lineno, id(node) not in top_level)
         if target != module and edge not in edges:  # one edge per statement and target
@@ -116,16 +118,21 @@ def _under_def(block: ast.AST, target: ast.AST) -> bool:
     return False
 
 
-def import_graph(root: Path = ROOT, roots: tuple[str, ...] = ROOTS) -> tuple[dict[str, Path], list[Edge],
-                                                                              list[str]]:
-    """Modules, edges (one per importing statement and target) and unknown imports."""
+def import_graph(root: Path = ROOT, roots: tuple[str, ...] = ROOTS, users: tuple[str, ...] = USERS,
+                 ) -> tuple[dict[str, Path], list[Edge], list[str]]:
+    """Modules, edges (one per importing statement and target) and unknown imports (of the roots' modules,
+    from the roots and from ``users``)."""
     modules = find_modules(root, roots)
     edges: list[Edge] = []
     unknown: list[str] = []
     for name, path in modules.items():
-        e, u = module_edges(name, path, modules, roots)
+        e, u = module_edges(name, path, modules, roots, root)
         edges += e
         unknown += u
+    used = {**find_modules(root, tuple(u for u in users if (root / u).is_dir())), **modules}
+    for name, path in used.items():
+        if name not in modules:
+            unknown += module_edges(name, path, used, roots, root)[1]
     return modules, edges, unknown
 
 
