@@ -1,7 +1,9 @@
 """``Data``: Datum records of an LMDB, in key order, through ``transform_param`` (BVLC ``data_layer.cpp``).
 
 Batch ``b`` holds records ``b*N .. b*N+N-1`` (mod the record count): the cursor runs on across
-batches and wraps at the end, never shuffles. The output shape comes from the first record
+batches and wraps at the end, never shuffles. Sharded over ``W`` ranks (:meth:`Feeder.shard`), rank ``r``'s
+batch ``b`` holds records ``r + W*(b*N + i)`` (mod the record count), as Caffe's ``Skip`` keeps them.
+The output shape comes from the first record
 (``InferBlobShape``): its channels, and ``crop_size`` or its height and width. Only the LMDB backend
 is read; ``backend`` defaults to LEVELDB in ``caffe.proto``, so a layer must say ``backend: LMDB``.
 """
@@ -53,9 +55,12 @@ class DataFeeder(Feeder):
         self.position = 0
 
     def _next(self) -> list[np.ndarray]:
-        images, labels = self.records.read(self.position, self.batch_size)
-        self.position = (self.position + self.batch_size) % self.records.entries
+        images, labels = self.records.read(self.position, self.batch_size, self.world)
+        self._skip(self.batch_size * self.world)
         return [self.transformer(images, self.rng), labels][: len(self.tops)]
+
+    def _skip(self, count: int) -> None:
+        self.position = (self.position + count) % self.records.entries
 
     def _state(self) -> dict:
         return {"position": self.position, "entries": self.records.entries}

@@ -130,41 +130,43 @@ class LmdbRecords:
         """Whether every record was decoded into memory (else each batch is read from the LMDB)."""
         return self._labels is not None
 
-    def read(self, start: int, count: int) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
-        """Records ``start, start+1, ...`` (mod entries): (images stacked (B, C, H, W) when they share
+    def read(self, start: int, count: int,
+             stride: int = 1) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
+        """Records ``start, start+stride, ...`` (mod entries): (images stacked (B, C, H, W) when they share
         a shape, else a list of (C, H, W)), labels int64 (B,)."""
         start %= self.entries
         if self._labels is not None:
-            return self._read_memory(start, count)
-        return self._read_stream(start, count)
+            return self._read_memory(start, count, stride)
+        return self._read_stream(start, count, stride)
 
-    def _read_memory(self, start: int, count: int):
-        if start + count <= self.entries:
+    def _read_memory(self, start: int, count: int, stride: int):
+        if stride == 1 and start + count <= self.entries:
             idx = slice(start, start + count)
         else:
-            idx = (start + np.arange(count)) % self.entries
+            idx = (start + stride * np.arange(count)) % self.entries
         labels = self._labels[idx].copy()  # the caller may own it (a tensor over it can be changed)
         if isinstance(self._images, np.ndarray):
             return self._images[idx], labels
         order = range(self.entries)[idx] if isinstance(idx, slice) else idx.tolist()
         return [self._images[i] for i in order], labels
 
-    def _read_stream(self, start: int, count: int):
-        if start != self._pos:  # a resumed run: walk from the first key, as a cursor can only step
-            self._cursor.first()
-            for _ in range(start):
-                self._cursor.next()
-            self._pos = start
+    def _read_stream(self, start: int, count: int, stride: int):
+        self._step((start - self._pos) % self.entries)  # a resumed run walks there: a cursor only steps
         images, labels = [], np.empty(count, np.int64)
         for i in range(count):
             img, labels[i] = self._decode(*self._cursor.item())
             images.append(img)
-            if not self._cursor.next():
-                self._cursor.first()
-            self._pos = (self._pos + 1) % self.entries
+            self._step(1 if i == count - 1 else stride)  # the records of other ranks are not decoded
         if all(img.shape == images[0].shape and img.dtype == images[0].dtype for img in images):
             return np.stack(images), labels
         return images, labels
+
+    def _step(self, count: int) -> None:
+        """Move the cursor ``count`` records on, from the last key to the first."""
+        for _ in range(count):
+            if not self._cursor.next():
+                self._cursor.first()
+            self._pos = (self._pos + 1) % self.entries
 
     def _decode(self, key: bytes, value: bytes) -> tuple[np.ndarray, int]:
         where = f"{self.where}: record {shown(key_text(key))} of {shown_path(self.path)}"

@@ -70,14 +70,33 @@ class Feeder(ABC):
             raise CompressError(f"{self.where}: has {len(self.tops)} top(s), expected {expected}")
         self.rng = CaffeRng(seed)
         self.shapes: dict[str, tuple[int, ...]] = {}
+        self.rank, self.world = 0, 1
         self._setup(layer, memory_limit)
+
+    def shard(self, rank: int, world: int) -> Feeder:
+        """Read only this rank's share of the records, as Caffe 1.0's data layers do under several solvers
+        (``DataLayer::Skip``): of the records in the layer's order, rank ``r`` of ``world`` keeps those at
+        positions ``r, r + world, r + 2 world, ...``, so the ranks' batches together are ``world`` batches'
+        worth of distinct records. The saved state is rank 0's (every rank's is rank 0's moved on by its
+        rank), so a run resumes on the same number of ranks from the one file rank 0 writes."""
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} of {world}")
+        self.rank, self.world = rank, world
+        self._skip(rank)
+        return self
+
+    def _skip(self, count: int) -> None:
+        """Move on ``count`` records without reading them (for :meth:`shard`)."""
+        if count:
+            raise CompressError(f"{self.where}: {self.layer_type} cannot be read in shares by several ranks")
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         """The next batch, ``{top name: tensor}``; advances the cursor and the random generator."""
         return {top: torch.from_numpy(a) for top, a in zip(self.tops, self._next(), strict=True)}
 
     def state_dict(self) -> dict:
-        """Cursor and generator state: what :meth:`load_state_dict` needs to continue exactly."""
+        """Cursor and generator state: what :meth:`load_state_dict` needs to continue exactly (of a
+        sharded feeder, only rank 0's is saved: every rank resumes from it)."""
         return {"layer": self.name, "type": self.layer_type, "phase": self.phase,
                 "rng": self.rng.state_dict(), **self._state()}
 
@@ -95,6 +114,7 @@ class Feeder(ABC):
         rng.load_state_dict(fields.get("rng"), fields.at("rng"))
         self._load_state(fields)
         self.rng = rng
+        self._skip(self.rank)  # the state is rank 0's
 
     @abstractmethod
     def _setup(self, layer, memory_limit: int) -> None:

@@ -103,8 +103,12 @@ class HDF5DataFeeder(Feeder):
         picks: list[tuple[list[np.ndarray], int]] = []
         for _ in range(self.batch_size):
             picks.append((self.blobs, self.rows[self.current_row]))
-            self._advance()
+            self._skip(self.world)  # past the rows of other ranks
         return [np.stack([blobs[j][row] for blobs, row in picks]) for j in range(len(self.tops))]
+
+    def _skip(self, count: int) -> None:
+        for _ in range(count):
+            self._advance()
 
     def _advance(self) -> None:
         """Caffe's ``Next()``: next row; after a file's last row the next file (reshuffled at a wrap)."""

@@ -6,8 +6,10 @@ lines are skipped). Each image is ``root_folder + PATH`` (plain concatenation, a
 (``is_color``), resized to ``new_height`` x ``new_width`` when both are set (OpenCV's bilinear), then
 transformed. Without ``shuffle`` the list is read in order and wraps at the end; with it the list is
 shuffled once at set-up and again every time the cursor wraps (``ShuffleImages``). ``rand_skip``
-starts at a random line below it. Decoded images are kept in memory up to ``memory_limit`` bytes, so
-later epochs need not decode them again (the images are identical either way).
+starts at a random line below it. Under torchrun each rank reads its share of the lines
+(:meth:`Feeder.shard`; Caffe 1.0's ImageData has none: every GPU read every image). Decoded images
+are kept in memory up to ``memory_limit`` bytes, so later epochs need not decode them again (the images are
+identical either way).
 """
 from __future__ import annotations
 
@@ -93,13 +95,17 @@ class ImageDataFeeder(Feeder):
             self.transformer.check(img.shape, self._where(index))
             images.append(img)
             labels[i] = self.lines[index][1]
+            self._skip(self.world)  # the images of other ranks are not decoded
+        uniform = all(img.shape == images[0].shape for img in images)
+        return [self.transformer(np.stack(images) if uniform else images, self.rng), labels]
+
+    def _skip(self, count: int) -> None:
+        for _ in range(count):
             self.cursor += 1
             if self.cursor >= len(self.lines):
                 self.cursor = 0
                 if self.shuffle:
                     self.shuffle_rng.shuffle(self.order)
-        uniform = all(img.shape == images[0].shape for img in images)
-        return [self.transformer(np.stack(images) if uniform else images, self.rng), labels]
 
     def _image(self, index: int) -> np.ndarray:
         """Line ``index``'s image, (C, H, W) uint8, decoded and resized (or from the cache)."""
