@@ -37,6 +37,8 @@ def command(solver, weights, output, max_iter, log, resume, device, quiet, as_js
     cfg = SolverTrainConfig(solver, tuple(weights) if weights else None, output, max_iter, log, resume,
                             device, not quiet)
     result = train_solver(cfg)
+    if not result.is_main:
+        return
     if as_json:
         echo_json({"schema": "compress.train/1", "iterations": result.iterations, "test": result.test,
                    "files": result.files})

@@ -30,8 +30,9 @@ def snapshot_paths(prefix: str, it: int) -> tuple[str, str]:
 
 class CaffeObserver(Observer):
     def __init__(self, solver, train_net, progress: Progress, log: str | None, *,
-                 make_dirs: bool = False) -> None:
+                 make_dirs: bool = False, writes: bool = True) -> None:
         self.solver, self.train_net, self.progress = solver, train_net, progress
+        self.writes = writes  # False on torchrun's ranks other than 0: they print and write nothing
         self.make_dirs = make_dirs  # create the snapshot folder (a pruning run's own); Caffe expects it
         self.log_path = log
         self._log = None
@@ -86,19 +87,20 @@ class CaffeObserver(Observer):
         from converters import caffe
 
         model, state = snapshot_paths(self.solver.snapshot_prefix, trainer.step)
-        if self.make_dirs:
+        if self.make_dirs and self.writes:
             import os
 
             os.makedirs(os.path.dirname(model) or ".", exist_ok=True)
-        caffe.save(self.train_net, model)
-        trainer.save_state(state)
+        if self.writes:
+            caffe.save(self.train_net, model)
+        trainer.save_state(state)  # every rank: it gathers their generators
         self.snapshots.append(model)
         self.progress.line(f"Snapshotting to binary proto file {model} (resumable state: {state})")
         return model, state
 
     # --- log and state -------------------------------------------------------------------------
     def write(self, record: dict[str, Any]) -> None:
-        if self.log_path is None:
+        if self.log_path is None or not self.writes:
             return
         if self._log is None:
             self._log = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()

@@ -83,7 +83,7 @@ class CyclicCaffeSolver(CaffeSolver):
             self.iteration = total + 1
 
 
-def build_session(solver: SolverConfig, device: torch.device) -> Session:
+def build_session(solver: SolverConfig, device: torch.device, dist=None) -> Session:
     from compress.data.caffe import build_feeder
     from converters.caffe.params import param_specs
     from converters.caffe.phase import build_phase_net, phase_layers
@@ -103,6 +103,9 @@ def build_session(solver: SolverConfig, device: torch.device) -> Session:
         return [build_feeder(layer, phase, seed=seed + next(counter)) for layer in layers]
 
     train_feeders = feeders(solver.train_net, "TRAIN")
+    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+    for f in train_feeders:  # each rank its share of the records; tests run on rank 0, on all of them
+        f.shard(rank, world)
     blobs = _weights(solver.weights)
     train_net = build_phase_net(solver.train_net.param, "TRAIN", blobs=blobs, generator=generator,
                                 input_shapes=_shapes(train_feeders), source=", ".join(solver.weights) or "-")
@@ -117,7 +120,9 @@ def build_session(solver: SolverConfig, device: torch.device) -> Session:
         t.net.to(device)
     learnables = [Learnable(s.param, s.lr_mult, s.decay_mult, s.name) for s in param_specs(train_net)
                   if isinstance(s.param, nn.Parameter)]
-    return Session(solver, train_net, tests, CaffeTask(train_net, tests, device),
+    if world > 1:
+        torch.manual_seed(seed + rank)  # the weights are drawn: each rank its own dropout masks
+    return Session(solver, train_net, tests, CaffeTask(train_net, tests, device, tests_here=rank == 0),
                    SolverBatches(train_feeders, solver.iter_size), learnables, seed)
 
 

@@ -66,10 +66,17 @@ class TestNet:
 
 class CaffeTask:
     """Objective: the TRAIN net's weighted losses. Test outputs: every TEST net's output blobs averaged
-    over its ``test_iter`` batches, keyed by blob name (``net1/<name>`` for a second test net...)."""
+    over its ``test_iter`` batches, keyed by blob name (``net1/<name>`` for a second test net...).
 
-    def __init__(self, train_net, tests: list[TestNet], device: torch.device) -> None:
-        self.module, self.tests, self.device = train_net, tests, device
+    Under torchrun the gradients are averaged over the ranks after each backward pass (the phase net's
+    ``run`` is not a forward DDP can wrap; Caffe's multi-GPU solvers average the same way), and only rank 0
+    tests (``tests_here``), on the whole test set, as Caffe's root solver does."""
+
+    average_gradients = True
+
+    def __init__(self, train_net, tests: list[TestNet], device: torch.device,
+                 tests_here: bool = True) -> None:
+        self.module, self.tests, self.device, self.tests_here = train_net, tests, device, tests_here
         self.accuracy_key = accuracy_top(tests[0].net) if tests else None
 
     def _to(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -82,7 +89,7 @@ class CaffeTask:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float] | None:
-        if not self.tests:
+        if not self.tests or not self.tests_here:
             return None
         result: dict[str, float] = {}
         for k, t in enumerate(self.tests):

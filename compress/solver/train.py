@@ -46,21 +46,19 @@ class SolverTrainResult:
     test: dict | None  # the last test pass's outputs
     files: list[str] = field(default_factory=list)  # what was written: -o and its prototxt, snapshots
     history: list[dict] = field(default_factory=list)
+    is_main: bool = True  # False on the ranks other than 0 of a torchrun job (they neither write nor print)
 
 
 def train_solver(config: SolverTrainConfig) -> SolverTrainResult:
+    """Run ``config``'s solver; under ``torchrun`` every rank runs it on its share of the TRAIN records
+    (:meth:`compress.data.caffe.feeder.Feeder.shard`) with the gradients averaged, and rank 0 tests,
+    prints, snapshots and writes, as ``caffe train -gpu 0,1,...`` does."""
     from compress.device import resolve_device
-    from compress.layers import prunable_layers
     from compress.outputs import check_outputs
-    from compress.solver.observer import CaffeObserver, snapshot_paths
+    from compress.solver.observer import snapshot_paths
     from compress.solver.read import read_solver
-    from compress.solver.session import build_session
-    from compress.train.hooks import PlainTraining
-    from compress.train.progress import Progress
-    from compress.train.trainer import TrainConfig, train
+    from compress.train.distributed import init_distributed
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise CompressError("compress train does not run under torchrun yet; run it as one process")
     solver = read_solver(config.solver, weights=list(config.weights) if config.weights is not None else None)
     if config.max_iter is not None:
         solver = dataclasses.replace(solver, max_iter=config.max_iter)
@@ -74,37 +72,54 @@ def train_solver(config: SolverTrainConfig) -> SolverTrainResult:
                    *(p for p in snapshots[:-2] if os.path.realpath(p) in real)], files=inputs)
     if config.resume is not None and not os.path.isfile(config.resume):
         raise CompressError(f"state to resume from not found: {config.resume}")
-    device = resolve_device(config.device)
-    with output_lock([config.output, solver.snapshot_prefix if snapshots else None]):
-        s = build_session(solver, device)
-        for line in _warnings(solver, snapshots, config.resume):  # once the set-up is known to be good
-            print(line, file=sys.stderr, flush=True)
-        progress = Progress(config.progress)
-        if config.log and config.resume is None and os.path.exists(config.log):
-            os.unlink(config.log)  # a fresh run starts a fresh log; a resumed one appends
-        observer = CaffeObserver(solver, s.train_net, progress, config.log)
-        method = PlainTraining(prunable_layers(s.train_net), epochs=1)
-        cfg = TrainConfig(lr=1.0, seed=s.seed, checkpoint=None, progress=False,
-                          info={"solver": solver.hyperparameters(), "net": _digest(s.train_net.netdef),
-                                "test_interval": solver.test_interval, "snapshot": solver.snapshot},
-                          command={"resume": _resume_command(config)})
-        try:
-            if config.resume is None and solver.test_now(0) and s.tests:
-                observer.test(0, s.task.evaluate())
-            result = train(s.train_net, method, None, None, cfg, device, resume=config.resume, task=s.task,
-                           batches=s.batches, segments=s.segments([1], 0), optimizer=s.optimizer(),
-                           observer=observer)
-        finally:
-            observer.close()
-        files = list(observer.snapshots)
-        if config.output:
-            from converters import caffe
+    dist = init_distributed(resolve_device(config.device))
+    try:
+        outputs = [config.output, solver.snapshot_prefix if snapshots else None]
+        with output_lock(outputs, enabled=dist.is_main):
+            return _train(solver, config, dist, snapshots, deploy)
+    finally:
+        dist.close()
 
-            caffe.save(s.train_net, config.output)
-            _write_deploy(deploy, (s.tests[0].net if s.tests else s.train_net).netdef)
-            files += [config.output, deploy]
+
+def _train(solver, config: SolverTrainConfig, dist, snapshots: list[str],
+           deploy: str | None) -> SolverTrainResult:
+    from compress.device import resolve_device
+    from compress.layers import prunable_layers
+    from compress.solver.observer import CaffeObserver
+    from compress.solver.session import build_session
+    from compress.train.hooks import PlainTraining
+    from compress.train.progress import Progress
+    from compress.train.trainer import TrainConfig, train
+
+    main, device = dist.is_main, dist.device(resolve_device(config.device))
+    s = build_session(solver, device, dist)
+    for line in _warnings(solver, snapshots, config.resume) if main else ():  # once the set-up is good
+        print(line, file=sys.stderr, flush=True)
+    if main and config.log and config.resume is None and os.path.exists(config.log):
+        os.unlink(config.log)  # a fresh run starts a fresh log; a resumed one appends
+    observer = CaffeObserver(solver, s.train_net, Progress(config.progress and main), config.log, writes=main)
+    method = PlainTraining(prunable_layers(s.train_net), epochs=1)
+    cfg = TrainConfig(lr=1.0, seed=s.seed, checkpoint=None, progress=False,
+                      info={"solver": solver.hyperparameters(), "net": _digest(s.train_net.netdef),
+                            "test_interval": solver.test_interval, "snapshot": solver.snapshot},
+                      command={"resume": _resume_command(config)})
+    try:
+        if main and config.resume is None and solver.test_now(0) and s.tests:
+            observer.test(0, s.task.evaluate())
+        result = train(s.train_net, method, None, None, cfg, device, dist, resume=config.resume, task=s.task,
+                       batches=s.batches, segments=s.segments([1], 0), optimizer=s.optimizer(),
+                       observer=observer)
+    finally:
+        observer.close()
+    files = list(observer.snapshots)
+    if config.output and main:
+        from converters import caffe
+
+        caffe.save(s.train_net, config.output)
+        _write_deploy(deploy, (s.tests[0].net if s.tests else s.train_net).netdef)
+        files += [config.output, deploy]
     last = observer.last_test or next((h["test"] for h in reversed(result.history) if h.get("test")), None)
-    return SolverTrainResult(result.steps, last, files, result.history)
+    return SolverTrainResult(result.steps, last, files, result.history, main)
 
 
 def _resume_command(config: SolverTrainConfig) -> str:

@@ -70,6 +70,33 @@ class DistContext:
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
         return bool(ok.item())
 
+    def average_gradients(self, params: Iterable[nn.Parameter]) -> None:
+        """Replace every gradient by its mean over the ranks (one all-reduce of all of them), as Caffe's
+        multi-GPU solvers do after the backward pass (``NCCL::on_gradients_ready``: sum, then scale by
+        1 / solver_count). A parameter that got no gradient counts as zeros, so every rank sends the same
+        buffer."""
+        if not self.enabled:
+            return
+        params = [p for p in params if p.requires_grad]
+        if not params:
+            return
+        flat = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1) for p in params])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset:offset + n].view_as(p).clone()
+            offset += n
+
+    def gather(self, obj):
+        """``obj`` of every rank, in rank order (``[obj]`` in a single process)."""
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

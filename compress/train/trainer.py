@@ -217,7 +217,10 @@ class _Trainer:
         self.net, self.method, self.task, self.batches, self.observer = net, method, task, batches, observer
         self.segments, self.cfg, self.device, self.dist = segments, cfg, device, dist
         self.make_optimizer = optimizer or OPTIMIZERS[cfg.optimizer]
-        self.model = dist.wrap(task.module, device)
+        # a task whose forward DDP cannot wrap (a Caffe phase net's run()) gets its gradients averaged
+        # after the backward pass instead, as Caffe's own multi-GPU solvers do
+        self.average_gradients = dist.enabled and getattr(task, "average_gradients", False)
+        self.model = task.module if self.average_gradients else dist.wrap(task.module, device)
         self.schedule = schedule(cfg.lr_schedule)
         self.scaler = torch.amp.GradScaler("cuda") if cfg.amp and device.type == "cuda" else None
         self.progress = Progress(cfg.progress and dist.is_main,
@@ -258,6 +261,10 @@ class _Trainer:
             raise CompressError(text if path in text else f"checkpoint {path}: {text}") from None
 
     def _load(self, ckpt: Fields, path: str) -> None:
+        world = ckpt.integer("world_size", 1) if "world_size" in ckpt.state else 1
+        if world != self.dist.world_size:
+            raise CompressError(f"checkpoint {path} was written by a run of {world} process(es), this one "
+                                f"has {self.dist.world_size}; resume it with {world}")
         check_same_run(ckpt.fields("info").state, {"method": self.method.name, **self.cfg.info}, path)
         segments = ckpt.integer("segments", 1)
         if segments != len(self.segments):
@@ -286,7 +293,11 @@ class _Trainer:
             self.scaler.load_state_dict(ckpt.fields("scaler").state)
         self.batches.load_state_dict(ckpt.get("batches"), "batches")
         self.observer.load_state_dict(ckpt.get("observer"), "observer")
-        set_rng_state(ckpt.get("rng"), "rng")
+        if self.dist.enabled:
+            ranks = ckpt.sequence("rng_ranks", self.dist.world_size)
+            set_rng_state(ranks[self.dist.rank], f"rng_ranks[{self.dist.rank}]")
+        else:
+            set_rng_state(ckpt.get("rng"), "rng")
         self.epoch, self.step, self.history = epoch, step, history
         self.saved = (path, self.epoch)
 
@@ -402,6 +413,8 @@ class _Trainer:
                 self.scaler.scale(loss).backward()
             else:
                 loss.backward()
+        if self.average_gradients:
+            self.dist.average_gradients(self.net.parameters())
         if self.scaler is not None:
             self.scaler.unscale_(self.opt)
         if retrain:
@@ -433,7 +446,9 @@ class _Trainer:
             self.save_state(self.cfg.checkpoint)
 
     def save_state(self, path: str) -> None:
-        """Write a checkpoint to ``path`` (rank 0), from which ``resume`` continues this run exactly."""
+        """Write a checkpoint to ``path`` (rank 0), from which ``resume`` continues this run exactly (every
+        rank's random generators in it: each rank draws its own dropout masks)."""
+        ranks = self.dist.gather(rng_state())
         if self.dist.is_main:
             save_checkpoint(path, {
                 "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
@@ -443,7 +458,8 @@ class _Trainer:
                 "observer": self.observer.state_dict(),
                 "segments": len(self.segments), "step": self.step, "rng": rng_state(),
                 "history": self.history, "info": {"method": self.method.name, **self.cfg.info},
-                "command": self.cfg.command or None})
+                "command": self.cfg.command or None, "world_size": self.dist.world_size,
+                **({"rng_ranks": ranks} if self.dist.enabled else {})})
         self.saved, self.last_save = (path, self.epoch), time.monotonic()
         self.dist.barrier()
 
