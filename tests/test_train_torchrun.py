@@ -17,27 +17,9 @@ import pytest
 import torch
 
 from compress.data.caffe import write_datum_lmdb
-from tests.test_train_solver import SOLVER, tiny_data
+from tests.test_train_solver import NET, NO_DROPOUT, SOLVER, tiny_data
 
 ROOT = Path(__file__).resolve().parents[1]
-NET = """
-name: "tinynet"
-layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TRAIN }
-        transform_param { scale: 0.00390625 }
-        data_param { source: "train_lmdb" batch_size: 8 backend: LMDB } }
-layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TEST }
-        transform_param { scale: 0.00390625 }
-        data_param { source: "test_lmdb" batch_size: 10 backend: LMDB } }
-layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
-        param { lr_mult: 1 } param { lr_mult: 2 }
-        convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "xavier" } } }
-layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
-layer { name: "ip1" type: "InnerProduct" bottom: "conv1" top: "ip1"
-        inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
-layer { name: "accuracy" type: "Accuracy" bottom: "ip1" bottom: "label" top: "accuracy"
-        include { phase: TEST } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" top: "loss" }
-"""
 TEN = SOLVER.replace("max_iter: 12", "max_iter: 10")
 
 
@@ -46,7 +28,7 @@ def folder(tmp_path):
     images, labels = tiny_data()
     write_datum_lmdb(tmp_path / "train_lmdb", images[:40], labels[:40])  # 40 records: wraps mid-run
     write_datum_lmdb(tmp_path / "test_lmdb", images[40:], labels[40:])
-    (tmp_path / "net.prototxt").write_text(NET)
+    (tmp_path / "net.prototxt").write_text(NO_DROPOUT)  # dropout masks differ between the two layouts
     (tmp_path / "snap").mkdir()
     return tmp_path
 
@@ -85,6 +67,7 @@ def test_two_ranks_train_like_one_process_with_iter_size_doubled(folder):
 
 
 def test_a_two_rank_run_resumes_exactly_and_only_with_two_ranks(folder):
+    (folder / "net.prototxt").write_text(NET)  # with dropout: each rank's generator is saved and restored
     (folder / "solver.prototxt").write_text(TEN)
     whole = compress(folder, "train", "solver.prototxt", "-o", "whole.caffemodel", ranks=2)
     assert whole.returncode == 0, whole.stderr[-3000:]
@@ -110,7 +93,7 @@ def test_data_layer_shares_are_caffes_skip(folder, memory_limit, monkeypatch):
     from converters.caffe.prototxt import parse_net_text
 
     monkeypatch.chdir(folder)
-    layer = next(la for la in parse_net_text(NET).layer if la.type == "Data")
+    layer = next(la for la in parse_net_text(NO_DROPOUT).layer if la.type == "Data")
     whole = build_feeder(layer, "TRAIN", memory_limit=memory_limit)
     shares = [build_feeder(layer, "TRAIN", memory_limit=memory_limit).shard(r, 2) for r in range(2)]
     for _ in range(6):  # 6 x 16 records: wraps twice
