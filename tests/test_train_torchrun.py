@@ -101,3 +101,22 @@ def test_data_layer_shares_are_caffes_skip(folder, memory_limit, monkeypatch):
         mine = [s.next_batch()["data"] for s in shares]
         assert torch.equal(one[0::2], mine[0]) and torch.equal(one[1::2], mine[1])
     assert shares[0].state_dict()["position"] == whole.state_dict()["position"]
+
+
+def test_prune_with_a_solver_on_two_ranks_is_one_process_with_the_batch_doubled(folder):
+    """ADMM's Z/U steps are functions of the (identical) weights: the whole run follows the solver. (Against
+    one process with the batch doubled: the ranks' shares of a step are its one batch of 16 records.)"""
+    (folder / "solver.prototxt").write_text(TEN)
+    assert compress(folder, "train", "solver.prototxt", "-o", "t.caffemodel", "--quiet").returncode == 0
+    args = ["prune", "t.caffemodel", "--solver", "solver.prototxt", "--method", "admm", "--pcen", "50",
+            "--admm-iters", "2", "--max-iter", "4", "--quiet"]
+    two = compress(folder, *args, "-o", "two.pt", ranks=2)
+    assert two.returncode == 0, two.stderr[-3000:]
+    (folder / "net.prototxt").write_text(NO_DROPOUT.replace("batch_size: 8", "batch_size: 16"))
+    one = compress(folder, *args, "-o", "one.pt")
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = blobs(folder / "two.caffemodel"), blobs(folder / "one.caffemodel")
+    for name in ("conv1", "ip1"):
+        assert np.array_equal(a[name][0] == 0, b[name][0] == 0), name  # the same weights pruned
+        for x, y in zip(a[name], b[name], strict=True):
+            assert np.abs(x - y).max() <= 1e-5, name

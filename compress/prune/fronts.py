@@ -30,19 +30,17 @@ class SolverFront:
         from compress.solver.read import read_solver
         from compress.solver.session import build_session, model_weights
 
-        if dist.enabled:
-            raise CompressError("prune --solver does not run under torchrun yet; run it as one process")
         solver = read_solver(cfg.solver, weights=[])
         if cfg.max_iter is not None:
             solver = dataclasses.replace(solver, max_iter=cfg.max_iter)
         if solver.max_iter < 1:
             raise CompressError(f"{solver.where('max_iter')}: max_iter must be >= 1 (or give --max-iter)")
-        self.solver, self.cfg, self.dev = _own_snapshots(solver, cfg.output), cfg, dev
+        self.solver, self.cfg, self.dev, self.dist = _own_snapshots(solver, cfg.output), cfg, dev, dist
         if cfg.output is not None:
             from compress.outputs import check_outputs
 
             check_outputs([cfg.output, *self.extra_outputs(cfg.output)], files=solver.input_files())
-        self.session = build_session(solver, dev)
+        self.session = build_session(solver, dev, dist)  # under torchrun: each rank its share
         self.net = self.session.train_net
         model_weights(model, cfg.prototxt, self.net)
         self.name, self.meta = str(model), {"source": str(model)}
@@ -74,12 +72,13 @@ class SolverFront:
         from compress.solver.observer import CaffeObserver
         from compress.train.progress import Progress
 
-        s = self.session
+        s, main = self.session, self.dist.is_main
         retrain = (tc.retrain_epochs or 0) if method.prunes else 0
         return {"train_data": None, "test_data": None, "task": s.task, "batches": s.batches,
                 "segments": s.segments(method.cycles(), retrain, evaluate_epoch_ends=True),
                 "optimizer": s.optimizer(cyclic=True),
-                "observer": CaffeObserver(self.solver, self.net, Progress(tc.progress), None, make_dirs=True)}
+                "observer": CaffeObserver(self.solver, self.net, Progress(tc.progress and main), None,
+                                          make_dirs=True, writes=main)}
 
     def describe(self) -> str:
         return f"{self.dataset} ({self.solver.max_iter} iterations per epoch)"
