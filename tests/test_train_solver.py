@@ -373,6 +373,30 @@ def test_iter_size_2_trains_like_a_batch_twice_as_large(setup, capsys):
             assert np.abs(a - b).max() <= 1e-6 * np.abs(b).max(), name
 
 
+@pytest.mark.parametrize("method", [["--method", "admm", "--admm-iters", "2"],
+                                    ["--method", "rvsm", "--epochs", "2"],
+                                    ["--method", "rgsm", "--epochs", "2", "--lamb2", "0.01"]])
+def test_prune_with_iter_size_2_prunes_like_a_batch_twice_as_large(setup, capsys, method):
+    """A method's own gradient term (ADMM's rho (W - Z + U), RVSM's pull, RGSM's group lasso) keeps its
+    strength under iter_size: the solver divides the accumulated sum by iter_size, not the method's term."""
+    from compress.modelfile import load_model
+
+    Path("net.prototxt").write_text(NO_DROPOUT)
+    assert run(capsys, "train", "solver.prototxt", "-o", "t.caffemodel", "--quiet")[0] == 0
+    args = ["prune", "t.caffemodel", "--solver", "solver.prototxt", "--pcen", "50", "--max-iter", "4",
+            "--quiet", *method]
+    Path("solver.prototxt").write_text(SOLVER + "iter_size: 2\n")
+    assert run(capsys, *args, "-o", "two.pt")[0] == 0
+    Path("solver.prototxt").write_text(SOLVER)
+    Path("net.prototxt").write_text(NO_DROPOUT.replace("batch_size: 8", "batch_size: 16"))
+    assert run(capsys, *args, "-o", "one.pt")[0] == 0
+    two, one = load_model("two.pt").net, load_model("one.pt").net
+    for name in ("conv1", "ip1"):
+        a, b = two.layer(name).weight.detach(), one.layer(name).weight.detach()
+        assert torch.equal(a == 0, b == 0), name
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max(), name
+
+
 def test_loss_weight_0_on_the_only_loss_trains_with_zero_gradients(setup, capsys):
     """Caffe trains such a net: the loss contributes nothing, weight decay alone moves the weights."""
     from compress.solver.read import read_solver

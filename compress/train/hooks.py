@@ -87,6 +87,11 @@ class MethodHooks:
         """Whether ``finalize_masks`` returns masks (and a masked retrain phase follows)."""
         return self.targets is not None
 
+    #: The backward passes the gradients hold at ``before_step`` (set by the loop at every step): Caffe's
+    #: ``iter_size``, whose sum the solver divides by it, so a method's own gradient term (and its
+    #: ``extra_loss``) is multiplied by it to keep the same strength whatever ``iter_size`` is.
+    accumulated = 1
+
     def hyperparameters(self) -> dict[str, Any]:
         return dict(self.hp)
 
@@ -98,7 +103,8 @@ class MethodHooks:
         return None
 
     def before_step(self, model: nn.Module, lr: float | None = None) -> None:
-        pass
+        """After the backward pass(es), before the optimizer's step. A term a method adds to the gradients
+        is multiplied by :attr:`accumulated`."""
 
     def after_step(self, model: nn.Module) -> None:
         pass

@@ -398,8 +398,8 @@ class _Trainer:
         for k, part in enumerate(parts):
             loss, info = self.task.loss(self.model, part)
             if k == 0 and not retrain:
-                extra = self.method.extra_loss(self.net)
-                loss = loss if extra is None else loss + extra
+                extra = self.method.extra_loss(self.net)  # x parts: the solver divides their sum
+                loss = loss if extra is None else loss + (extra if len(parts) == 1 else extra * len(parts))
             v = float(loss.detach())
             finite = self.dist.all_finite(loss) if self.dist.enabled else math.isfinite(v)
             if not finite:
@@ -420,6 +420,7 @@ class _Trainer:
         if retrain:
             mask_grads(self.method.all_layers, self.masks)
         else:
+            self.method.accumulated = len(parts)
             self.method.before_step(self.net, lr)
         if self.scaler is not None:
             self.scaler.step(self.opt)

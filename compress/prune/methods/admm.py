@@ -124,7 +124,8 @@ class ADMM(Method):
             for n, layer in self.layers.items():
                 w = layer.weight
                 if w.grad is not None:
-                    w.grad.add_(w.detach(), alpha=self.rho[n]).add_(self._D[n], alpha=self.rho[n])
+                    rho = self.rho[n] * self.accumulated
+                    w.grad.add_(w.detach(), alpha=rho).add_(self._D[n], alpha=rho)
         if self.masks is not None:
             mask_grads(self.all_layers, self.masks)
 

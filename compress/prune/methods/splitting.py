@@ -75,7 +75,7 @@ class SplittingMethod(Method):
             if seed:
                 w.sub_(w - self.u[n], alpha=lr * beta)
             elif w.grad is not None:
-                w.grad.add_(w.detach() - self.u[n], alpha=beta)
+                w.grad.add_(w.detach() - self.u[n], alpha=beta * self.accumulated)
 
     @torch.no_grad()
     def after_step(self, model: nn.Module) -> None:
