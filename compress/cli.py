@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("report", "Per-layer sparsity table (Markdown, CSV, JSON) of a pruned model."),
     "export": ("export", "Export to ONNX (sparse initializers where smaller), thinned, or .caffemodel."),
     "verify": ("verify", "Check an ONNX file against its PyTorch model with onnxruntime."),
+    "bench": ("bench", "Time ONNX files side by side in onnxruntime, as ratios to the first."),
 }
 
 
