@@ -95,10 +95,12 @@ def export_format(output: str, to: str | None) -> str:
 
 def export_model(spec: str, output: str, *, to: str | None = None, dense: bool = False,
                  thin: bool | None = None, opset: int | None = None, prototxt: str | None = None,
-                 deploy: str | None = None, fold_bn: bool = False) -> ExportSummary:
+                 deploy: str | None = None, fold_bn: bool | None = None) -> ExportSummary:
     """Load ``spec`` (model file, .caffemodel or zoo name), optionally thin it, and export it.
     ``thin`` None: thin a quantized model exported to ONNX, nothing else. ``fold_bn``: fold BatchNorm
-    and Scale into the convolution before them (after thinning; :mod:`compress.structure.fold`).
+    and Scale into the convolution before them, exactly (after thinning; :mod:`compress.structure.fold`;
+    a quantized model's codes stay, its scales follow, :mod:`compress.quant.fold`); None: for ONNX, not
+    for a .caffemodel (whose BatchNorm layers a Caffe user may still train).
 
     The format is ``to``, or the one the output's extension implies (:func:`export_format`). Every
     output is checked before the model is loaded: writable, and none of the files the model is read
@@ -139,17 +141,21 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
             meta["thin_refused"] = dict(refused)
     folded: dict[str, list[str]] = {}
     fold_kept: dict[str, str] = {}
+    if fold_bn is None:
+        fold_bn = opts.to == "onnx"
     if fold_bn:
-        from compress.structure.fold import fold_batchnorm
+        if grids is not None:
+            from compress.quant.fold import fold_quantized
+            from compress.quant.record import read_grids
 
-        result = fold_batchnorm(net)
-        if result.folded and grids is not None:
-            from compress.errors import CompressError
+            result, meta = fold_quantized(net, meta, read_grids(meta, net, where=model.path or spec))
+        else:
+            from compress.structure.fold import fold_batchnorm
 
-            raise CompressError(f"{spec}: --fold-bn would move a quantized model's weights off their grids "
-                                f"({', '.join(result.folded)}); export it without --fold-bn")
+            result = fold_batchnorm(net)
         net, folded, fold_kept = result.net, result.folded, result.kept
-        meta["folded_bn"] = {"folded": folded, "kept": fold_kept}
+        if folded or fold_kept:
+            meta["folded_bn"] = {"folded": folded, "kept": fold_kept}
     summary = WRITERS[opts.to](net, meta, opts)
     return replace(summary, thinned=thinned, refused=refused, folded=folded, fold_kept=fold_kept,
                    original_bytes=original)
@@ -227,24 +233,25 @@ def render(s: ExportSummary) -> str:
 @click.option("--dense", is_flag=True, help="ONNX: keep every initializer dense")
 @click.option("--thin/--no-thin", default=None, show_default="on for a quantized model's ONNX, else off",
               help="Remove zero filters and channels first (exact; a faster, smaller model)")
-@click.option("--fold-bn", is_flag=True,
-              help="Fold BatchNorm and Scale into the convolution before them (exact; none left to run)")
+@click.option("--fold-bn/--no-fold-bn", default=None, show_default="on for ONNX, off for .caffemodel",
+              help="Fold BatchNorm and Scale into the convolution before them (exact; none left to run; a "
+                   "quantized model keeps its codes)")
 @click.option("--opset", type=int, metavar="N", show_default="the exporter's", help="ONNX opset")
 @click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL")
 @click.option("--deploy", metavar="FILE", show_default="the output with .prototxt",
               help="Caffemodel: where to write the deploy prototxt")
 @threads_option
 @json_option
-def command(model: str, output: str, to: str | None, dense: bool, thin: bool | None, fold_bn: bool,
+def command(model: str, output: str, to: str | None, dense: bool, thin: bool | None, fold_bn: bool | None,
             opset: int | None, prototxt: str | None, deploy: str | None, as_json: bool) -> None:
     """Export to ONNX (sparse initializers where smaller), thinned, or .caffemodel.
 
     MODEL is a zoo name, a model file or a .caffemodel. ONNX weights go into sparse initializers
     only where that is smaller than dense (above ~67% zeros); the size is reported against the dense
     export. --thin removes zero filters exactly (by default for a quantized model's ONNX, whose
-    weights are stored packed). --fold-bn folds BatchNorm/Scale into the convolution before them, as
-    deployment runtimes do. Nothing is written over an input: -o must not name MODEL or a file it is
-    read from.
+    weights are stored packed). BatchNorm/Scale fold into the convolution before them, as deployment
+    runtimes do (by default for ONNX; --no-fold-bn keeps them). Nothing is written over an input: -o
+    must not name MODEL or a file it is read from.
     """
     summary = export_model(model, output, to=to, dense=dense, thin=thin, opset=opset,
                            prototxt=prototxt, deploy=deploy, fold_bn=fold_bn)

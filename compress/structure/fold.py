@@ -35,6 +35,9 @@ class FoldResult:
     folded: dict[str, list[str]]  # convolution/inner product -> the BatchNorm/Scale layers folded into it
     kept: dict[str, str] = field(default_factory=dict)  # BatchNorm/Scale layer -> why it stays
     max_rel_err: float = 0.0
+    # convolution/inner product -> the per-filter factor its weights were multiplied by (float64): what a
+    # per-channel quantization grid's scales follow (compress.quant.fold)
+    factors: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def fold_batchnorm(net: nn.Module, *, check: bool = True) -> FoldResult:
@@ -45,6 +48,7 @@ def fold_batchnorm(net: nn.Module, *, check: bool = True) -> FoldResult:
     writer, readers = _writers_readers(out)
     into: dict[int, int] = {}  # folded node index -> the producer node it went into
     tops: dict[int, tuple[str, ...]] = {}  # producer node index -> its new tops
+    factors: dict[str, torch.Tensor] = {}
     for i, node in enumerate(out.nodes):
         if node.type not in FOLDABLE:
             continue
@@ -52,7 +56,9 @@ def fold_batchnorm(net: nn.Module, *, check: bool = True) -> FoldResult:
         if why:
             kept[node.name] = why
             continue
-        _fold(getattr(out, out.nodes[p].attr), getattr(out, node.attr), node.type)
+        a = _fold(getattr(out, out.nodes[p].attr), getattr(out, node.attr), node.type)
+        name = out.nodes[p].name
+        factors[name] = factors[name] * a if name in factors else a
         into[i] = p
         tops[p] = node.tops
         folded[out.nodes[p].name].append(node.name)
@@ -62,7 +68,7 @@ def fold_batchnorm(net: nn.Module, *, check: bool = True) -> FoldResult:
     if err > TOLERANCE:
         raise CompressError(f"{net.name}: the net with BatchNorm folded differs from the original (relative "
                             f"error {err:.2e} > {TOLERANCE:g}); this is a bug, please report it")
-    return FoldResult(out, dict(folded), kept, err)
+    return FoldResult(out, dict(folded), kept, err, factors)
 
 
 def _writers_readers(net):
@@ -107,8 +113,9 @@ def _target(net, i, node, writer, readers, into) -> tuple[str | None, int]:
 
 
 @torch.no_grad()
-def _fold(prod: nn.Module, layer: nn.Module, kind: str) -> None:
-    """``prod``'s filters and bias times ``a`` plus ``c``: the per-channel affine map of ``layer``."""
+def _fold(prod: nn.Module, layer: nn.Module, kind: str) -> torch.Tensor:
+    """``prod``'s filters and bias times ``a`` plus ``c``: the per-channel affine map of ``layer``; returns
+    ``a`` (float64)."""
     w = prod.weight.detach().double()
     b = prod.bias.detach().double() if prod.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
     if kind == "BatchNorm":
@@ -123,6 +130,7 @@ def _fold(prod: nn.Module, layer: nn.Module, kind: str) -> None:
         new_w = new_w.t().contiguous().t()
     prod.weight = nn.Parameter(new_w)
     prod.bias = nn.Parameter((b * a + c).float())
+    return a
 
 
 def _rewrite(net, into: dict[int, int], tops: dict[int, tuple[str, ...]]):
