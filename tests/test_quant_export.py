@@ -43,7 +43,8 @@ def check(net, path, shape) -> onnx.ModelProto:
         w = net.layer(name.removesuffix(".weight")).weight.detach().numpy()
         assert arr.dtype == np.float32 and np.array_equal(arr, w), name
     floats = [i.name for i in model.graph.initializer if i.data_type == TensorProto.FLOAT]
-    assert all(n.endswith((".bias", ".weight_scale")) for n in floats), floats
+    lrn = ("/alpha", "/k", "/minus_beta")  # the fast LRN's two constants (its window is built at load)
+    assert all(n.endswith((".bias", ".weight_scale", *lrn)) for n in floats), floats
     assert not model.graph.sparse_initializer
     return model
 

@@ -24,18 +24,22 @@ def onnx_grids(net, meta: dict, *, where: str = "model") -> dict | None:
 
 
 def export_any(net, meta: dict, path: str | os.PathLike, *, dense: bool = False, opset: int | None = None,
-               where: str = "model"):
+               where: str = "model", form: str = "fast", lrn: str = "fast"):
     """Write ``net`` as ONNX to ``path``: packed integers for a quantized model (``dense``: no sparse
-    encoding), else float initializers, sparse where smaller (``dense``: none). Returns the exporter's
+    encoding; ``form`` "fast": run-time forms onnxruntime decodes at load, "pack": DequantizeLinear at
+    every run, :mod:`converters.onnx.fast`), else float initializers, sparse where smaller (``dense``:
+    none); ``lrn`` "fast" or "native" (:func:`converters.onnx.lrn.rewrite_lrn`). Returns the exporter's
     result (``ExportResult``; ``QuantExportResult`` for a quantized model)."""
     grids = onnx_grids(net, meta, where=where)
     if grids is None:
         from converters.onnx.export import export_onnx
 
-        return export_onnx(net, path, sparse=not dense, meta=meta, opset=opset)
+        return export_onnx(net, path, sparse=not dense, meta=meta, opset=opset, lrn=lrn)
     from converters.onnx.quantized import export_quantized_onnx
 
     record = meta[KEY]
     slim = {k: v for k, v in meta.items() if k != KEY}  # the scales are in the graph, not in the metadata
     slim[KEY] = describe(record)
-    return export_quantized_onnx(net, path, grids, meta=slim, opset=opset, sparse=not dense)
+    return export_quantized_onnx(net, path, grids, meta=slim, opset=opset, sparse=not dense, form=form,
+                                 lrn=lrn)
+

@@ -36,6 +36,7 @@ from converters.caffe.names import shown
 from converters.errors import ConversionError
 from converters.onnx import lowbit
 from converters.onnx.export import ExportResult, metadata_props, to_onnx_model
+from converters.onnx.lrn import rewrite_lrn
 
 TORCH_OPSET = 20  # what the TorchScript exporter writes; higher opsets are reached by onnx's converter
 
@@ -57,6 +58,7 @@ class WeightGrid:
 class QuantExportResult(ExportResult):
     layers: dict[str, lowbit.Encoding] = field(default_factory=dict)  # Caffe layer -> how it is stored
     opset: int = 0
+    forms: dict[str, object] = field(default_factory=dict)  # Caffe layer -> its run-time fast.Form
 
 
 def required_opset(grids: dict[str, WeightGrid]) -> int:
@@ -66,9 +68,12 @@ def required_opset(grids: dict[str, WeightGrid]) -> int:
 
 def export_quantized_onnx(net, path: str | Path, grids: dict[str, WeightGrid], *, meta: dict | None = None,
                           opset: int | None = None, sparse: bool = True, batch_size: int = 1,
-                          dynamic_batch: bool = True) -> QuantExportResult:
+                          dynamic_batch: bool = True, form: str = "fast",
+                          lrn: str = "native") -> QuantExportResult:
     """Export ``net`` (a CaffeNet holding dequantized weights) with the weights of ``grids`` (keyed by
-    Caffe layer name) stored as packed integers, dense or sparse, whichever is smaller."""
+    Caffe layer name) stored as packed integers, dense or sparse, whichever is smaller; ``form`` says how
+    they run (:func:`quantize_initializers`), ``lrn`` how an LRN is written (:func:`converters.onnx.lrn.
+    rewrite_lrn`)."""
     path = check_output_path(path)
     need = required_opset(grids)
     newest = onnx.defs.onnx_opset_version()
@@ -85,11 +90,15 @@ def export_quantized_onnx(net, path: str | Path, grids: dict[str, WeightGrid], *
     if opset > TORCH_OPSET:
         model = _raise_opset(model, opset)
     dense_bytes = model.ByteSize()
-    layers = quantize_initializers(model, grids, opset, sparse=sparse)
+    notes = [*notes, *rewrite_lrn(model, lrn)]
+    stored = quantize_initializers(model, grids, opset, sparse=sparse, form=form)
+    layers = {name: enc for name, (enc, _) in stored.items()}
+    forms = {name: f for name, (_, f) in stored.items()}
     del model.graph.value_info[:]  # the exporter's intermediate shapes: hints onnxruntime re-derives
     props = metadata_props(net, meta or {}, notes)
     props["quantization"] = json.dumps({name: f"{grids[name].bits}-bit {enc.kind}"
                                         for name, enc in layers.items()}, separators=(",", ":"))
+    props["runtime_form"] = json.dumps({name: f.kind for name, f in forms.items()}, separators=(",", ":"))
     helper.set_model_props(model, props)
     standard = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
     model.ir_version = max(model.ir_version, helper.find_min_ir_version_for(standard))
@@ -100,9 +109,9 @@ def export_quantized_onnx(net, path: str | Path, grids: dict[str, WeightGrid], *
         raise ConversionError(f"{net.name}: quantized ONNX fails onnx.checker: {first}") from None
     data = model.SerializeToString()
     atomic_write_bytes(path, data)
-    notes = [*notes, *(f"{n}.weight: {grids[n].bits}-bit, {e.describe()}, {e.payload_bytes} B"
-                       for n, e in layers.items())]
-    return QuantExportResult(str(path), len(data), dense_bytes, (), props, tuple(notes), layers, opset)
+    notes = [*notes, *(f"{n}.weight: {grids[n].bits}-bit, {e.describe()}, {e.payload_bytes} B; "
+                       f"{forms[n].describe()}" for n, e in layers.items())]
+    return QuantExportResult(str(path), len(data), dense_bytes, (), props, tuple(notes), layers, opset, forms)
 
 
 def _raise_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
@@ -116,14 +125,28 @@ def _raise_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 
 
 def quantize_initializers(model: onnx.ModelProto, grids: dict[str, WeightGrid], opset: int, *,
-                          sparse: bool = True) -> dict[str, lowbit.Encoding]:
+                          sparse: bool = True, form: str = "fast") -> dict[str, tuple]:
     """Replace each ``<layer>.weight`` initializer of ``grids`` by packed codes and decoding nodes
-    (in place, decoding nodes first in the graph); returns each layer's encoding."""
+    (in place, decoding nodes first in the graph); returns each layer's ``(encoding, run-time form)``.
+    ``form`` "fast": the run-time forms of :mod:`converters.onnx.fast` (decoded at load; MatMulNBits for
+    large low-bit InnerProducts), "pack": dense codes through ``DequantizeLinear`` (which onnxruntime
+    dequantizes at every run)."""
+    from converters.onnx import fast
+
+    if form not in FORMS:
+        raise ConversionError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for v in n.input:
+            readers.setdefault(v, []).append(n)
     nodes: list[onnx.NodeProto] = []
     added: list[TensorProto] = []
+    replaced: dict[str, list[onnx.NodeProto]] = {}  # node name -> the nodes that take its place
     out: dict[str, lowbit.Encoding] = {}
+    forms: dict[str, fast.Form] = {}
+    functions: set[str] = set()
     for layer, grid in grids.items():
         name = f"{layer}.weight"
         if name not in inits:
@@ -131,20 +154,43 @@ def quantize_initializers(model: onnx.ModelProto, grids: dict[str, WeightGrid], 
         w = numpy_helper.to_array(inits[name])
         codes = grid_codes(w, grid, layer)
         enc = lowbit.choose_encoding(codes, grid.bits, opset, sparse=sparse)
-        new_inits, new_nodes = (_dense if enc.kind == "dense" else _sparse)(name, codes, grid, enc)
+        users = readers.get(name, [])
+        gemm = users[0] if len(users) == 1 and list(users[0].input[1:2]) == [name] else None
+        f = fast.choose_form(layer, grid.bits, codes.shape, gemm) if form == "fast" else \
+            fast.Form("dequantize", "DequantizeLinear at every run") if enc.kind == "dense" else \
+            fast.Form("float", "decoded to float32 at load")
+        if f.kind == "nbits":
+            new_inits, new_nodes, matmul = fast.nbits_layer(gemm, name, codes, grid.bits, grid.scales,
+                                                            enc.index_bits if enc.kind == "sparse" else None)
+            replaced[gemm.name] = [matmul]
+        elif enc.kind == "sparse":
+            new_inits, new_nodes = _sparse(name, codes, grid, enc)
+            functions.add(SPARSE_OP)
+        elif f.kind == "dequantize":
+            new_inits, new_nodes = _dense(name, codes, grid, enc)
+        else:
+            q = lowbit.pack(codes, lowbit.weight_storage(grid.bits), f"{name}_q")
+            scale_inits, new_nodes = fast.float_weight(name, q, grid.scales, codes.ndim)
+            new_inits = [q, *scale_inits]
         added.extend(new_inits)
         nodes.extend(new_nodes)
         out[layer] = enc
+        forms[layer] = f
     kept = [i for i in graph.initializer if not (i.name.endswith(".weight") and i.name[:-7] in out)]
     del graph.initializer[:]
     graph.initializer.extend(kept + added)
-    existing = list(graph.node)
+    existing = [m for n in graph.node for m in replaced.get(n.name, [n])]
     del graph.node[:]
     graph.node.extend(nodes + existing)
-    if any(e.kind == "sparse" for e in out.values()):
+    if SPARSE_OP in functions:
         model.functions.append(sparse_dequantize_function(opset))
         model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
-    return out
+    if any(f.kind == "nbits" for f in forms.values()):
+        model.opset_import.append(helper.make_opsetid(fast.MS_DOMAIN, 1))
+    return {layer: (enc, forms[layer]) for layer, enc in out.items()}
+
+
+FORMS = ("fast", "pack")
 
 
 def grid_codes(w: np.ndarray, grid: WeightGrid, layer: str) -> np.ndarray:
@@ -174,7 +220,7 @@ def _dense(name: str, codes: np.ndarray, grid: WeightGrid, enc: lowbit.Encoding)
     return [q, scale], [node]
 
 
-def _sparse(name: str, codes: np.ndarray, grid: WeightGrid, enc: lowbit.Encoding):
+def _sparse_tensors(name: str, codes: np.ndarray, grid: WeightGrid, enc: lowbit.Encoding):
     flat = codes.reshape(-1)
     nonzero = np.flatnonzero(flat)
     skips, real = lowbit.encode_positions(nonzero, enc.index_bits)
@@ -184,6 +230,11 @@ def _sparse(name: str, codes: np.ndarray, grid: WeightGrid, enc: lowbit.Encoding
     skip = lowbit.pack(skips, lowbit.index_storage(enc.index_bits), f"{name}_skip")
     scale = numpy_helper.from_array(np.asarray(grid.scales, dtype=np.float32).reshape(-1), f"{name}_scale")
     shape = numpy_helper.from_array(np.array(codes.shape, dtype=np.int64), f"{name}_shape")
+    return q, skip, scale, shape
+
+
+def _sparse(name: str, codes: np.ndarray, grid: WeightGrid, enc: lowbit.Encoding):
+    q, skip, scale, shape = _sparse_tensors(name, codes, grid, enc)
     node = helper.make_node(SPARSE_OP, [q.name, skip.name, scale.name, shape.name], [name], name=name,
                             domain=DOMAIN)
     return [q, skip, scale, shape], [node]
@@ -232,13 +283,29 @@ def sparse_dequantize_function(opset: int) -> onnx.FunctionProto:
 
 def decode_weights(model: onnx.ModelProto, names: list[str] | None = None) -> dict[str, np.ndarray]:
     """The float weights a quantized graph computes, by running its decoding nodes in onnxruntime:
-    ``{"<layer>.weight": array}`` for ``names`` (default: every DequantizeLinear-built weight)."""
-    import onnxruntime as ort
-
+    ``{"<layer>.weight": array}`` for ``names`` (default: every weight built from stored codes, by
+    DequantizeLinear, SparseDequantize or Cast). A layer in the MatMulNBits form has no float weight in the
+    graph: its ``B``, scales and zero points are what :func:`decode_values` gives for
+    ``<layer>.weight_nbits_{B,scales,zp}``."""
     produced = {o: n for n in model.graph.node for o in n.output}
     if names is None:
+        stored = {i.name for i in model.graph.initializer}
         names = [o for n in model.graph.node for o in n.output
-                 if o.endswith(".weight") and _depends_on_dq(o, produced)]
+                 if o.endswith(".weight") and _decoded(o, produced, stored)]
+    return decode_values(model, names)
+
+
+def decode_values(model: onnx.ModelProto, names: list[str]) -> dict[str, np.ndarray]:
+    """The values ``names`` of ``model`` that depend on stored tensors only, computed by onnxruntime (a
+    stored tensor itself is read as it is)."""
+    import onnxruntime as ort
+
+    stored = {i.name: i for i in model.graph.initializer}
+    direct = {v: numpy_helper.to_array(stored[v]) for v in names if v in stored}
+    names = [v for v in names if v not in stored]
+    if not names:
+        return direct
+    produced = {o: n for n in model.graph.node for o in n.output}
     stack, seen = list(names), set()
     while stack:
         n = produced.get(stack.pop())
@@ -248,22 +315,24 @@ def decode_weights(model: onnx.ModelProto, names: list[str] | None = None) -> di
         stack.extend(n.input)
     order = [n for n in model.graph.node if n.name in seen]
     used = {i for n in order for i in n.input}
-    graph = helper.make_graph(order, "decode", [], [helper.make_tensor_value_info(v, TensorProto.FLOAT, None)
-                                                  for v in names],
-                              [i for i in model.graph.initializer if i.name in used])
+    outputs = [onnx.ValueInfoProto(name=v) for v in names]  # types: onnxruntime infers them
+    inits = [i for i in model.graph.initializer if i.name in used]
+    graph = helper.make_graph(order, "decode", [], outputs, inits)
     sub = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version,
                             functions=list(model.functions))
     session = ort.InferenceSession(sub.SerializeToString(), providers=["CPUExecutionProvider"])
-    return dict(zip(names, session.run(names, {}), strict=True))
+    return {**direct, **dict(zip(names, session.run(names, {}), strict=True))}
 
 
-def _depends_on_dq(value: str, produced: dict[str, onnx.NodeProto]) -> bool:
+def _decoded(value: str, produced: dict[str, onnx.NodeProto], stored: set[str]) -> bool:
+    """Whether ``value`` is computed from stored codes (DequantizeLinear, SparseDequantize, or a Cast of an
+    integer initializer)."""
     stack, seen = [value], set()
     while stack:
         n = produced.get(stack.pop())
         if n is None or n.name in seen:
             continue
-        if n.op_type in ("DequantizeLinear", SPARSE_OP):
+        if n.op_type in ("DequantizeLinear", SPARSE_OP) or (n.op_type == "Cast" and n.input[0] in stored):
             return True
         seen.add(n.name)
         stack.extend(n.input)
