@@ -33,7 +33,7 @@ class ExportOptions:
     output: str
     to: str  # a key of WRITERS
     dense: bool = False
-    thin: bool | None = None  # None: thin a quantized model's ONNX export (every byte counts there)
+    thin: bool | None = None  # None: thin a pruned or quantized model's ONNX export
     opset: int | None = None
     deploy: str | None = None
     pack: bool = False  # quantized weights through DequantizeLinear (dequantized at every run)
@@ -101,7 +101,7 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
                  deploy: str | None = None, fold_bn: bool | None = None, pack: bool = False,
                  native_lrn: bool = False) -> ExportSummary:
     """Load ``spec`` (model file, .caffemodel or zoo name), optionally thin it, and export it.
-    ``thin`` None: thin a quantized model exported to ONNX, nothing else. ``fold_bn``: fold
+    ``thin`` None: thin a pruned or quantized model exported to ONNX, nothing else. ``fold_bn``: fold
     BatchNorm and Scale into the convolution before them, exactly (after thinning;
     :mod:`compress.structure.fold`; a quantized model's codes stay, its scales follow,
     :mod:`compress.quant.fold`); None: for ONNX, not
@@ -132,8 +132,8 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
         from compress.quant.record import read_grids
 
         grids = read_grids(meta, net, where=model.path or spec)
-    if thin is None:  # a quantized model's packed ONNX: its dead filters' scales and biases are overhead
-        thin = grids is not None and opts.to == "onnx"
+    if thin is None:  # ONNX of a compressed model: removing dead filters is what makes it faster
+        thin = opts.to == "onnx" and (grids is not None or _has_zeros(net))
     if thin:
         from compress.thin import thin as thin_net
 
@@ -166,6 +166,14 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
     summary = WRITERS[opts.to](net, meta, opts)
     return replace(summary, thinned=thinned, refused=refused, folded=folded, fold_kept=fold_kept,
                    original_bytes=original)
+
+
+def _has_zeros(net) -> bool:
+    """Whether a Convolution/InnerProduct weight holds a zero (a pruned model, whose dead filters and
+    channels thinning may remove)."""
+    from compress.prune.targets import prunable_layers
+
+    return any(not bool(layer.weight.detach().all()) for layer in prunable_layers(net).values())
 
 
 @writer("onnx", ".onnx")
@@ -256,7 +264,7 @@ def render(s: ExportSummary) -> str:
 @click.option("--to", "to", type=click.Choice(list(WRITERS)), show_default="from the output's extension",
               help="Output format, when the extension does not say it")
 @click.option("--dense", is_flag=True, help="ONNX: keep every initializer dense")
-@click.option("--thin/--no-thin", default=None, show_default="on for a quantized model's ONNX, else off",
+@click.option("--thin/--no-thin", default=None, show_default="on for a pruned or quantized model's ONNX",
               help="Remove zero filters and channels first (exact; a faster, smaller model)")
 @click.option("--fold-bn/--no-fold-bn", default=None, show_default="on for ONNX, off for .caffemodel",
               help="Fold BatchNorm and Scale into the convolution before them (exact; none left to run; a "
@@ -281,8 +289,8 @@ def command(model: str, output: str, to: str | None, dense: bool, thin: bool | N
 
     MODEL is a zoo name, a model file or a .caffemodel. ONNX weights go into sparse initializers
     only where that is smaller than dense (above ~67% zeros); the size is reported against the dense
-    export. --thin removes zero filters exactly (by default for a quantized model's ONNX, whose
-    weights are stored packed). BatchNorm/Scale fold into the convolution before them, as deployment
+    export. --thin removes zero filters exactly (by default for a pruned or quantized model's ONNX:
+    what makes it faster). BatchNorm/Scale fold into the convolution before them, as deployment
     runtimes do (by default for ONNX; --no-fold-bn keeps them). Nothing is written over an input: -o
     must not name MODEL or a file it is read from.
     """
