@@ -106,3 +106,30 @@ def test_cli_pack_native_lrn_and_old_onnxruntime(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "old.onnx").exists()
     assert main(["export", model, "-o", str(tmp_path / "old.onnx"), "--pack"]) == 0
 
+
+def test_export_checks_a_compressed_models_speed(tmp_path, capsys):
+    net, meta = quantized("lenet", GridConfig(4))
+    model = str(tmp_path / "q.pt")
+    save_model(model, net, meta)
+    assert main(["export", model, "-o", str(tmp_path / "q.onnx"), "--json"]) == 0
+    import json
+
+    speed = json.loads(capsys.readouterr().out)["speed"]
+    assert sorted(speed["speedups"]) == ["1", "32"] and all(v > 0 for v in speed["speedups"].values())
+    assert main(["export", model, "-o", str(tmp_path / "q.onnx"), "--no-speed-check"]) == 0
+    assert "speed against" not in capsys.readouterr().out
+    assert main(["export", "lenet", "-o", str(tmp_path / "d.onnx")]) == 0  # nothing compressed: no check
+    assert "speed against" not in capsys.readouterr().out
+    assert main(["export", model, "-o", str(tmp_path / "q.caffemodel"), "--speed-check"]) == 1
+    assert "--speed-check applies to onnx output only" in capsys.readouterr().err
+
+
+def test_the_speed_verdict_allows_for_noise():
+    from compress.speedcheck import SpeedCheck
+
+    check = SpeedCheck({1: 0.5, 32: 0.95}, threads=1)
+    assert check.slower == {1: 0.5} and check.warning("q.onnx") == (
+        "q.onnx runs 2.00x slower at batch 1 than the dense float32 export of the same model")
+    fine = SpeedCheck({1: 1.0, 32: 2.0}, 1)
+    assert fine.warning("q.onnx") is None
+    assert "the same speed at batch 1, 2.00x faster at batch 32" in fine.describe()

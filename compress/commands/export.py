@@ -23,6 +23,7 @@ class ExportSummary:
     folded: dict[str, list[str]] = field(default_factory=dict)  # --fold-bn: conv -> BatchNorm/Scale folded
     fold_kept: dict[str, str] = field(default_factory=dict)  # --fold-bn: BatchNorm/Scale -> why it stays
     original_bytes: int | None = None  # the model as loaded (before thinning/folding), all blobs as float32
+    speed: object | None = None  # compress.speedcheck.SpeedCheck of a compressed model's ONNX export
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ExportOptions:
     deploy: str | None = None
     pack: bool = False  # quantized weights through DequantizeLinear (dequantized at every run)
     native_lrn: bool = False  # LRN as one ONNX LRN node
+    speed_check: bool | None = None  # time a compressed model's ONNX against its dense export (None: yes)
 
     def __post_init__(self) -> None:
         from compress.errors import CompressError
@@ -46,6 +48,7 @@ class ExportOptions:
             raise CompressError(f"--to must be one of {', '.join(WRITERS)}, got {self.to!r}")
         for flag, value, applies in (("--dense", self.dense, "onnx"), ("--opset", self.opset, "onnx"),
                                      ("--pack", self.pack, "onnx"), ("--native-lrn", self.native_lrn, "onnx"),
+                                     ("--speed-check", self.speed_check, "onnx"),
                                      ("--deploy", self.deploy, "caffemodel")):
             if value not in (None, False) and self.to != applies:
                 raise CompressError(f"{flag} applies to {applies} output only, not to {self.to} "
@@ -99,7 +102,7 @@ def export_format(output: str, to: str | None) -> str:
 def export_model(spec: str, output: str, *, to: str | None = None, dense: bool = False,
                  thin: bool | None = None, opset: int | None = None, prototxt: str | None = None,
                  deploy: str | None = None, fold_bn: bool | None = None, pack: bool = False,
-                 native_lrn: bool = False) -> ExportSummary:
+                 native_lrn: bool = False, speed_check: bool | None = None) -> ExportSummary:
     """Load ``spec`` (model file, .caffemodel or zoo name), optionally thin it, and export it.
     ``thin`` None: thin a pruned or quantized model exported to ONNX, nothing else. ``fold_bn``: fold
     BatchNorm and Scale into the convolution before them, exactly (after thinning;
@@ -111,7 +114,9 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
     output is checked before the model is loaded: writable, and none of the files the model is read
     from (``compress.outputs.check_outputs``). ONNX: ``pack`` writes a quantized model's weights in the
     portable DequantizeLinear form (onnxruntime dequantizes them at every run), else in the fast form
-    (:mod:`converters.onnx.fast`); ``native_lrn`` keeps LRN as one ONNX node."""
+    (:mod:`converters.onnx.fast`); ``native_lrn`` keeps LRN as one ONNX node; ``speed_check`` (None: for
+    ONNX) times a compressed model's file against the dense float32 export of the model as loaded
+    (:mod:`compress.speedcheck`)."""
     from compress.modelfile import load_model
     from compress.outputs import check_outputs
     from converters.caffe import caffe_blobs
@@ -119,10 +124,11 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
     models = [(spec, prototxt)]
     check_outputs([output, deploy], models=models)  # first: never a word about formats for `-o MODEL`
     opts = ExportOptions(output, export_format(output, to), dense=dense, thin=thin, opset=opset,
-                         deploy=deploy, pack=pack, native_lrn=native_lrn)
+                         deploy=deploy, pack=pack, native_lrn=native_lrn, speed_check=speed_check)
     check_outputs(opts.outputs(), models=models)  # with the default deploy path
     model = load_model(spec, prototxt)
     net, meta = model.net, dict(model.meta)
+    loaded = net
     meta.setdefault("source", model.path or spec)
     original = 4 * sum(int(b.size) for blobs in caffe_blobs(net).values() for b in blobs)
     thinned: dict[str, tuple[int, int]] = {}
@@ -164,8 +170,14 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
         if folded or fold_kept:
             meta["folded_bn"] = {"folded": folded, "kept": fold_kept}
     summary = WRITERS[opts.to](net, meta, opts)
+    speed = None
+    compressed = summary.quantized or summary.sparse_tensors or thinned  # folding alone only gains
+    if opts.to == "onnx" and opts.speed_check is not False and compressed:
+        from compress.speedcheck import check_speed
+
+        speed = check_speed(loaded, meta, opts.output, lrn="native" if opts.native_lrn else "fast")
     return replace(summary, thinned=thinned, refused=refused, folded=folded, fold_kept=fold_kept,
-                   original_bytes=original)
+                   original_bytes=original, speed=speed)
 
 
 def _has_zeros(net) -> bool:
@@ -254,6 +266,12 @@ def render(s: ExportSummary) -> str:
             why = "--dense" if s.dense_requested else "sparse storage would not be smaller"
             lines.append(f"all initializers dense ({why})")
     lines.extend(f"note: {n}" for n in s.notes)
+    if s.speed is not None:
+        lines.append(s.speed.describe())
+        path = next(iter(s.files))
+        warning = s.speed.warning(path)
+        if warning:
+            lines.append(f"warning: {warning}")
     return "\n".join(lines) + "\n"
 
 
@@ -276,6 +294,9 @@ def render(s: ExportSummary) -> str:
 @click.option("--native-lrn", is_flag=True,
               help="Write LRN as one ONNX LRN node (portable; onnxruntime runs it 2-15x slower than squares "
                    "and a window convolution, the form written otherwise)")
+@click.option("--speed-check/--no-speed-check", default=None, show_default="on for ONNX",
+              help="Time a compressed model's ONNX file against the dense float32 export of the same model "
+                   "and warn when it is slower")
 @click.option("--opset", type=int, metavar="N", show_default="the exporter's", help="ONNX opset")
 @click.option("--prototxt", metavar="FILE", help="Net definition for a .caffemodel MODEL")
 @click.option("--deploy", metavar="FILE", show_default="the output with .prototxt",
@@ -283,7 +304,7 @@ def render(s: ExportSummary) -> str:
 @threads_option
 @json_option
 def command(model: str, output: str, to: str | None, dense: bool, thin: bool | None, fold_bn: bool | None,
-            pack: bool, native_lrn: bool, opset: int | None, prototxt: str | None,
+            pack: bool, native_lrn: bool, speed_check: bool | None, opset: int | None, prototxt: str | None,
             deploy: str | None, as_json: bool) -> None:
     """Export to ONNX (sparse initializers where smaller), thinned, or .caffemodel.
 
@@ -296,7 +317,7 @@ def command(model: str, output: str, to: str | None, dense: bool, thin: bool | N
     """
     summary = export_model(model, output, to=to, dense=dense, thin=thin, opset=opset,
                            prototxt=prototxt, deploy=deploy, fold_bn=fold_bn, pack=pack,
-                           native_lrn=native_lrn)
+                           native_lrn=native_lrn, speed_check=speed_check)
     if as_json:
         from dataclasses import asdict
 

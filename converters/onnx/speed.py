@@ -110,6 +110,19 @@ def bench(paths: list[str], *, batches: tuple[int, ...] = (1, 32), threads: int 
                        tuple(round(x, 2) for x in load), os.cpu_count() or 1)
 
 
+def medians(paths: list[str], *, batches: tuple[int, ...] = (1,), threads: int = 1, rounds: int = 5,
+            budget_s: float | None = None) -> dict[int, list[float]]:
+    """``{batch: [median seconds per file]}``, the files interleaved; with ``budget_s`` the rounds stop
+    early (after at least 3) once that much time has gone into a batch size: a quick check, not a bench."""
+    sessions = [_session(p, threads) for p in paths]
+    out = {}
+    for b in batches:
+        feeds = [_feeds(s, b, p) for s, p in zip(sessions, paths, strict=True)]
+        times = _interleaved(sessions, feeds, rounds, paths, budget_s)
+        out[b] = [statistics.median(t) for t in times]
+    return out
+
+
 def _session(path: str, threads: int, profile_dir: str | None = None):
     import onnxruntime as ort
 
@@ -156,11 +169,14 @@ def _run(session, feeds: dict, path: str) -> None:
         raise ConversionError(f"{path}: onnxruntime failed to run it ({reason(e)})") from None
 
 
-def _interleaved(sessions, feeds, rounds: int, paths) -> list[list[float]]:
+def _interleaved(sessions, feeds, rounds: int, paths, budget_s: float | None = None) -> list[list[float]]:
     for s, f, p in zip(sessions, feeds, paths, strict=True):  # warm-up: first-run allocations
         _run(s, f, p)
     times: list[list[float]] = [[] for _ in sessions]
-    for _ in range(rounds):
+    start = time.perf_counter()
+    for r in range(rounds):
+        if budget_s is not None and r >= 3 and time.perf_counter() - start > budget_s:
+            break
         for s, f, t, p in zip(sessions, feeds, times, paths, strict=True):
             t0 = time.perf_counter()
             _run(s, f, p)
