@@ -79,6 +79,10 @@ def render(result) -> str:
               help="Scale choice: mse = the clip of least squared error (never worse than max; far better at "
                    "2 bits), max = max|w| / L, no clipping")
 @click.option("--keep-first-last-8bit", is_flag=True, help="Quantize the first and last layer to 8 bits")
+@click.option("--activations", type=int, metavar="8",
+              help="Quantize activations too (uint8, per tensor), calibrated by min-max over 1024 training "
+                   "images of --data (real data only); the export is full QDQ, run by onnxruntime's int8 "
+                   "convolution/GEMM kernels, and top-1 after is that file's, through onnxruntime")
 @click.option("--layer", "layers", multiple=True, metavar="NAME", show_default="every Convolution, "
               "Deconvolution and InnerProduct layer", help="Quantize only these layers (names or patterns; "
               "repeatable)")
@@ -89,8 +93,8 @@ def render(result) -> str:
 @threads_option
 @json_option
 @click.pass_context
-def command(ctx, model, bits, method, per_channel, scale, keep_first_last_8bit, layers, prototxt, output,
-            as_json, **options):
+def command(ctx, model, bits, method, per_channel, scale, keep_first_last_8bit, activations, layers, prototxt,
+            output, as_json, **options):
     """Quantize weights to 8/4/3/2-bit grids by PTQ, QGT or ADMM training.
 
     MODEL is a zoo name, a model file or a .caffemodel, dense or pruned. Weights go onto symmetric
@@ -104,11 +108,12 @@ def command(ctx, model, bits, method, per_channel, scale, keep_first_last_8bit, 
     compress quantize lenet_admm.pt --bits 4 --method qgt --data mnist -o lenet_qgt4.pt
     compress quantize lenet_admm.pt --bits 2 --method admm --data mnist -o lenet_admm2.pt
     compress quantize lenet --bits 8 --data mnist -o lenet_ptq8.pt
+    compress quantize lenet --bits 8 --activations 8 --data mnist -o lenet_int8.pt
     """
     params = resume_defaults(ctx, {k: v for k, v in ctx.params.items() if k != "as_json"})
-    (model, bits, method, per_channel, scale, keep_first_last_8bit, layers, prototxt, output) = (
+    (model, bits, method, per_channel, scale, keep_first_last_8bit, activations, layers, prototxt, output) = (
         params[k] for k in ("model", "bits", "method", "per_channel", "scale", "keep_first_last_8bit",
-                            "layers", "prototxt", "output"))
+                            "activations", "layers", "prototxt", "output"))
     for value, what in ((model, "argument 'MODEL'"), (bits, "option '--bits'"), (output, "option '-o'")):
         if value is None:
             raise click.UsageError(f"Missing {what} (it may be left out with --resume only)")
@@ -137,7 +142,8 @@ def command(ctx, model, bits, method, per_channel, scale, keep_first_last_8bit, 
                          data=DataSpec(t["data"], t["batch_size"], t["limit"]),
                          train=train_config(t, command_record(ctx, params)),
                          device=t["device"], prototxt=prototxt, output=output, resume=t["resume"],
-                         keep_checkpoint=t["keep_checkpoint"], checkpoints=not t["no_checkpoint"])
+                         keep_checkpoint=t["keep_checkpoint"], checkpoints=not t["no_checkpoint"],
+                         activations=activations)
     result = quantize(model, cfg)
     if result.is_main:
         if as_json:

@@ -55,11 +55,18 @@ class QuantizeConfig:
     resume: str | None = None
     keep_checkpoint: bool = False
     checkpoints: bool = True
+    activations: int | None = None  # bits of calibrated activations (compress.quant.activations), None: float
 
     def __post_init__(self) -> None:
         if self.train.retrain_epochs:
             raise CompressError("quantization has no retrain phase (it would move the weights off the grid); "
                                 "train longer with the method's epochs instead")
+        if self.activations is not None:
+            from compress.quant.activations import NEEDS_REAL_DATA, check_bits
+
+            check_bits(self.activations)
+            if self.data.spec in (None, "synthetic"):
+                raise CompressError(NEEDS_REAL_DATA)
 
 
 @dataclass(frozen=True)
@@ -113,10 +120,15 @@ def quantize(model: str | nn.Module, config: QuantizeConfig | None = None,
             method.init(net)
         net.cpu().eval()
         layers = method.finalize(net)
-        seconds = time.perf_counter() - t0
-        after = front.before(tc) if front else None
-        net.cpu().eval()
         record = {**make_record(cfg.grid, cfg.method, {n: q.grid for n, q in layers.items()}), "input": name}
+        if cfg.activations is not None:
+            record["activations"] = _calibrate(net, front, cfg.activations)
+        seconds = time.perf_counter() - t0
+        if cfg.activations is not None:
+            after = _onnx_accuracy(net, {**meta, KEY: record}, front, tc)
+        else:
+            after = front.before(tc) if front else None
+        net.cpu().eval()
         if hyper:
             record["hyperparameters"] = hyper
         if front:
@@ -182,6 +194,40 @@ def _load(model, prototxt: str | None) -> tuple[nn.Module, dict, str]:
     from compress.train.loaders import load_net
 
     return load_net(model, prototxt)
+
+
+def _calibrate(net, front, bits: int) -> dict:
+    """The activation record: min-max ranges on the training split of real data."""
+    from compress.quant.activations import NEEDS_REAL_DATA, activation_record, calibrate
+
+    if front.splits.meta.get("source") == "synthetic":
+        raise CompressError(NEEDS_REAL_DATA)
+    ranges, images = calibrate(net.cpu().eval(), front.train_split())
+    return activation_record(bits, ranges, images, front.dataset)
+
+
+def _onnx_accuracy(net, meta: dict, front, tc) -> float | None:
+    """Top-1 of the int8 model as it runs: its full QDQ export in onnxruntime, on the test split (integer
+    kernels round differently from any float simulation of them)."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    from compress.evaluate import evaluate
+    from compress.quant.export import export_any
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_any(net, meta, os.path.join(tmp, "int8.onnx")).path
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        graph = onnx.load(path).graph
+        last = next((n for n in graph.node if graph.output[0].name in n.output), None)
+        softmax = last is not None and last.op_type == "Softmax"
+        result = evaluate(session, front.splits.test, probabilities=softmax, where=path,
+                          max_batches=tc.max_steps)
+    return result.top1
 
 
 def _refuse_quantized(meta: dict, name: str) -> None:

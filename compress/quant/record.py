@@ -50,6 +50,9 @@ def describe(record: dict) -> str:
     text = f"{record.get('bits')}-bit {how} {record.get('scale', '')} grid".replace("  ", " ")
     if record.get("first_last_bits"):
         text += f" ({record['first_last_bits']}-bit first/last)"
+    act = record.get("activations")
+    if isinstance(act, dict):
+        text += f", {act.get('bits')}-bit activations ({act.get('calibration')} calibration)"
     return f"{text}, {record.get('method', '?')}"
 
 

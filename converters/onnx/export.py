@@ -69,9 +69,11 @@ def export_onnx(net, path: str | Path, *, sparse: bool = True, meta: dict | None
     return ExportResult(str(path), len(data), dense_bytes, tuple(moved), props, tuple(notes))
 
 
-def to_onnx_model(net, *, opset: int | None = None, batch_size: int = 1,
-                  dynamic_batch: bool = True) -> tuple[onnx.ModelProto, list[str]]:
-    """The dense ONNX model of ``net`` (Caffe names, native LRN) and notes about the export."""
+def to_onnx_model(net, *, opset: int | None = None, batch_size: int = 1, dynamic_batch: bool = True,
+                  layer_values: dict[str, str] | None = None) -> tuple[onnx.ModelProto, list[str]]:
+    """The dense ONNX model of ``net`` (Caffe names, native LRN) and notes about the export;
+    ``layer_values``, when given, is filled with each Caffe layer's output value in the graph (the output
+    of its last node)."""
     max_opset = torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
     if opset is not None and not MIN_OPSET <= opset <= max_opset:
         raise ConversionError(f"opset must be between {MIN_OPSET} and {max_opset}, got {opset}")
@@ -99,7 +101,9 @@ def to_onnx_model(net, *, opset: int | None = None, batch_size: int = 1,
     kept_inputs = [i for i in model.graph.input if i.name not in inits]  # only the Caffe input blobs
     del model.graph.input[:]
     model.graph.input.extend(kept_inputs)
-    _caffe_names(model, net)
+    by_layer = _caffe_names(model, net)
+    if layer_values is not None:
+        layer_values.update({layer: nodes[-1].output[0] for layer, nodes in by_layer.items() if layer})
     model.producer_name = "compress"
     model.producer_version = _version()
     return model, notes
@@ -180,6 +184,7 @@ def _caffe_names(model: onnx.ModelProto, net) -> dict[str, list[onnx.NodeProto]]
                 name, i = f"{base}_{i}", i + 1
             used.add(name)
             node.name = name
+    return by_layer
 
 
 def _strip(value: str) -> str:

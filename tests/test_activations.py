@@ -1,0 +1,103 @@
+"""Activation quantization: min-max calibration of every layer's output, the full QDQ export that
+onnxruntime fuses into QLinearConv/QGemm (uint8 activations, int8 weights), and the refusals: no real data,
+another width. The accuracy on MNIST is measured in bench/deploy_speed.py and docs/DEPLOY.md."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from compress.cli import main
+from compress.modelfile import save_model
+from compress.quant.activations import NEEDS_REAL_DATA, activation_record, calibrate
+from compress.quant.config import GridConfig
+from compress.quant.export import export_any
+from compress.quant.record import KEY, describe
+from converters.onnx.qdq import activation_params
+from tests.test_export import run_ort, torch_out
+from tests.test_quant_export import SHAPES, quantized
+
+
+def _batches(name: str, n: int = 4):
+    gen = torch.Generator().manual_seed(0)
+    return [(torch.rand((8, *SHAPES[name][1:]), generator=gen), torch.zeros(8, dtype=torch.long))
+            for _ in range(n)]
+
+
+def _int8(name: str, keep=None):
+    net, meta = quantized(name, GridConfig(8), keep)
+    ranges, images = calibrate(net, _batches(name))
+    meta[KEY]["activations"] = activation_record(8, ranges, images, "test")
+    return net, meta
+
+
+def _fused(path: str) -> list[str]:
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = path + ".opt.onnx"
+    ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node]
+
+
+def test_activation_grid_holds_zero_and_spans_the_range():
+    assert activation_params(0.0, 2.55) == (pytest.approx(0.01), 0)
+    scale, zp = activation_params(-1.0, 1.55)
+    assert scale == pytest.approx(0.01) and zp == 100  # -1.0 is code 0, 0.0 is code 100
+    assert activation_params(0.5, 2.55)[1] == 0  # widened to hold 0
+    assert activation_params(-2.55, -1.0) == (pytest.approx(0.01), 255)
+    assert activation_params(0.0, 0.0) == (1.0, 0)
+
+
+def test_calibration_records_min_and_max_of_every_layer_and_the_input():
+    net, _ = quantized("lenet", GridConfig(8))
+    batches = _batches("lenet")
+    ranges, images = calibrate(net, batches, images=20)
+    assert images == 20  # stops within the third batch
+    x = torch.cat([b[0] for b in batches])[:20]
+    assert ranges["data"] == [float(x.min()), float(x.max())]
+    with torch.no_grad():
+        want = net.layer("conv1")(x)
+    assert ranges["conv1"] == pytest.approx([float(want.min()), float(want.max())])
+    assert set(ranges) == {"data", *(n.name for n in net.nodes)}
+
+
+@pytest.mark.parametrize("name", ["lenet", "alexnet"])
+def test_full_qdq_runs_on_the_integer_kernels_close_to_the_float_model(tmp_path, name):
+    net, meta = _int8(name, {"conv2": 0.3} if name == "alexnet" else None)
+    path = export_any(net, meta, tmp_path / "q.onnx").path
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert "Relu" not in ops  # the output's QuantizeLinear clamps at zero
+    fused = _fused(path)
+    convs = sum(t in ("QLinearConv",) for t in fused)
+    assert convs == (2 if name == "lenet" else 5) and fused.count("QGemm") == (2 if name == "lenet" else 3)
+    assert "Conv" not in fused or name == "alexnet"  # AlexNet's LRN window stays a float Conv
+    x = _batches(name)[0][0][:2].numpy()
+    got, want = run_ort(path, x), torch_out(net, x)
+    assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
+
+
+def test_int8_export_with_native_lrn_and_what_stays_float(tmp_path):
+    net, meta = _int8("alexnet")
+    r = export_any(net, meta, tmp_path / "q.onnx", lrn="native")
+    assert any("LRN" in n and "Softmax" in n and "stay float32" in n for n in r.notes)
+    assert "8-bit activations (minmax calibration)" in describe(meta[KEY])
+
+
+def test_activations_need_real_data_and_eight_bits(tmp_path, capsys):
+    out = str(tmp_path / "q.pt")
+    for extra in ([], ["--data", "synthetic"]):
+        assert main(["quantize", "lenet", "--bits", "8", "--activations", "8", *extra, "-o", out]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err == f"Error: {NEEDS_REAL_DATA}"
+    assert main(["quantize", "lenet", "--bits", "8", "--activations", "4", "--data", "mnist", "-o", out]) == 1
+    assert "--activations must be 8" in capsys.readouterr().err
+
+
+def test_cli_exports_an_activation_quantized_model_file(tmp_path, capsys):
+    net, meta = _int8("lenet")
+    model = str(tmp_path / "q.pt")
+    save_model(model, net, meta)
+    assert main(["export", model, "-o", str(tmp_path / "q.onnx"), "--no-speed-check"]) == 0
+    assert "int8 activations: 4 Conv/Gemm layers" in capsys.readouterr().out
+    assert "QLinearConv" in _fused(str(tmp_path / "q.onnx"))
