@@ -79,10 +79,10 @@ def render(result) -> str:
               help="Scale choice: mse = the clip of least squared error (never worse than max; far better at "
                    "2 bits), max = max|w| / L, no clipping")
 @click.option("--keep-first-last-8bit", is_flag=True, help="Quantize the first and last layer to 8 bits")
-@click.option("--activations", type=int, metavar="8",
-              help="Quantize activations too (uint8, per tensor), calibrated by min-max over 1024 training "
-                   "images of --data (real data only); the export is full QDQ, run by onnxruntime's int8 "
-                   "convolution/GEMM kernels, and top-1 after is that file's, through onnxruntime")
+@click.option("--activations", type=int, metavar="BITS",
+              help="Quantize activations too (8: uint8, per tensor), calibrated by min-max over 1024 "
+                   "training images of --data (real data only); the export is full QDQ, run by onnxruntime's "
+                   "int8 convolution/GEMM kernels, and top-1 after is that file's, through onnxruntime")
 @click.option("--layer", "layers", multiple=True, metavar="NAME", show_default="every Convolution, "
               "Deconvolution and InnerProduct layer", help="Quantize only these layers (names or patterns; "
               "repeatable)")
