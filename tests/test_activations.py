@@ -101,3 +101,25 @@ def test_cli_exports_an_activation_quantized_model_file(tmp_path, capsys):
     assert main(["export", model, "-o", str(tmp_path / "q.onnx"), "--no-speed-check"]) == 0
     assert "int8 activations: 4 Conv/Gemm layers" in capsys.readouterr().out
     assert "QLinearConv" in _fused(str(tmp_path / "q.onnx"))
+
+
+@pytest.mark.parametrize("bits, keep", [(4, None), (2, None), (4, {"conv2": 0.1, "ip1": 0.05})])
+def test_low_bit_and_sparse_codes_stay_packed_and_still_fuse(tmp_path, bits, keep):
+    """The codes are stored as the weight-only export stores them; onnxruntime widens them to int8 at load
+    and still runs QLinearConv/QGemm."""
+    net, meta = quantized("lenet", GridConfig(bits), keep)
+    ranges, images = calibrate(net, _batches("lenet"))
+    meta[KEY]["activations"] = activation_record(8, ranges, images, "test")
+    path = export_any(net, meta, tmp_path / "q.onnx").path
+    stored = {i.name: i.data_type for i in onnx.load(path).graph.initializer}
+    if keep:
+        assert "ip1.weight_codes_skip" in stored
+    else:
+        assert stored["ip1.weight_packed"] == {4: onnx.TensorProto.INT4, 2: onnx.TensorProto.INT2}[bits]
+    fused = _fused(path)
+    assert fused.count("QLinearConv") == 2 and fused.count("QGemm") == 2
+    eight = export_any(*_int8("lenet"), tmp_path / "i8.onnx")
+    assert tmp_path.joinpath("q.onnx").stat().st_size < 0.7 * eight.bytes
+    x = _batches("lenet")[0][0][:2].numpy()
+    got, want = run_ort(path, x), torch_out(net, x)
+    assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()

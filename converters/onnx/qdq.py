@@ -6,9 +6,10 @@ onnxruntime (QDQ format, CPU execution provider, default graph optimizations) tu
 around a ``MaxPool``, ``Flatten`` or ``Reshape`` whose input and output share one scale and zero point (they
 run on uint8). This module writes that form from a float graph (:func:`to_qdq`):
 
-- each quantized weight: its grid's integer codes as an INT8 initializer (per-channel scales along the
-  output axis, zero point 0): a 2-8-bit grid's codes are int8 values, so they run on the int8 kernels as
-  they are (the file keeps 8 bits per weight; low-bit storage is the weight-only export's);
+- each quantized weight: its grid's integer codes (per-channel scales along the output axis, zero point 0),
+  stored as the weight-only export stores them (packed at the grid's width, dense or sparse: as small) and
+  widened to INT8 at load by operators on constants, which onnxruntime folds before its QDQ fusions; a
+  2-8-bit grid's codes are int8 values, so they run on the int8 kernels as they are;
 - each bias: int32 codes on the scale ``s_x * s_w[c]`` (what the kernel accumulates in), rounded;
 - activations: uint8, asymmetric, per tensor: ``s = (hi - lo) / 255``, ``zp = round(-lo / s)``, the range
   ``[lo, hi]`` widened to hold 0 (so zero padding is exact); quantized are the input and the output of
@@ -39,11 +40,12 @@ def activation_params(lo: float, hi: float) -> tuple[float, int]:
     return float(scale), zp
 
 
-def to_qdq(model: onnx.ModelProto, weights: dict[str, tuple[np.ndarray, np.ndarray]],
-           ranges: dict[str, tuple[float, float]]) -> list[str]:
+def to_qdq(model: onnx.ModelProto, weights: dict[str, tuple[np.ndarray, np.ndarray, int]],
+           ranges: dict[str, tuple[float, float]], opset: int) -> list[str]:
     """Rewrite ``model`` (in place) into full QDQ form. ``weights``: ``{initializer name: (int codes,
-    per-output-channel float32 scales)}`` of the Conv/Gemm weights to quantize; ``ranges``: ``{value name:
-    (lo, hi)}`` of the activations (calibrated). Returns notes naming what stays float and why."""
+    per-output-channel float32 scales, grid bits)}`` of the Conv/Gemm weights to quantize; ``ranges``:
+    ``{value name: (lo, hi)}`` of the activations (calibrated); ``opset`` the model's. Returns notes naming
+    what stays float."""
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
@@ -91,8 +93,12 @@ def to_qdq(model: onnx.ModelProto, weights: dict[str, tuple[np.ndarray, np.ndarr
         raise ValueError(f"no calibrated range for {', '.join(sorted(set(missing)))}")
     new_inits: list[TensorProto] = []
     head: list[onnx.NodeProto] = []
-    for n in compute:
-        _weight(n, weights[n.input[1]], params, inits, new_inits, head)
+    kinds = {_weight(n, weights[n.input[1]], params, inits, new_inits, head, opset) for n in compute}
+    if "sparse" in kinds:
+        from converters.onnx.quantized import DOMAIN, sparse_dequantize_function
+
+        model.functions.append(sparse_dequantize_function(opset))
+        model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
     qdq: dict[str, list[onnx.NodeProto]] = {}  # value -> its Q and DQ nodes, placed after its producer
     rename: dict[str, str] = {}
     for v, (scale, zp) in params.items():
@@ -145,31 +151,51 @@ def _plain(n: onnx.NodeProto) -> bool:
         and a.get("beta", 1.0) == 1.0
 
 
-def _weight(n: onnx.NodeProto, stored: tuple[np.ndarray, np.ndarray], params: dict,
-            graph_inits: dict[str, TensorProto], inits: list, nodes: list) -> None:
+def _weight(n: onnx.NodeProto, stored: tuple[np.ndarray, np.ndarray, int], params: dict,
+            graph_inits: dict[str, TensorProto], inits: list, nodes: list, opset: int) -> str:
     """The weight (and bias) of ``n`` as integer codes through DequantizeLinear (added to ``inits`` and
-    ``nodes``); the bias on the scale ``s_x * s_w`` the kernel accumulates in."""
-    codes, scales = stored
+    ``nodes``); the bias on the scale ``s_x * s_w`` the kernel accumulates in. The codes are stored as the
+    weight-only export stores them (:func:`converters.onnx.lowbit.choose_encoding`: packed at the grid's
+    width, dense or sparse) and widened to INT8 by operators on constants, which onnxruntime folds at load,
+    before its QDQ fusions. Returns the storage's kind ("dense" or "sparse")."""
+    from converters.onnx import lowbit
+    from converters.onnx.quantized import SPARSE_OP, WeightGrid, _sparse
+
+    codes, scales, bits = stored
     name = n.input[1]
     out = codes.shape[0]
     s = np.asarray(scales, np.float32).reshape(-1)
     s = np.full(out, s[0], np.float32) if s.size == 1 else s
-    q = numpy_helper.from_array(codes.astype(np.int8), f"{name}_q")
+    enc = lowbit.choose_encoding(codes, bits, opset)
+    storage = lowbit.weight_storage(bits)
+    mk = helper.make_node
+    if enc.kind == "sparse":  # the codes as float (scale 1), then int8
+        q_inits, q_nodes = _sparse(f"{name}_codes", codes, WeightGrid(bits, np.ones(1, np.float32)), enc)
+        inits += q_inits
+        nodes += q_nodes
+        assert q_nodes[0].op_type == SPARSE_OP
+        nodes.append(mk("Cast", [f"{name}_codes"], [f"{name}_q"], name=f"{name}/CastInt8",
+                        to=TensorProto.INT8))
+    elif storage.bits == 8:
+        inits.append(numpy_helper.from_array(codes.astype(np.int8), f"{name}_q"))
+    else:
+        packed = lowbit.pack(codes, storage, f"{name}_packed")
+        inits.append(packed)
+        nodes.append(mk("Cast", [packed.name], [f"{name}_q"], name=f"{name}/CastInt8", to=TensorProto.INT8))
     ws = numpy_helper.from_array(s, f"{name}_scale")
     wz = numpy_helper.from_array(np.zeros(out, np.int8), f"{name}_zero_point")
-    inits += [q, ws, wz]
-    nodes.append(helper.make_node("DequantizeLinear", [q.name, ws.name, wz.name], [name], name=f"{name}/DQ",
-                                  axis=0))
-    if len(n.input) < 3 or not n.input[2]:
-        return
-    bias = n.input[2]
-    b = numpy_helper.to_array(graph_inits[bias]).astype(np.float64).reshape(-1)
-    bs = (np.float32(params[n.input[0]][0]) * s).astype(np.float32)
-    bq = np.clip(np.round(b / bs.astype(np.float64)), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
-    inits += [numpy_helper.from_array(bq, f"{bias}_q"), numpy_helper.from_array(bs, f"{bias}_scale"),
-              numpy_helper.from_array(np.zeros(out, np.int32), f"{bias}_zero_point")]
-    nodes.append(helper.make_node("DequantizeLinear", [f"{bias}_q", f"{bias}_scale", f"{bias}_zero_point"],
-                                  [bias], name=f"{bias}/DQ", axis=0))
+    inits += [ws, wz]
+    nodes.append(mk("DequantizeLinear", [f"{name}_q", ws.name, wz.name], [name], name=f"{name}/DQ", axis=0))
+    if len(n.input) > 2 and n.input[2]:
+        bias = n.input[2]
+        b = numpy_helper.to_array(graph_inits[bias]).astype(np.float64).reshape(-1)
+        bs = (np.float32(params[n.input[0]][0]) * s).astype(np.float32)
+        bq = np.clip(np.round(b / bs.astype(np.float64)), -(2 ** 31), 2 ** 31 - 1).astype(np.int32)
+        inits += [numpy_helper.from_array(bq, f"{bias}_q"), numpy_helper.from_array(bs, f"{bias}_scale"),
+                  numpy_helper.from_array(np.zeros(out, np.int32), f"{bias}_zero_point")]
+        nodes.append(mk("DequantizeLinear", [f"{bias}_q", f"{bias}_scale", f"{bias}_zero_point"], [bias],
+                        name=f"{bias}/DQ", axis=0))
+    return enc.kind
 
 
 def export_qdq_onnx(net, path, grids: dict, ranges: dict[str, tuple[float, float]], *,
@@ -181,11 +207,14 @@ def export_qdq_onnx(net, path, grids: dict, ranges: dict[str, tuple[float, float
     from converters.errors import ConversionError
     from converters.onnx.export import ExportResult, metadata_props, to_onnx_model
     from converters.onnx.lrn import rewrite_lrn
-    from converters.onnx.quantized import grid_codes
+    from converters.onnx.quantized import TORCH_OPSET, _raise_opset, grid_codes, required_opset
 
     path = check_output_path(path)
+    opset = max(opset or 0, required_opset(grids))
     values: dict[str, str] = {}
-    model, notes = to_onnx_model(net, opset=opset, layer_values=values)
+    model, notes = to_onnx_model(net, opset=min(opset, TORCH_OPSET), layer_values=values)
+    if opset > TORCH_OPSET:
+        model = _raise_opset(model, opset)
     notes = [*notes, *rewrite_lrn(model, lrn)]
     dense_bytes = model.ByteSize()
     by_value = {values.get(k, k): v for k, v in ranges.items()}
@@ -196,9 +225,9 @@ def export_qdq_onnx(net, path, grids: dict, ranges: dict[str, tuple[float, float
         if name not in inits:
             raise ConversionError(f"layer {layer}: no initializer {name} in the exported graph")
         weights[name] = (grid_codes(numpy_helper.to_array(inits[name]), grid, layer),
-                         np.asarray(grid.scales, np.float32))
+                         np.asarray(grid.scales, np.float32), grid.bits)
     try:
-        notes += to_qdq(model, weights, by_value)
+        notes += to_qdq(model, weights, by_value, opset)
     except ValueError as e:
         raise ConversionError(f"{getattr(net, 'name', 'net')}: {e}") from None
     del model.graph.value_info[:]
