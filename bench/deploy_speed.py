@@ -67,8 +67,9 @@ def lenet_forms(d: Path, lenet71: str | None) -> list[tuple[str, str, str | None
     forms.append(("71.2x + PTQ 4-bit", export(q, d / "l71_q4.onnx"), q))
     q = quantize("lenet", d / "int8.pt", 8, "--activations", "8", "--data", "mnist")
     forms.append(("PTQ 8-bit + int8 activations", export(q, d / "int8.onnx"), None))
-    q = quantize(lenet71, d / "l71_int8.pt", 8, "--activations", "8", "--data", "mnist")
-    forms.append(("71.2x + 8-bit + int8 activations", export(q, d / "l71_int8.onnx"), None))
+    for bits in (8, 4):
+        q = quantize(lenet71, d / f"l71_w{bits}a8.pt", bits, "--activations", "8", "--data", "mnist")
+        forms.append((f"71.2x + {bits}-bit + int8 activations", export(q, d / f"l71_w{bits}a8.onnx"), None))
     return forms
 
 
@@ -85,13 +86,15 @@ def alexnet_forms(d: Path, a21: str | None) -> list[tuple[str, str, str | None]]
     forms.append(("21x + PTQ 4-bit", export(q, d / "a21_q4.onnx"), q))
     forms.append(("21x + PTQ 4-bit --pack --native-lrn",
                   export(q, d / "a21_q4_pack.onnx", "--pack", "--native-lrn"), q))
-    forms.append(("21x + 8-bit + int8 activations (synthetic calibration, speed only)",
-                  _alexnet_int8(a21, d / "a21_int8.onnx"), None))
+    for bits in (8, 4):
+        forms.append((f"21x + {bits}-bit + int8 activations (synthetic calibration, speed only)",
+                      _alexnet_int8(a21, d / f"a21_w{bits}a8.onnx", bits), None))
     return forms
 
 
-def _alexnet_int8(model: str, out: Path) -> str:
-    print(f"# library: PTQ 8-bit of {model}, activations calibrated on 64 synthetic images, full QDQ export")
+def _alexnet_int8(model: str, out: Path, bits: int) -> str:
+    print(f"# library: PTQ {bits}-bit of {model}, activations calibrated on 64 synthetic images, full QDQ "
+          "export")
     import torch
 
     from compress.modelfile import load_model
@@ -103,7 +106,7 @@ def _alexnet_int8(model: str, out: Path) -> str:
 
     torch.set_num_threads(1)
     net = load_model(model).net
-    config = GridConfig(8)
+    config = GridConfig(bits)
     layers = ptq(net, config)
     gen = torch.Generator().manual_seed(0)
     batches = [(torch.randn((8, 3, 227, 227), generator=gen) * 50, None) for _ in range(8)]
