@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from compress.cli import main
+from compress.layers import prunable_layers
 from compress.modelfile import save_model
-from compress.prune.targets import prunable_layers
 from compress.quant.config import GridConfig
 from compress.quant.fold import fold_quantized
 from compress.quant.grid import quantize_codes

@@ -183,7 +183,7 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
 def _has_zeros(net) -> bool:
     """Whether a Convolution/InnerProduct weight holds a zero (a pruned model, whose dead filters and
     channels thinning may remove)."""
-    from compress.prune.targets import prunable_layers
+    from compress.layers import prunable_layers
 
     return any(not bool(layer.weight.detach().all()) for layer in prunable_layers(net).values())
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
-from compress.prune.targets import prunable_layers
+from compress.layers import prunable_layers
 from compress.quant.grid import LayerGrid, quantize_codes
 from compress.quant.record import KEY
 from compress.structure.check import max_rel_err
