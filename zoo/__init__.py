@@ -63,7 +63,7 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("resnet20", "CIFAR-style ResNet-20 (16/32/64 filters, BatchNorm/Scale, Eltwise SUM "
                  "shortcuts, 1x1 projection where the shape changes) for 28x28 grey input, 10 classes; "
                  "trained on Fashion-MNIST by compress train (zoo/train/resnet20)", GRAY_256,
-                 "fashion-mnist"),
+                 "fashion-mnist", 0.9424),
         ZooEntry("alexnet", "BVLC AlexNet deploy (ImageNet, 1000 classes); input 10x3x227x227 BGR 0-255 "
                             "minus mean",
                  {"scale": 1.0, "mean": [104.0, 117.0, 123.0], "channel_order": "BGR", "resize": 256}),
