@@ -72,18 +72,18 @@ def train_solver(config: SolverTrainConfig) -> SolverTrainResult:
                    *(p for p in snapshots[:-2] if os.path.realpath(p) in real)], files=inputs)
     if config.resume is not None and not os.path.isfile(config.resume):
         raise CompressError(f"state to resume from not found: {config.resume}")
-    dist = init_distributed(resolve_device(config.device))
+    device = resolve_device(config.device)
+    dist = init_distributed(device)
     try:
         outputs = [config.output, solver.snapshot_prefix if snapshots else None]
         with output_lock(outputs, enabled=dist.is_main):
-            return _train(solver, config, dist, snapshots, deploy)
+            return _train(solver, config, dist, dist.device(device), snapshots, deploy)
     finally:
         dist.close()
 
 
-def _train(solver, config: SolverTrainConfig, dist, snapshots: list[str],
+def _train(solver, config: SolverTrainConfig, dist, device, snapshots: list[str],
            deploy: str | None) -> SolverTrainResult:
-    from compress.device import resolve_device
     from compress.layers import prunable_layers
     from compress.solver.observer import CaffeObserver
     from compress.solver.session import build_session
@@ -91,7 +91,7 @@ def _train(solver, config: SolverTrainConfig, dist, snapshots: list[str],
     from compress.train.progress import Progress
     from compress.train.trainer import TrainConfig, train
 
-    main, device = dist.is_main, dist.device(resolve_device(config.device))
+    main = dist.is_main
     s = build_session(solver, device, dist)
     for line in _warnings(solver, snapshots, config.resume) if main else ():  # once the set-up is good
         print(line, file=sys.stderr, flush=True)

@@ -85,9 +85,12 @@ class DistContext:
         flat /= self.world_size
         offset = 0
         for p in params:
-            n = p.numel()
-            p.grad = flat[offset:offset + n].view_as(p).clone()
-            offset += n
+            mean = flat[offset:offset + p.numel()].view_as(p)
+            if p.grad is None:
+                p.grad = mean.clone()
+            else:
+                p.grad.copy_(mean)
+            offset += p.numel()
 
     def gather(self, obj):
         """``obj`` of every rank, in rank order (``[obj]`` in a single process)."""
