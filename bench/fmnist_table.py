@@ -34,11 +34,11 @@ def compress(args: list[str], threads: int) -> None:
         sys.exit(f"command failed ({rc}): compress {' '.join(args)}")
 
 
-def rows(source: str, out: Path, threads: int, smoke: bool) -> list[str]:
+def rows(source: str, out: Path, threads: int, smoke: bool, methods: list[tuple[str, int]]) -> list[str]:
     path = Path(source)
     tag = (path.stem if path.suffix in (".pt", ".caffemodel", ".onnx") else path.name).replace(".", "_")
     models = [source]
-    for method, bits in METHODS:
+    for method, bits in methods:
         target = out / f"{tag}_{method}{bits}.pt"
         models.append(str(target))
         if target.exists():
@@ -61,9 +61,12 @@ def main() -> None:
                     help="Baselines (zoo names or model files)")
     ap.add_argument("--threads", type=int, default=1, help="Threads per command (OMP_NUM_THREADS)")
     ap.add_argument("--smoke", action="store_true", help="--max-steps 5 and 500 test images")
+    ap.add_argument("--rows", nargs="+", metavar="METHOD:BITS", default=[f"{m}:{b}" for m, b in METHODS],
+                    help="Rows besides the baseline, in order (default: all)")
     args = ap.parse_args()
+    methods = [(r.split(":")[0], int(r.split(":")[1])) for r in args.rows]
     args.out.mkdir(parents=True, exist_ok=True)
-    models = [m for source in args.models for m in rows(source, args.out, args.threads, args.smoke)]
+    models = [m for source in args.models for m in rows(source, args.out, args.threads, args.smoke, methods)]
     table = args.out / "fmnist_table.md"
     if table.exists():
         table.unlink()

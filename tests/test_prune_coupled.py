@@ -210,18 +210,20 @@ class Interrupt(Exception):
 
 
 class StopAt:
-    """The batches, but raising at the start of epoch ``stop`` (0-based), like a killed run."""
+    """The batches, but raising at the start of epoch ``stop`` (0-based), like a killed run. A BatchNorm
+    net's epoch reads the training data twice: the epoch's batches, then the BatchNorm recalibration
+    before its test (``passes`` = 2)."""
 
-    def __init__(self, batches, stop):
-        self.batches, self.stop, self.epochs = batches, stop, 0
+    def __init__(self, batches, stop, passes=2):
+        self.batches, self.stop, self.passes, self.reads = batches, stop, passes, 0
 
     def __len__(self):
         return len(self.batches)
 
     def __iter__(self):
-        if self.epochs == self.stop:
+        if self.reads == self.stop * self.passes:
             raise Interrupt
-        self.epochs += 1
+        self.reads += 1
         return iter(self.batches)
 
 

@@ -42,6 +42,10 @@ _OPTIONS = [
                  help="Augment training batches (repeatable): shift = random +-2 px translation, mirror = "
                       "random left-right flip (Caffe's mirror: true), none = off [mnist and idx data: "
                       "shift; others: none]"),
+    click.option("--bn-recalibrate", type=click.IntRange(min=0), default=100, show_default=True, metavar="N",
+                 help="Re-estimate BatchNorm statistics over N training batches before every test and at "
+                      "the end (fine-tuning outruns the moving averages); 0: keep the moving averages. "
+                      "Nets without BatchNorm: no effect"),
     click.option("--seed", type=int, default=0, show_default=True, metavar="N",
                  help="Seed of data order, augmentation and dropout"),
     click.option("--device", default="auto", show_default=True, metavar="DEVICE",
@@ -65,8 +69,8 @@ _OPTIONS = [
 
 NAMES = ("data", "batch_size", "limit", "lr", "lr_schedule", "optimizer", "momentum", "weight_decay",
          "retrain_epochs", "retrain_lr", "retrain_weight_decay", "distill", "distill_temperature", "augment",
-         "seed", "device", "amp", "max_steps", "resume", "checkpoint_every", "keep_checkpoint",
-         "no_checkpoint", "log", "quiet")
+         "bn_recalibrate", "seed", "device", "amp", "max_steps", "resume", "checkpoint_every",
+         "keep_checkpoint", "no_checkpoint", "log", "quiet")
 
 
 def training_options(fn: Callable | None = None, *, without: tuple[str, ...] = ()) -> Callable:
@@ -159,5 +163,6 @@ def train_config(t: dict[str, Any], command: dict[str, Any] | None = None):
                        retrain_weight_decay=t["retrain_weight_decay"], lr_schedule=t["lr_schedule"],
                        optimizer=t["optimizer"], seed=t["seed"], max_steps=t["max_steps"], amp=t["amp"],
                        distill=Distill(t["distill"], t["distill_temperature"]),
-                       augment=augment_names(t["augment"]), checkpoint_every=t["checkpoint_every"],
+                       augment=augment_names(t["augment"]), bn_recalibrate=t["bn_recalibrate"],
+                       checkpoint_every=t["checkpoint_every"],
                        log=t["log"], progress=not t["quiet"], command=command or {})

@@ -22,7 +22,7 @@ from compress.prune.method_params import PARAMS as METHOD_PARAMS
 
 # training flags a solver.prototxt decides instead (refused beside --solver)
 SOLVER_DECIDES = ("data", "batch_size", "limit", "lr", "lr_schedule", "optimizer", "momentum", "weight_decay",
-                  "retrain_lr", "retrain_weight_decay", "augment", "max_steps", "amp")
+                  "retrain_lr", "retrain_weight_decay", "augment", "max_steps", "amp", "bn_recalibrate")
 
 
 def _presets() -> str:

@@ -120,6 +120,8 @@ def quantize(model: str | nn.Module, config: QuantizeConfig | None = None,
             method.init(net)
         net.cpu().eval()
         layers = method.finalize(net)
+        if cls.trains:  # the hard quantization replaced the weights: their own BatchNorm statistics
+            front.recalibrate(net, tc)
         record = {**make_record(cfg.grid, cfg.method, {n: q.grid for n, q in layers.items()}), "input": name}
         if cfg.activations is not None:
             record["activations"] = _calibrate(net, front, cfg.activations)
@@ -263,5 +265,6 @@ def _train(net, method, front, cfg: QuantizeConfig, tc: TrainConfig, dev, dist, 
         steps = f" of at most {tc.max_steps} steps" if tc.max_steps else ""
         print(f"{name}: {cfg.method} {cfg.grid.bits}-bit on {front.describe()}, {method.total_epochs()} "
               f"epochs{steps}; top-1 before: {pct}", file=sys.stderr, flush=True)
-    result = train(net, method, None, front.splits.test, tc, dev, dist, cfg.resume, batches=batches)
+    result = train(net, method, front.train_split(), front.splits.test, tc, dev, dist, cfg.resume,
+                   batches=batches)
     return hyper, result.history

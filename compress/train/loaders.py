@@ -95,11 +95,20 @@ class LoaderFront:
         return {"lr": tc.lr, "momentum": tc.momentum, "weight_decay": tc.weight_decay,
                 "batch_size": self.cfg.data.batch_size, "retrain_lr": tc.retrain_lr,
                 "retrain_weight_decay": tc.retrain_weight_decay, "lr_schedule": tc.lr_schedule,
-                "optimizer": tc.optimizer}
+                "optimizer": tc.optimizer, "bn_recalibrate": tc.bn_recalibrate}
 
     def before(self, tc) -> float | None:
         self.net.to(self.dev)
         return evaluate(Logits(self.net), self.splits.test, self.dev, tc.amp, tc.max_steps)
+
+    def recalibrate(self, net: nn.Module, tc) -> int:
+        """Re-estimate ``net``'s BatchNorm statistics on the training data (:mod:`compress.train.
+        batchnorm`) as the trainer does before every test; the batches used (0: no BatchNorm, or
+        ``--bn-recalibrate 0``)."""
+        from compress.train.batchnorm import recalibrate
+
+        net.to(self.dev)
+        return recalibrate(Logits(net), self.train_split(), self.dev, tc.calibration_batches)
 
     def train_split(self):
         """The training loader; a source that holds only a test split (a Caffe LMDB folder) is refused."""

@@ -23,6 +23,7 @@ from torch import nn
 
 from compress.data.augment import augmenter
 from compress.logits import Logits
+from compress.train.batchnorm import recalibrate
 from compress.train.distill import Distill, distillation_loss, frozen_copy
 
 
@@ -62,19 +63,23 @@ class ClassifierTask:
     With ``distill`` the loss takes soft targets from a frozen copy of ``net`` as it is now (the
     teacher; its state rides in checkpoints via :meth:`state_dict`). ``augment`` names training-batch
     augmentations (:mod:`compress.data.augment`). ``max_eval_batches`` caps evaluation (smoke runs).
+    ``calibration`` = ``(training loader, batches)``: every evaluation first re-estimates the BatchNorm
+    statistics over those batches (:mod:`compress.train.batchnorm`).
     """
 
     accuracy_key = "accuracy"
 
     def __init__(self, net: nn.Module, test_data: Iterable | None, device: torch.device, *,
                  amp: bool = False, distill: Distill | None = None, augment: tuple[str, ...] = (),
-                 max_eval_batches: int | None = None) -> None:
+                 max_eval_batches: int | None = None,
+                 calibration: tuple[Iterable | None, int] = (None, 0)) -> None:
         self.module = Logits(net)
         self.test_data, self.device, self.amp = test_data, device, amp
         self.distill = distill or Distill()
         self.teacher = frozen_copy(self.module) if self.distill.enabled else None
         self.augment = augmenter(augment)
         self.max_eval_batches = max_eval_batches
+        self.calibration = calibration
 
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, int]]:
         x, y = batch
@@ -91,6 +96,9 @@ class ClassifierTask:
     def evaluate(self) -> dict[str, float] | None:
         if self.test_data is None:
             return None
+        loader, batches = self.calibration
+        if loader is not None:
+            recalibrate(self.module, loader, self.device, batches)
         return test_outputs(self.module, self.test_data, self.device, self.amp, self.max_eval_batches)
 
     def state_dict(self) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from compress.train.distributed import DistContext
 from compress.train.hooks import MethodHooks
 from compress.train.progress import Progress
 from compress.train.schedule import SCHEDULES, Segment, cycle_segments, schedule
+from compress.train.seeds import seed_epoch
 from compress.train.task import ClassifierTask, top1
 from compress.train.weights import apply_masks, mask_grads
 from converters.caffe.names import cut
@@ -70,6 +71,7 @@ class TrainConfig:
     amp: bool = False
     distill: Distill = field(default_factory=Distill)  # soft targets from the model as loaded
     augment: tuple[str, ...] | None = ()  # compress.data.augment names (None: the data's default)
+    bn_recalibrate: int = 100  # training batches that re-estimate BatchNorm statistics before a test (0: off)
     checkpoint: str | None = None
     checkpoint_every: float = 0.0  # seconds between checkpoints (0: after every epoch)
     log: str | None = None
@@ -91,6 +93,13 @@ class TrainConfig:
             raise CompressError("need lr > 0, retrain epochs >= 0 and max steps >= 1")
         if not self.checkpoint_every >= 0:
             raise CompressError(f"checkpoint interval must be >= 0 seconds, got {self.checkpoint_every}")
+        if self.bn_recalibrate < 0:
+            raise CompressError(f"BatchNorm recalibration batches must be >= 0, got {self.bn_recalibrate}")
+
+    @property
+    def calibration_batches(self) -> int:
+        """Batches of a BatchNorm recalibration (``bn_recalibrate``, at most ``max_steps``)."""
+        return min(self.bn_recalibrate, self.max_steps or self.bn_recalibrate)
 
 
 @dataclass
@@ -100,19 +109,6 @@ class TrainResult:
     masks: dict[str, torch.Tensor] | None
     epochs: int
     steps: int
-
-
-def seed_epoch(loader: Any, seed: int, epoch: int) -> None:
-    """Make the epoch's randomness a function of (seed, epoch) only, for exact resume: the global
-    torch generator, any generator a loader or its sampler owns, and ``set_epoch`` of samplers."""
-    s = (seed * 1_000_003 + epoch) % (2**63)
-    torch.manual_seed(s)
-    inner = getattr(loader, "loader", None)  # a sharding wrapper
-    for obj in (loader, getattr(loader, "sampler", None), inner, getattr(inner, "sampler", None)):
-        if isinstance(getattr(obj, "generator", None), torch.Generator):
-            obj.generator.manual_seed(s)
-        if hasattr(obj, "set_epoch"):
-            obj.set_epoch(epoch)
 
 
 class MicroBatches:
@@ -201,7 +197,8 @@ def train(net: nn.Module, method: MethodHooks, train_data: Iterable, test_data: 
     net.to(device)
     if task is None:
         task = ClassifierTask(net, test_data, device, amp=cfg.amp, distill=cfg.distill,
-                              augment=cfg.augment or (), max_eval_batches=cfg.max_steps)
+                              augment=cfg.augment or (), max_eval_batches=cfg.max_steps,
+                              calibration=(train_data, cfg.calibration_batches))
     if batches is None:
         batches = LoaderBatches(dist.shard(train_data, cfg.seed), cfg.seed, cfg.max_steps)
     if segments is None:
