@@ -2,7 +2,10 @@
 (width 0.5) to 5x fewer weights and ResNet-20 to 10x, at the same budget of epochs, then each model's
 top-1 on the 10,000 Fashion-MNIST test images against its baseline and the per-layer table.
 
-    python bench/fmnist_prune.py [--models mobilenet_v1_0.5 resnet20] [--epochs 30] [--jobs 2] [--out DIR]
+    python bench/fmnist_prune.py [--models mobilenet_v1_0.5 resnet20] [--epochs 15] [--jobs 2] [--out DIR]
+
+A row whose model file exists is kept; one whose checkpoint (``OUT.pt.ckpt``) exists continues from it
+(``compress prune --resume``), so a budget longer than a working session spans several.
 
 Targets are the zoo presets (``admm-5x``, ``admm-10x``: zoo/make_nets.py says which layers stay dense and
 why). With a budget of E epochs: ADMM runs E/3 ADMM iterations and 2E/3 epochs of masked retraining, RVSM
@@ -50,7 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["mobilenet_v1_0.5", "resnet20"])
     ap.add_argument("--only", default="admm,rvsm,magnitude", help="Methods to run (comma-separated)")
-    ap.add_argument("--epochs", type=int, default=30, help="The budget of every run")
+    ap.add_argument("--epochs", type=int, default=15, help="The budget of every run")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="Threads per run")
     ap.add_argument("--out", type=Path, default=Path("runs/fmnist_prune"))
@@ -68,8 +71,16 @@ def main() -> None:
             cmd = ["prune", model, "--data", "fashion-mnist", "--targets", PRESETS[name], *flags,
                    "-o", str(out), "--quiet", *extra]
             jobs.append((model, method, out, cmd))
+    def go(job) -> float | None:
+        """Run a row (None: its model file is there already); a row whose checkpoint is there continues."""
+        out, cmd = job[2], job[3]
+        if out.exists():
+            return None
+        ckpt = Path(f"{out}.ckpt")
+        return run(["prune", "--resume", str(ckpt)] if ckpt.exists() else cmd, args.threads)
+
     with ThreadPoolExecutor(args.jobs) as pool:
-        walls = list(pool.map(lambda j: None if j[2].exists() else run(j[3], args.threads), jobs))
+        walls = list(pool.map(go, jobs))
     print("\n| model | method | epochs | weights kept | top-1 | baseline | change | wall (s) |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for (model, method, out, _), wall in zip(jobs, walls, strict=True):

@@ -239,18 +239,23 @@ def measure(name: str, spec: list[str], pcen: float, batches: list[int], repeats
     return dict(model=name, pcen=pcen, cmds=cmds, macs=macs, rows=rows, err=err, whole=whole)
 
 
-def accuracy(name: str, model: str, pcen: float, flags: dict[str, list[str]], tmp: Path,
+def accuracy(name: str, model: str, pcen: float, flags: dict[str, list[str]], tmp: Path, out_dir: Path,
              threads: int) -> list[str]:
-    """ADMM channel and RGSM at one channel budget on Fashion-MNIST: top-1 before/after, thinned speed-up."""
+    """ADMM channel and RGSM at one channel budget on Fashion-MNIST: top-1 before/after, thinned speed-up.
+    The pruned models go to ``out_dir`` and are kept; a run whose checkpoint is there continues from it."""
     from compress.modelfile import load_model
 
     lines = []
     spec = with_prototxt(name, model)
+    out_dir.mkdir(parents=True, exist_ok=True)
     for method in ("admm", "rgsm"):
-        out = str(tmp / f"{name}_{method}.pt")
+        out = str(out_dir / f"{name}_{method}_channel.pt")
         cmd = ["prune", *spec, "--method", method, "--sparsity", "channel", "--pcen", f"{pcen:g}",
                "--data", "fashion-mnist", *flags[method], "-o", out, "--quiet"]
-        run(cmd)
+        if Path(out + ".ckpt").exists():
+            run(["prune", "--resume", out + ".ckpt"])
+        elif not Path(out).exists():
+            run(cmd)
         meta = load_model(out).meta
         thin, dense = str(tmp / f"{name}_{method}_thin.onnx"), str(tmp / f"{name}_{method}_dense.onnx")
         run(["export", out, "-o", thin, "--thin", "--fold-bn"])
@@ -276,9 +281,11 @@ def main() -> None:
     ap.add_argument("--half", action="store_true", help="also the --pcen that leaves about half the MACs")
     ap.add_argument("--weights", action="append", default=[], metavar="NAME=MODEL")
     ap.add_argument("--accuracy", action="append", default=[], metavar="NAME=MODEL")
-    ap.add_argument("--admm-flags", default="--admm-iters 10 --retrain-epochs 30",
+    ap.add_argument("--out", type=Path, default=Path("runs/structured"),
+                    help="where the --accuracy runs keep their models and checkpoints (reruns continue them)")
+    ap.add_argument("--admm-flags", default="--admm-iters 5 --retrain-epochs 10",
                     help="training flags of the --accuracy ADMM runs")
-    ap.add_argument("--rgsm-flags", default="--epochs 10 --retrain-epochs 30",
+    ap.add_argument("--rgsm-flags", default="--epochs 5 --retrain-epochs 10",
                     help="training flags of the --accuracy RGSM runs")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -304,7 +311,7 @@ def main() -> None:
             spec = with_prototxt(name, model)
             p = half_macs_pcen(spec)
             flags = {"admm": shlex.split(args.admm_flags), "rgsm": shlex.split(args.rgsm_flags)}
-            acc_lines += accuracy(name, model, p, flags, tmp, args.threads)
+            acc_lines += accuracy(name, model, p, flags, tmp, args.out, args.threads)
     print(f"onnxruntime CPU, {args.threads} thread(s), median of {args.repeats} interleaved runs; baseline: "
           "the dense export with BatchNorm folded (--dense --fold-bn); error: thinned+folded vs the zeroed "
           "model's dense export, outputs and logits")
