@@ -17,7 +17,7 @@ from compress.quant.export import export_any
 from compress.quant.ptq import ptq
 from compress.quant.record import KEY, make_record
 from converters.errors import ConversionError
-from converters.onnx.quantized import decode_weights
+from converters.onnx.quantized import decode_values, decode_weights
 from tests.test_export import ALEXNET, LENET, build, prune, run_ort, torch_out
 
 SHAPES = {"lenet": (3, 1, 28, 28), "alexnet": (2, 3, 67, 67)}
@@ -61,9 +61,12 @@ def test_dense_packed_export_matches_torch(tmp_path, name, bits, per_channel, sc
     assert len(weights) == len(r.layers) and {i.data_type for i in weights.values()} == {storage}
     assert r.opset == {TensorProto.INT8: 20, TensorProto.INT4: 21, TensorProto.INT2: 25}[storage]
     assert json.loads(r.metadata["quantization"])["conv1"].startswith(f"{bits}-bit ")
-    scales = {i.name: i for i in model.graph.initializer if i.name.endswith(".weight_scale")}
-    n_scales = int(np.prod(scales["conv1.weight_scale"].dims))
-    assert n_scales == (net.conv1.weight.shape[0] if per_channel else 1)
+    scales = decode_values(model, ["conv1.weight_scale"])["conv1.weight_scale"]
+    assert scales.size == (net.conv1.weight.shape[0] if per_channel else 1)
+    # 20 per-channel scales are stored as float16 (rounded so by the quantizer) and cast at load
+    stored = {i.name: i.data_type for i in model.graph.initializer}
+    assert stored.get("conv1.weight_scale_f16" if per_channel else "conv1.weight_scale") == (
+        TensorProto.FLOAT16 if per_channel else TensorProto.FLOAT)
 
 
 def test_pruned_layers_store_only_their_kept_codes(tmp_path):

@@ -10,7 +10,7 @@ from compress.quant import scale as scale_mod
 from compress.quant.config import GridConfig
 from compress.quant.grid import LayerGrid, dequantize, fake_quantize, off_grid, qmax, quantize_codes
 from compress.quant.ptq import ptq
-from compress.quant.scale import fit_grid, quantization_mse
+from compress.quant.scale import fit_grid, half_storable, quantization_mse
 
 
 @pytest.mark.parametrize("bits, levels", [(2, 1), (3, 3), (4, 7), (5, 15), (6, 31), (7, 63), (8, 127)])
@@ -37,7 +37,8 @@ W = torch.tensor([[0.7, -0.33, 0.12, 0.0],
 
 def test_per_channel_max_abs_by_hand():
     g = fit_grid(W, 4, per_channel=True, method="max")
-    assert torch.equal(g.scales, torch.tensor([0.7, 2.0]) / 7)
+    # max|row| / 7, rounded to the nearest float16 (what the export stores)
+    assert torch.equal(g.scales, (torch.tensor([0.7, 2.0]) / 7).half().float())
     # row 0 / 0.1 = 7, -3.3, 1.2, 0; row 1 / (2/7) = 7, -3.85, 1.715, -7
     assert quantize_codes(W, g).tolist() == [[7, -3, 1, 0], [7, -4, 2, -7]]
     expected = torch.tensor([[7.0, -3, 1, 0], [7, -4, 2, -7]]) * g.scales[:, None]
@@ -45,9 +46,17 @@ def test_per_channel_max_abs_by_hand():
     assert off_grid(fake_quantize(W, g), g) == 0 and off_grid(W, g) > 0
 
 
+def test_scales_are_float16_values_unless_out_of_its_range():
+    assert fit_grid(W, 4, method="mse").scales.half().float().equal(fit_grid(W, 4, method="mse").scales)
+    tiny = fit_grid(W * 1e-4, 8, method="max").scales  # 7e-5 / 127 < 2^-14: float16 would lose bits
+    assert torch.equal(tiny, (torch.tensor([0.7, 2.0]) * 1e-4) / 127)
+    assert half_storable(torch.tensor([1.0, 70000.0])).tolist() == [1.0, 70000.0]
+    assert half_storable(torch.tensor([0.1])).item() == torch.tensor(0.1).half().item()
+
+
 def test_per_tensor_and_two_bits_by_hand():
     g = fit_grid(W, 4, per_channel=False, method="max")
-    assert g.scales.tolist() == [pytest.approx(2.0 / 7)]
+    assert g.scales.tolist() == [pytest.approx(2.0 / 7, rel=2**-11)]  # float16-rounded
     assert quantize_codes(W, g)[0].tolist() == [2, -1, 0, 0]  # 2.45, -1.155, 0.42, 0
     g2 = fit_grid(W, 2, per_channel=True, method="max")  # ternary: -1, 0, 1 times max|row|
     assert quantize_codes(W, g2).tolist() == [[1, 0, 0, 0], [1, -1, 0, -1]]
@@ -57,7 +66,7 @@ def test_dead_channel_gets_the_tensor_scale_and_stays_zero():
     w = torch.tensor([[0.0, 0.0], [0.5, -0.25]])
     for method in ("max", "mse"):
         g = fit_grid(w, 4, per_channel=True, method=method)
-        assert g.scales[0] == pytest.approx(0.5 / 7)
+        assert g.scales[0] == pytest.approx(0.5 / 7, rel=2**-11)
         assert torch.equal(fake_quantize(w, g)[0], torch.zeros(2))
 
 

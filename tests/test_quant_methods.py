@@ -151,12 +151,13 @@ def assert_ternary_projection(z: torch.Tensor, scales: torch.Tensor, v: np.ndarr
     assert np.array_equal(z.numpy(), np.where(kept, q * s, np.float32(0)))
     a, coded = np.abs(v).astype(np.float64), np.abs(q).astype(np.float64)
     assert (coded.sum(axis=1) > 0).all()
-    np.testing.assert_allclose(s[:, 0], (a * coded).sum(axis=1) / coded.sum(axis=1), rtol=1e-6)
+    # rounded to the nearest float16 value (compress.quant.scale.half_storable): within 2^-11 of it
+    np.testing.assert_allclose(s[:, 0], (a * coded).sum(axis=1) / coded.sum(axis=1), rtol=2**-11)
 
     def error(scale: np.ndarray) -> np.ndarray:
         return ((a - np.clip(np.rint(a / scale), 0, 1) * scale) ** 2).sum(axis=1)
 
-    assert (error(s.astype(np.float64)) <= error(a.max(axis=1, keepdims=True)) * (1 + 1e-9)).all()
+    assert (error(s.astype(np.float64)) <= error(a.max(axis=1, keepdims=True)) * (1 + 1e-3)).all()
 
 
 def test_admm_hooks_are_its_formulas():

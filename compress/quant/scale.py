@@ -16,9 +16,10 @@ is much better). The search alone finds the basin (the error is piecewise quadra
 many local minima); Lloyd alone, from max-abs, crawls and stops in a nearer local minimum. Zeros
 (pruned weights) sit in code 0 and add nothing, so the fit is over the kept weights.
 
-Per channel (axis 0) each slice gets its own scale; an all-zero slice (a pruned filter) gets the
-whole tensor's max-abs scale (any positive scale represents its zeros exactly). A tensor whose weights
-are all zero has no range at all: that is an error naming the layer.
+The scales are rounded to float16 values where they fit its normal range (:func:`half_storable`): the
+export stores them in half the bytes. Per channel (axis 0) each slice gets its own scale; an all-zero
+slice (a pruned filter) gets the whole tensor's max-abs scale (any positive scale represents its zeros
+exactly). A tensor whose weights are all zero has no range at all: that is an error naming the layer.
 """
 from __future__ import annotations
 
@@ -63,7 +64,22 @@ def fit_grid(w: torch.Tensor, bits: int, *, per_channel: bool = True, method: st
     dead = rows.abs().amax(dim=1) == 0
     scales[dead] = peak / qmax(bits)
     scales = torch.where(scales > 0, scales, torch.full_like(scales, peak / qmax(bits)))
-    return LayerGrid(bits, scales)
+    return LayerGrid(bits, half_storable(scales))
+
+
+FP16_NORMAL = (2.0 ** -14, 65504.0)  # the float16 normal range: 11 significant bits throughout
+
+
+def half_storable(scales: torch.Tensor) -> torch.Tensor:
+    """``scales`` rounded to the nearest float16 values (kept as float32) when every one of them lies in
+    float16's normal range, so that the export stores them in 2 bytes instead of 4 (:mod:`converters.
+    onnx.quantized`); otherwise unchanged. The rounding moves a scale by at most 2^-11 of itself (the
+    weights by the same fraction of a level), far inside the quantization error, and the weights are then
+    rounded onto the grid of the stored scales, so the model file and the export agree bit for bit."""
+    low, high = FP16_NORMAL
+    if bool(((scales >= low) & (scales <= high)).all()):
+        return scales.to(torch.float16).to(torch.float32)
+    return scales
 
 
 @scale_method("max")

@@ -68,12 +68,15 @@ def _plain_gemm(node: onnx.NodeProto) -> bool:
 
 def float_weight(name: str, q: TensorProto, scales: np.ndarray, ndim: int):
     """``Cast(q) * s`` -> ``name`` (float32, folded at load): the dense codes' float form."""
+    from converters.onnx import lowbit
+
     s = np.asarray(scales, dtype=np.float32).reshape(-1)
     s = s.reshape(()) if s.size == 1 else s.reshape((-1,) + (1,) * (ndim - 1))
-    scale = numpy_helper.from_array(s, f"{name}_scale")
-    nodes = [helper.make_node("Cast", [q.name], [f"{name}_codes"], name=f"{name}/Cast", to=TensorProto.FLOAT),
-             helper.make_node("Mul", [f"{name}_codes", scale.name], [name], name=f"{name}/Mul")]
-    return [scale], nodes
+    inits, nodes = lowbit.scales(f"{name}_scale", s)
+    nodes += [helper.make_node("Cast", [q.name], [f"{name}_codes"], name=f"{name}/Cast",
+                               to=TensorProto.FLOAT),
+              helper.make_node("Mul", [f"{name}_codes", f"{name}_scale"], [name], name=f"{name}/Mul")]
+    return inits, nodes
 
 
 def nbits_layer(gemm: onnx.NodeProto, name: str, codes: np.ndarray, bits: int, scales: np.ndarray,

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import TensorProto, numpy_helper
+from onnx import NodeProto, TensorProto, helper, numpy_helper
 
 from converters.errors import ConversionError
 
@@ -71,6 +71,23 @@ def index_storage(bits: int) -> Storage:
     if bits == 8:
         return Storage(8, TensorProto.UINT8, np.uint8, 6)
     raise ConversionError(f"index width must be 2, 4 or 8 bits, got {bits}")
+
+
+HALF_SCALES_MIN = 16  # scales worth a Cast node: each saves 2 bytes, the node costs about 60
+
+
+def scales(name: str, s: np.ndarray) -> tuple[list[TensorProto], list[NodeProto]]:
+    """The float32 scales ``s`` under ``name`` as the file stores them: float16 and a ``Cast`` to float32
+    when every value is exactly a float16 (the quantizer rounds them so, :func:`compress.quant.scale.
+    half_storable`) and there are enough of them to pay for the node, which onnxruntime folds at load;
+    float32 otherwise. Either way ``name`` holds exactly ``s``."""
+    s = np.asarray(s, dtype=np.float32)
+    half = s.astype(np.float16)
+    if s.size >= HALF_SCALES_MIN and np.array_equal(half.astype(np.float32), s):
+        stored = numpy_helper.from_array(half, f"{name}_f16")
+        return [stored], [helper.make_node("Cast", [stored.name], [name], name=f"{name}/Cast",
+                                           to=TensorProto.FLOAT)]
+    return [numpy_helper.from_array(s, name)], []
 
 
 def pack(values: np.ndarray, storage: Storage, name: str) -> TensorProto:

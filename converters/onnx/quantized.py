@@ -214,10 +214,10 @@ def grid_codes(w: np.ndarray, grid: WeightGrid, layer: str) -> np.ndarray:
 def _dense(name: str, codes: np.ndarray, grid: WeightGrid, enc: lowbit.Encoding):
     q = lowbit.pack(codes, lowbit.weight_storage(grid.bits), f"{name}_q")
     s = np.asarray(grid.scales, dtype=np.float32).reshape(-1)
-    scale = numpy_helper.from_array(s.reshape(()) if s.size == 1 else s, f"{name}_scale")
-    node = helper.make_node("DequantizeLinear", [q.name, scale.name], [name], name=f"{name}/DequantizeLinear",
-                            axis=0)
-    return [q, scale], [node]
+    scale_inits, nodes = lowbit.scales(f"{name}_scale", s.reshape(()) if s.size == 1 else s)
+    nodes.append(helper.make_node("DequantizeLinear", [q.name, f"{name}_scale"], [name],
+                                  name=f"{name}/DequantizeLinear", axis=0))
+    return [q, *scale_inits], nodes
 
 
 def _sparse_tensors(name: str, codes: np.ndarray, grid: WeightGrid, enc: lowbit.Encoding):
@@ -228,16 +228,16 @@ def _sparse_tensors(name: str, codes: np.ndarray, grid: WeightGrid, enc: lowbit.
     values[real] = flat[nonzero]
     q = lowbit.pack(values, lowbit.weight_storage(grid.bits), f"{name}_q")
     skip = lowbit.pack(skips, lowbit.index_storage(enc.index_bits), f"{name}_skip")
-    scale = numpy_helper.from_array(np.asarray(grid.scales, dtype=np.float32).reshape(-1), f"{name}_scale")
+    scale_inits, scale_nodes = lowbit.scales(f"{name}_scale", np.asarray(grid.scales).reshape(-1))
     shape = numpy_helper.from_array(np.array(codes.shape, dtype=np.int64), f"{name}_shape")
-    return q, skip, scale, shape
+    return q, skip, (scale_inits, scale_nodes), shape
 
 
 def _sparse(name: str, codes: np.ndarray, grid: WeightGrid, enc: lowbit.Encoding):
-    q, skip, scale, shape = _sparse_tensors(name, codes, grid, enc)
-    node = helper.make_node(SPARSE_OP, [q.name, skip.name, scale.name, shape.name], [name], name=name,
-                            domain=DOMAIN)
-    return [q, skip, scale, shape], [node]
+    q, skip, (scale_inits, nodes), shape = _sparse_tensors(name, codes, grid, enc)
+    nodes.append(helper.make_node(SPARSE_OP, [q.name, skip.name, f"{name}_scale", shape.name], [name],
+                                  name=name, domain=DOMAIN))
+    return [q, skip, *scale_inits, shape], nodes
 
 
 DOMAIN, SPARSE_OP = "compress", "SparseDequantize"
