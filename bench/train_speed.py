@@ -1,6 +1,9 @@
-"""``compress train`` on Caffe's LeNet solver against a plain PyTorch loop doing the same steps.
+"""``compress train`` on Caffe's LeNet solver against a plain PyTorch loop doing the same steps, and as whole
+runs against real Caffe and under torchrun.
 
     python bench/train_speed.py [--iters 300] [--rounds 3] [--threads 1,2]
+    python bench/train_speed.py --whole-only --rounds 2 --ranks 2 [--baseline OTHER_CHECKOUT] \
+        --caffe "chroot /srv/caffe /usr/bin/caffe" --caffe-root /srv/caffe
 
 Both train BVLC's LeNet (batch 64; SGD, momentum 0.9, weight decay 5e-4, ``inv`` policy) on MNIST:
 ``compress train`` reads the solver and the train_val over an LMDB (built once from the project's MNIST,
@@ -11,6 +14,21 @@ loop runs an ``nn.Sequential`` LeNet on in-memory tensors with ``F.cross_entropy
 processes hits both alike; the median iterations per second and their ratio are printed.
 Goal: ``compress train`` within 10% of the plain loop (real Caffe 1.0 on this CPU: 32-35 it/s with one
 BLAS thread, 23-26 with two; a plain PyTorch loop 32-35 / 48-51).
+
+Whole runs (``--caffe``, ``--ranks``, ``--baseline``): BVLC's LeNet solver with its TEST net (a test pass
+of 100 batches of 100 every 500 iterations) as whole processes at one thread each, 200 and 1,400
+iterations (``--whole``), alternating; it/s = 1,200 / (t_1400 - t_200), start-up = t_200 - 200 / rate (it
+holds the test pass at iteration 0 and the process's exit). A torchrun row counts images: each rank reads
+its own batch of 64. Real Caffe: a Debian bullseye chroot (``debootstrap bullseye DIR``, then ``apt-get
+install caffe libopenblas0-pthread`` inside; mount /proc in it), run with ``OPENBLAS_NUM_THREADS=1``.
+Measured 2026-12-07 on the 2-core machine while three other training runs used it (load average 5.0-7.3,
+so only the ratios mean anything), ``--rounds 2``:
+
+    run                           it/s  images/s  start-up s  x first
+    caffe 1.0                     31.7      2027        4.44     1.00
+    compress train                36.6      2340        9.27     1.15
+    compress train (2bb94dc)      30.7      1967       10.44     0.97
+    compress train, 2 ranks       17.4      2229        8.30     1.10
 """
 from __future__ import annotations
 
@@ -202,7 +220,7 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
 
 
 def whole_runs(work: Path, caffe: str | None, caffe_root: Path | None, ranks: int, short: int, long: int,
-               rounds: int) -> None:
+               rounds: int, baseline: Path | None = None) -> None:
     """Real Caffe, ``compress train`` and (``ranks`` > 1) ``compress train`` under torchrun on BVLC's LeNet
     solver (tests every 500 iterations over 100 batches of 100), each as a whole process at one thread, run
     for ``short`` and ``long`` iterations, alternating; the rate is ``(long - short) / (t_long - t_short)``
@@ -226,6 +244,11 @@ def whole_runs(work: Path, caffe: str | None, caffe_root: Path | None, ranks: in
                                                f"--solver={root}/solver_{n}.prototxt"])
     runners["compress train"] = (64, lambda n: [*cli, "train", f"solver_{n}.prototxt", "--quiet",
                                                 "--threads", "1"])
+    if baseline is not None:  # another source tree's compress train (before/after in one run)
+        base_env = {**env, "PYTHONPATH": str(baseline)}
+        runners[f"compress train ({baseline.name})"] = (64, lambda n: [
+            "env", f"PYTHONPATH={base_env['PYTHONPATH']}", *cli, "train", f"solver_{n}.prototxt", "--quiet",
+            "--threads", "1"])
     if ranks > 1:
         runners[f"compress train, {ranks} ranks"] = (64 * ranks, lambda n: [
             sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m",
@@ -266,6 +289,8 @@ def main() -> None:
     ap.add_argument("--whole", default="200,1400", metavar="SHORT,LONG",
                     help="iterations of the two whole-run lengths [200,1400]")
     ap.add_argument("--whole-only", action="store_true", help="skip the in-process comparison")
+    ap.add_argument("--baseline", metavar="DIR", type=Path,
+                    help="another checkout: its compress train as one more whole-run row (before/after)")
     args = ap.parse_args()
     from compress.data.caffe import write_datum_lmdb
 
@@ -276,11 +301,11 @@ def main() -> None:
         work = Path(tmp)
         write_datum_lmdb(work / "train_lmdb", images, labels)
         (work / "train_val.prototxt").write_text(TRAIN_VAL)
-        if args.caffe or args.ranks > 1:
+        if args.caffe or args.ranks > 1 or args.baseline:
             test_images, test_labels = _test_images()
             write_datum_lmdb(work / "test_lmdb", test_images, test_labels)
             short, long = (int(v) for v in args.whole.split(","))
-            whole_runs(work, args.caffe, args.caffe_root, args.ranks, short, long, args.rounds)
+            whole_runs(work, args.caffe, args.caffe_root, args.ranks, short, long, args.rounds, args.baseline)
         if args.whole_only:
             return
         print(f"LeNet batch 64, {args.iters} iterations, {args.rounds} rounds (median it/s)")
