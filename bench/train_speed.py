@@ -1,6 +1,9 @@
-"""``compress train`` on Caffe's LeNet solver against a plain PyTorch loop doing the same steps.
+"""``compress train`` on Caffe's LeNet solver against a plain PyTorch loop doing the same steps, and as whole
+runs against real Caffe and under torchrun.
 
     python bench/train_speed.py [--iters 300] [--rounds 3] [--threads 1,2]
+    python bench/train_speed.py --whole-only --rounds 2 --ranks 2 [--baseline OTHER_CHECKOUT] \
+        --caffe "chroot /srv/caffe /usr/bin/caffe" --caffe-root /srv/caffe
 
 Both train BVLC's LeNet (batch 64; SGD, momentum 0.9, weight decay 5e-4, ``inv`` policy) on MNIST:
 ``compress train`` reads the solver and the train_val over an LMDB (built once from the project's MNIST,
@@ -11,13 +14,32 @@ loop runs an ``nn.Sequential`` LeNet on in-memory tensors with ``F.cross_entropy
 processes hits both alike; the median iterations per second and their ratio are printed.
 Goal: ``compress train`` within 10% of the plain loop (real Caffe 1.0 on this CPU: 32-35 it/s with one
 BLAS thread, 23-26 with two; a plain PyTorch loop 32-35 / 48-51).
+
+Whole runs (``--caffe``, ``--ranks``, ``--baseline``): BVLC's LeNet solver with its TEST net (a test pass
+of 100 batches of 100 every 500 iterations) as whole processes at one thread each, 200 and 1,400
+iterations (``--whole``), alternating; it/s = 1,200 / (t_1400 - t_200), start-up = t_200 - 200 / rate (it
+holds the test pass at iteration 0 and the process's exit). A torchrun row counts images: each rank reads
+its own batch of 64. Real Caffe: a Debian bullseye chroot (``debootstrap bullseye DIR``, then ``apt-get
+install caffe libopenblas0-pthread`` inside; mount /proc in it), run with ``OPENBLAS_NUM_THREADS=1``.
+Measured 2026-12-07 on the 2-core machine while three other training runs used it (load average 5.0-7.3,
+so only the ratios mean anything), ``--rounds 2``:
+
+    run                           it/s  images/s  start-up s  x first
+    caffe 1.0                     31.7      2027        4.44     1.00
+    compress train                36.6      2340        9.27     1.15
+    compress train (2bb94dc)      30.7      1967       10.44     0.97
+    compress train, 2 ranks       17.4      2229        8.30     1.10
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +48,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = "import sys; from compress.cli import main; sys.argv[0] = 'compress'; main()"  # the `compress` script
 
 TRAIN_VAL = """name: "LeNet"
 layer { name: "mnist" type: "Data" top: "data" top: "label" include { phase: TRAIN }
@@ -75,6 +100,16 @@ def _images() -> tuple[np.ndarray, np.ndarray]:
         print(f"(MNIST unavailable: {e}; using random digits)")
         rng = np.random.default_rng(0)
         return rng.integers(0, 256, (60000, 28, 28), dtype=np.uint8), rng.integers(0, 10, 60000)
+
+
+def _test_images() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from compress.data.caffe.mnist_lmdb import mnist_uint8
+
+        return mnist_uint8()["test"]
+    except Exception:  # noqa: BLE001  (as _images)
+        rng = np.random.default_rng(1)
+        return rng.integers(0, 256, (10000, 28, 28), dtype=np.uint8), rng.integers(0, 10, 10000)
 
 
 def _plain_lenet() -> nn.Module:
@@ -130,11 +165,132 @@ def compress_train(workdir: Path, iters: int) -> float:
         os.chdir(cwd)
 
 
+# -- whole runs: real Caffe, compress train, compress train under torchrun -----------------------------
+
+# BVLC's lenet_train_test.prototxt (a TEST net over the test LMDB, batch 100, with Accuracy)
+TEST_DATA = """layer { name: "mnist" type: "Data" top: "data" top: "label" include { phase: TEST }
+  transform_param { scale: 0.00390625 }
+  data_param { source: "{root}/test_lmdb" batch_size: 100 backend: LMDB } }
+"""
+ACCURACY = """layer { name: "accuracy" type: "Accuracy" bottom: "ip2" bottom: "label" top: "accuracy"
+  include { phase: TEST } }
+"""
+
+# BVLC's lenet_solver.prototxt with a fixed seed and no snapshots
+FULL_SOLVER = """net: "{root}/full_train_val.prototxt"
+test_iter: 100
+test_interval: 500
+base_lr: 0.01
+momentum: 0.9
+weight_decay: 0.0005
+lr_policy: "inv"
+gamma: 0.0001
+power: 0.75
+display: 100
+max_iter: {iters}
+snapshot: 0
+snapshot_after_train: false
+solver_mode: CPU
+random_seed: 1
+"""
+
+
+def write_full_solver(work: Path, root: str, short: int, long: int) -> None:
+    """``solver_{short,long}.prototxt`` and their train_val, every path absolute under ``root`` (the folder
+    as the Caffe command sees ``work``: the same, or its path inside a chroot)."""
+    net = TRAIN_VAL.replace('source: "train_lmdb"', f'source: "{root}/train_lmdb"')
+    head, rest = net.split("\n", 1)
+    (work / "full_train_val.prototxt").write_text(head + "\n" + TEST_DATA.replace("{root}", root) + rest
+                                                  + ACCURACY)
+    for n in (short, long):
+        text = FULL_SOLVER.replace("{root}", root).replace("{iters}", str(n))
+        (work / f"solver_{n}.prototxt").write_text(text)
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+    """Wall seconds of one whole run of ``argv`` (its output kept in ``cwd/last.log``; a failure is fatal)."""
+    start = time.perf_counter()
+    with open(cwd / "last.log", "w") as log:
+        done = subprocess.run(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        tail = (cwd / "last.log").read_text()[-2000:]
+        raise SystemExit(f"{' '.join(argv)} exited {done.returncode}:\n{tail}")
+    return seconds
+
+
+def whole_runs(work: Path, caffe: str | None, caffe_root: Path | None, ranks: int, short: int, long: int,
+               rounds: int, baseline: Path | None = None) -> None:
+    """Real Caffe, ``compress train`` and (``ranks`` > 1) ``compress train`` under torchrun on BVLC's LeNet
+    solver (tests every 500 iterations over 100 batches of 100), each as a whole process at one thread, run
+    for ``short`` and ``long`` iterations, alternating; the rate is ``(long - short) / (t_long - t_short)``
+    (start-up and the test at iteration 0 cancel) and the start-up ``t_short - short / rate``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT), "GLOG_minloglevel": "1"}
+    write_full_solver(work, str(work), short, long)
+    cli = [sys.executable, "-c", CLI]
+    runners: dict[str, tuple[int, object]] = {}  # name -> (images per iteration, argv for n iterations)
+    if caffe:
+        inside = work
+        if caffe_root is not None:  # the command sees caffe_root as /: give it a copy under there
+            inside = Path(tempfile.mkdtemp(dir=caffe_root / "tmp"))
+            shutil.copytree(work / "train_lmdb", inside / "train_lmdb")
+            shutil.copytree(work / "test_lmdb", inside / "test_lmdb")
+            root = "/" + str(inside.relative_to(caffe_root))
+            write_full_solver(inside, root, short, long)
+        else:
+            root = str(work)
+        runners["caffe 1.0"] = (64, lambda n: [*shlex.split(caffe), "train",
+                                               f"--solver={root}/solver_{n}.prototxt"])
+    runners["compress train"] = (64, lambda n: [*cli, "train", f"solver_{n}.prototxt", "--quiet",
+                                                "--threads", "1"])
+    if baseline is not None:  # another source tree's compress train (before/after in one run)
+        base_env = {**env, "PYTHONPATH": str(baseline)}
+        runners[f"compress train ({baseline.name})"] = (64, lambda n: [
+            "env", f"PYTHONPATH={base_env['PYTHONPATH']}", *cli, "train", f"solver_{n}.prototxt", "--quiet",
+            "--threads", "1"])
+    if ranks > 1:
+        runners[f"compress train, {ranks} ranks"] = (64 * ranks, lambda n: [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m",
+            "compress.cli", "train", f"solver_{n}.prototxt", "--quiet", "--threads", "1"])
+    times: dict[str, dict[int, list[float]]] = {name: {short: [], long: []} for name in runners}
+    load = [os.getloadavg()[0]]
+    try:
+        for _ in range(rounds):
+            for n in (short, long):
+                for name, (_, argv) in runners.items():
+                    times[name][n].append(timed(argv(n), env, work))
+            load.append(os.getloadavg()[0])
+    finally:
+        if caffe and caffe_root is not None:
+            shutil.rmtree(inside, ignore_errors=True)
+    print(f"\nwhole runs of BVLC's LeNet solver, {short} and {long} iterations, {rounds} rounds alternating "
+          f"(medians); load average {min(load):.1f}-{max(load):.1f} on {os.cpu_count()} CPUs")
+    print(f"{'run':<26} {'it/s':>7} {'images/s':>9} {'start-up s':>11} {'x first':>8}")
+    first = None
+    for name, (batch, _) in runners.items():
+        t_short, t_long = (statistics.median(times[name][n]) for n in (short, long))
+        rate = (long - short) / (t_long - t_short)
+        first = first or rate * batch
+        print(f"{name:<26} {rate:>7.1f} {rate * batch:>9.0f} {t_short - short / rate:>11.2f} "
+              f"{rate * batch / first:>8.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--caffe", metavar="CMD",
+                    help="a real Caffe binary (a command line: 'chroot DIR /usr/bin/caffe'): adds whole runs")
+    ap.add_argument("--caffe-root", metavar="DIR", type=Path,
+                    help="the folder that CMD sees as / (a chroot): its inputs are copied under DIR/tmp")
+    ap.add_argument("--ranks", type=int, default=1, help="> 1: adds whole runs under torchrun with this many")
+    ap.add_argument("--whole", default="200,1400", metavar="SHORT,LONG",
+                    help="iterations of the two whole-run lengths [200,1400]")
+    ap.add_argument("--whole-only", action="store_true", help="skip the in-process comparison")
+    ap.add_argument("--baseline", metavar="DIR", type=Path,
+                    help="another checkout: its compress train as one more whole-run row (before/after)")
     args = ap.parse_args()
     from compress.data.caffe import write_datum_lmdb
 
@@ -145,6 +301,13 @@ def main() -> None:
         work = Path(tmp)
         write_datum_lmdb(work / "train_lmdb", images, labels)
         (work / "train_val.prototxt").write_text(TRAIN_VAL)
+        if args.caffe or args.ranks > 1 or args.baseline:
+            test_images, test_labels = _test_images()
+            write_datum_lmdb(work / "test_lmdb", test_images, test_labels)
+            short, long = (int(v) for v in args.whole.split(","))
+            whole_runs(work, args.caffe, args.caffe_root, args.ranks, short, long, args.rounds, args.baseline)
+        if args.whole_only:
+            return
         print(f"LeNet batch 64, {args.iters} iterations, {args.rounds} rounds (median it/s)")
         print(f"{'threads':>7} {'plain loop':>11} {'compress train':>15} {'ratio':>7}")
         for threads in (int(t) for t in args.threads.split(",")):

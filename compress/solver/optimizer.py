@@ -73,6 +73,14 @@ class CaffeSolver(torch.optim.Optimizer):
         self.last_rate: float | None = None  # the rate the last step used (Caffe's "lr = ...")
         self.last_grad_norm: float | None = None  # the L2 norm ClipGradients saw (when clipping)
 
+    # torch decorates these with torch._disable_dynamo, which imports torch._dynamo (and with it sympy:
+    # about a second) on the first call; a CaffeSolver never runs compiled, so it calls them undecorated.
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _undecorated(torch.optim.Optimizer.add_param_group)(self, param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        _undecorated(torch.optim.Optimizer.zero_grad)(self, set_to_none)
+
     def next_rate(self) -> float:
         """The rate the next ``step()`` will use."""
         return float(learning_rate(self.config, self.iteration, self.current_step)[0])
@@ -137,7 +145,7 @@ class CaffeSolver(torch.optim.Optimizer):
     # -- state -----------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        out = super().state_dict()
+        out = _undecorated(torch.optim.Optimizer.state_dict)(self)
         out["solver"] = {"type": self.config.type, "iter": self.iteration, "current_step": self.current_step}
         return out
 
@@ -174,8 +182,14 @@ class CaffeSolver(torch.optim.Optimizer):
             # Copy the histories: torch's loader would alias the given tensors.
             state[key] = {n: held.tensor(n, tuple(params[key].shape), params[key].dtype).clone()
                           for n in held.state}
-        super().load_state_dict({**state_dict, "state": state})
+        _undecorated(torch.optim.Optimizer.load_state_dict)(self, {**state_dict, "state": state})
         self.iteration, self.current_step = iteration, current_step
+
+
+def _undecorated(method: Callable) -> Callable:
+    """``method`` without torch's ``_disable_dynamo`` wrapper (``functools.wraps`` keeps it in
+    ``__wrapped__``)."""
+    return getattr(method, "__wrapped__", method)
 
 
 def _entries(params: Iterable[Learnable | torch.Tensor]) -> list[Learnable]:

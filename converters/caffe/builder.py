@@ -15,7 +15,12 @@ need no torch and live in ``netinit.py`` (the torch-free shape inference of ``sh
 4. Every remaining type is checked at once (one error lists all unknown types), then each layer is
    built on the ``meta`` device and run on meta tensors for shape inference. The bytes of all
    parameters and blobs are added up as it goes; a net that would need more than the machine's
-   memory is refused before anything is allocated.
+   memory is refused before anything is allocated. When the torch-free shape functions (``shapes/``)
+   accept every layer and estimate the net at under half the memory available, their shapes are used
+   and the meta pass is skipped: running modules on meta tensors imports torch's symbolic-shape and
+   compiler packages (sympy, dynamo: 1-2 s of every command that builds a net), and the guard's exact
+   count cannot refuse such a net. Otherwise (an error to word, a net near the limit) the meta pass
+   decides, as before.
 5. Blobs are matched by layer name: caffemodel layers the definition lacks are ignored (and
    listed), a count or shape mismatch is an error naming layer, blob, expected and found shapes
    (legacy 4-D ``(1, 1, out, in)`` blobs are accepted as Caffe does), a definition layer with no
@@ -108,17 +113,46 @@ def plan_net(net, blobs: dict | None = None, phase: str = "TEST", *,
     check_supported([(layer.name, layer.type) for layer in layers])
     limit = (Available(memory_limit, "the memory limit given") if memory_limit is not None
              else available_memory())
-    modules, shapes, nodes = _infer(layers, inputs, limit, set(blobs or ()), report)
+    known = _known_shapes(prepared, net.name, limit)
+    modules, shapes, nodes = _infer(layers, inputs, limit, set(blobs or ()), report, known)
     return NetPlan(inputs, input_layers, layers, modules, nodes, shapes, report, deploy_layers)
 
 
 # -- 4. shape inference and the memory guard -------------------------------------------------------
 
-def _infer(layers, inputs, limit: Available, loaded: set[str], report: BuildReport):
+def _known_shapes(prepared, name: str, limit: Available) -> dict[str, tuple] | None:
+    """{layer: its top shapes} from the torch-free shape functions, when they accept every layer (and its
+    fillers) and the net's estimated footprint is under half of ``limit``; else None."""
+    from converters.caffe.shapes.base import layer_shapes
+    from converters.caffe.shapes.plan import ShapeNode, ShapePlan, _check_fillers
+
+    shapes, nodes = dict(prepared.inputs), []
+    try:
+        for layer in prepared.layers:
+            out = layer_shapes(layer, [shapes[b] for b in layer.bottom])
+            if out.blobs:
+                _check_fillers(layer, out.blobs)
+            shapes.update(zip(layer.top, out.tops, strict=True))
+            nodes.append(ShapeNode(layer.name, layer.type, tuple(layer.bottom), tuple(layer.top), out.tops,
+                                   out.blobs))
+    except (ConversionError, KeyError):  # the meta pass words the error
+        return None
+    plan = ShapePlan(name or "net", prepared.inputs, prepared.input_layers, prepared.layers, nodes, shapes,
+                     prepared.report, prepared.deploy_layers)
+    estimate = plan.memory_bytes()
+    if 2 * estimate > limit.nbytes:
+        return None
+    prepared.report.memory_bytes = estimate
+    return {node.name: node.top_shapes for node in nodes}
+
+
+def _infer(layers, inputs, limit: Available, loaded: set[str], report: BuildReport,
+           known: dict[str, tuple] | None = None):
     """Build every layer on the meta device, infer every blob's shape, and refuse a net whose load
     and forward pass would not fit in ``limit``. The count follows the forward pass: parameters (but
     not those of ``loaded`` layers, already in memory), every blob (the executor keeps them all), and
-    at each layer what its forward pass or weight initialization allocates on top of that."""
+    at each layer what its forward pass or weight initialization allocates on top of that. ``known``:
+    every layer's top shapes (:func:`_known_shapes`), so that no layer runs on meta tensors."""
     shapes: dict[str, tuple[int, ...]] = {}
     producer: dict[str, str] = {name: "an input" for name in inputs}
     alive: dict[str, int] = {}
@@ -134,7 +168,10 @@ def _infer(layers, inputs, limit: Available, loaded: set[str], report: BuildRepo
         check_bottoms(layer, shapes)
         check_tops(layer, producer)
         bottoms = [torch.empty(shapes[b], device="meta") for b in layer.bottom]
-        module, tops, forward_bytes, init_bytes = _build_one(layer, bottoms)
+        if known is not None:
+            module, tops, forward_bytes, init_bytes = _build_known(layer, bottoms, known[layer.name])
+        else:
+            module, tops, forward_bytes, init_bytes = _build_one(layer, bottoms)
         what = f"layer {shown(layer.name)} ({layer.type})"
         nbytes = sum(t.numel() * t.element_size() for t in chain(module.parameters(), module.buffers()))
         if nbytes and layer.name not in loaded:
@@ -150,8 +187,17 @@ def _infer(layers, inputs, limit: Available, loaded: set[str], report: BuildRepo
             producer[name] = f"layer {shown(layer.name)}"
         modules[layer.name] = module
         nodes.append(LayerNode(layer.name, layer.type, tuple(layer.bottom), tuple(layer.top)))
-    report.memory_bytes = max(peak, guard.total)
+    if known is None:
+        report.memory_bytes = max(peak, guard.total)
     return modules, shapes, nodes
+
+
+def _build_known(layer, bottoms, top_shapes):
+    """``_build_one`` for a layer whose top shapes are known: the module built on the meta device, the
+    tops as meta tensors; nothing runs (the estimate counted the temporaries)."""
+    with torch.device("meta"):
+        module = builder_for(layer.type)(layer, bottoms)
+    return module, [torch.empty(s, device="meta") for s in top_shapes], 0, 0
 
 
 def _build_one(layer, bottoms):
@@ -200,7 +246,7 @@ def _materialize(layers, modules, blobs, source: str, report: BuildReport) -> No
                 raise layer_error(layer, f"blob {i}: {bad} in {source}")
         module.set_caffe_blobs(tensors)
         if _has_meta(module):  # the module copies instead of adopting: give it memory, set again
-            module.to_empty(device="cpu")
+            to_cpu(module)
             module.set_caffe_blobs(tensors)
 
 
@@ -223,6 +269,13 @@ def _adopt(arr) -> torch.Tensor:
     return torch.from_numpy(arr)
 
 
+def to_cpu(module: nn.Module) -> None:
+    """``module.to_empty(device="cpu")``: fresh CPU memory, uninitialized, of each tensor's size and strides.
+    ``to_empty`` goes through ``torch.empty_like``, whose meta-tensor path is Python that imports torch's
+    symbolic-shape package (sympy, about a second); ``empty_strided`` allocates directly."""
+    module._apply(lambda t: torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device="cpu"))
+
+
 def _has_meta(module: nn.Module) -> bool:
     return any(t.is_meta for t in chain(module.parameters(), module.buffers()))
 
@@ -231,7 +284,7 @@ def _initialize(module: nn.Module) -> None:
     """Allocate a meta-built module on the CPU and initialize it (fillers or PyTorch defaults)."""
     if not _has_meta(module):
         return
-    module.to_empty(device="cpu")
+    to_cpu(module)
     with torch.no_grad():
         for t in chain(module.parameters(), module.buffers()):
             t.zero_()

@@ -24,6 +24,12 @@ from torch.utils._pytree import tree_leaves
 
 
 class _Allocations(TorchDispatchMode):
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch wraps a mode's __torch_dispatch__ in torch._dynamo.disable unless this says no; that
+        # imports torch._dynamo and sympy (1-2 s) on the first call, and nothing here runs compiled
+        return False
+
     def __init__(self) -> None:
         super().__init__()
         self.nbytes = 0

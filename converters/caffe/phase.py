@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from converters.caffe.builder import deploy_netdef, output_blobs, plan_net
+from converters.caffe.builder import deploy_netdef, output_blobs, plan_net, to_cpu
 from converters.caffe.layers.base import CaffeBlobs, layer_error
 from converters.caffe.layers.fillers import caffe_blob_fillers
 from converters.caffe.layers.normalization import CaffeBatchNorm
@@ -176,7 +176,7 @@ def _phase_definition(net, phase: str, state):
 
 def _allocate(layer, module: nn.Module, generator: torch.Generator | None) -> None:
     """Give a meta-built module CPU memory and fill its blobs as Caffe's ``LayerSetUp`` does."""
-    module.to_empty(device="cpu")
+    to_cpu(module)
     with torch.no_grad():
         for t in [*module.parameters(), *module.buffers()]:
             t.zero_()

@@ -63,6 +63,39 @@ def decode_record(raw: bytes, mode: str, where: str) -> tuple[np.ndarray, int]:
     return datum_pixels(datum, mode, where), int(datum.label)
 
 
+LABEL_TAG = 0x28  # field 5 (label), varint
+
+
+def decode_alike(values: list[bytes]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Every record at once, ``(images (N, C, H, W) uint8, labels int64)``, when they are raw Datums
+    serialized alike: the first record's bytes up to its pixels (the shape fields, the data field's tag
+    and length), then the pixels, then a label field of one byte (labels 0-127) and nothing after it, as
+    ``convert_mnist_data``, ``convert_imageset`` and this tool's writer lay them out. Each such record
+    parses to the first one's fields with its own pixels and label (a later field wins in protobuf), so
+    the result is what :func:`decode_record` gives record by record, without a parse per record.
+    None when any record differs: decode them one by one then."""
+    first = values[0]
+    try:
+        datum = parse_datum(first, "")
+    except CompressError:
+        return None
+    count = datum.channels * datum.height * datum.width
+    head = len(first) - count - 2
+    if (datum.encoded or len(datum.float_data) or count <= 0 or len(datum.data) != count or head <= 0
+            or first[head:head + count] != datum.data
+            or first[head + count:] != bytes((LABEL_TAG, datum.label)) or not 0 <= datum.label < 0x80):
+        return None
+    size = len(first)
+    if any(len(v) != size for v in values):
+        return None
+    rows = np.frombuffer(b"".join(values), np.uint8).reshape(len(values), size)
+    heads = rows[:, :head]
+    if not ((heads == heads[0]).all() and (rows[:, -2] == LABEL_TAG).all() and (rows[:, -1] < 0x80).all()):
+        return None
+    images = rows[:, head:head + count].reshape(len(values), datum.channels, datum.height, datum.width)
+    return images.copy(), rows[:, -1].astype(np.int64)
+
+
 def chw_text(shape) -> str:
     """``1x28x28``: a shape as Caffe's messages write it."""
     return "x".join(str(int(d)) for d in shape)

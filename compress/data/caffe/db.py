@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from compress.data.caffe.datum import decode_record, parse_datum
+from compress.data.caffe.datum import decode_alike, decode_record, parse_datum
 from compress.errors import CompressError
 from converters.caffe.names import shown, shown_path
 
@@ -101,6 +101,11 @@ class LmdbRecords:
         self._check = check
         if self.entries * self.first_image.nbytes > memory_limit:
             return False
+        alike = decode_alike([value for value in self._txn.cursor().iternext(keys=False, values=True)])
+        if alike is not None and self._checked(alike[0]):
+            self._images, self._labels = alike
+            self.close()
+            return True
         images: list[np.ndarray] = []
         labels = np.empty(self.entries, np.int64)
         for i, (key, value) in enumerate(self._txn.cursor().iternext()):
@@ -110,6 +115,15 @@ class LmdbRecords:
         self._images = np.stack(images) if uniform else images
         self._labels = labels
         self.close()
+        return True
+
+    def _checked(self, images: np.ndarray) -> bool:
+        """Whether the check passes for images of this shape (else the records are decoded one by one, so
+        that the error names the first record refused)."""
+        try:
+            self._check(images.shape[1:], self.where)
+        except CompressError:
+            return False
         return True
 
     def close(self) -> None:
