@@ -123,3 +123,33 @@ def test_low_bit_and_sparse_codes_stay_packed_and_still_fuse(tmp_path, bits, kee
     x = _batches("lenet")[0][0][:2].numpy()
     got, want = run_ort(path, x), torch_out(net, x)
     assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
+
+
+def test_batchnorm_nets_with_slashed_layer_names_quantize_their_activations(tmp_path):
+    """MobileNet-style names ("conv1/bn", "dw/scale"): every layer keeps its own output value in the export,
+    so each calibrated range lands on its value (once, every layer's nodes were filed under the part of the
+    name before the first "/" and no range was found for a BatchNorm net's convolutions)."""
+    from compress.quant.ptq import ptq
+    from converters.onnx.export import to_onnx_model
+    from tests.nets import DEPTHWISE, random_net
+
+    net = random_net(DEPTHWISE)
+    values: dict[str, str] = {}
+    to_onnx_model(net, layer_values=values)
+    assert values["dw"] == "/dw/Conv_output_0" and values["dw/bn"].startswith("/dw/bn/")
+    assert values["dw/scale"].startswith("/dw/scale/") and values["conv1"] == "/conv1/Conv_output_0"
+    from compress.quant.record import make_record
+
+    grids = {n: q.grid for n, q in ptq(net, GridConfig(8)).items()}
+    meta = {KEY: make_record(GridConfig(8), "ptq", grids)}
+    gen = torch.Generator().manual_seed(0)
+    shape = tuple(net.inputs["data"])[1:]
+    batches = [(torch.rand((8, *shape), generator=gen), torch.zeros(8)) for _ in range(4)]
+    ranges, images = calibrate(net, batches)
+    meta[KEY]["activations"] = activation_record(8, ranges, images, "test")
+    out = str(tmp_path / "int8.onnx")
+    export_any(net, meta, out)
+    assert {"QLinearConv"} <= set(_fused(out))
+    x = batches[0][0][:2].numpy()
+    got, want = run_ort(out, x), torch_out(net, x)
+    assert np.abs(got - want).max() <= 0.1 * np.abs(want).max()

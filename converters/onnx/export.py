@@ -168,7 +168,9 @@ def _caffe_names(model: onnx.ModelProto, net) -> dict[str, list[onnx.NodeProto]]
     by_layer: dict[str, list[onnx.NodeProto]] = {}
     for node in model.graph.node:
         parts = [p for p in node.name.split("/") if p and p != "net"]
-        layer = attr_to_name.get(parts[0]) if len(parts) >= 2 else None
+        # the longest scope prefix that is a layer: a Caffe name may hold "/" ("conv1/bn" after "conv1")
+        layer = next((attr_to_name[a] for k in range(len(parts) - 1, 0, -1)
+                      if (a := "/".join(parts[:k])) in attr_to_name), None)
         by_layer.setdefault(layer or "", []).append(node)
     used: set[str] = set()
     for layer, nodes in by_layer.items():
