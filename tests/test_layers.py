@@ -6,6 +6,7 @@ so a mismatch points at a semantic difference, not at a shared library.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -251,6 +252,32 @@ def test_convolution_without_bias_and_errors():
         build("type: 'Convolution' convolution_param { kernel_size: 3 }", (1, 3, 5, 5))
     with pytest.raises(ConversionError, match="2-D only"):
         build("type: 'Convolution' convolution_param { num_output: 1 kernel_size: [1, 2, 3] }", (1, 3, 5, 5))
+
+
+def test_convolution_of_20_channels_runs_channels_last_and_traces_plain():
+    """LeNet's conv2 has 20 input channels: on the CPU it runs on channels-last copies (conv.py). The
+    output is Caffe's loops' within float32 rounding, and contiguous; the gradients are float64's within
+    it; a trace (what ONNX export sees) holds the plain convolution only."""
+    from converters.caffe.layers.conv import _channels_last
+
+    x, w, b, gy = rand(2, 20, 6, 6), rand(3, 20, 3, 3, seed=1), rand(3, seed=2), rand(2, 3, 6, 6, seed=3)
+    m = with_blobs(build("type: 'Convolution' convolution_param { num_output: 3 kernel_size: 3 pad: 1 }",
+                         x.shape), w, b)
+    assert _channels_last(torch.from_numpy(x), 1) and not _channels_last(torch.from_numpy(x[:, :16]), 1)
+    assert close(run(m, x), ref_conv(x, w, b, (1, 1), (1, 1), (1, 1), 1), 1e-5)
+    xt = torch.from_numpy(x).requires_grad_()
+    y = m(xt)
+    assert y.is_contiguous()
+    y.backward(torch.from_numpy(gy))
+    x64 = torch.from_numpy(x).double().requires_grad_()
+    w64, b64 = (torch.from_numpy(v).double().requires_grad_() for v in (w, b))
+    torch.nn.functional.conv2d(x64, w64, b64, padding=1).backward(torch.from_numpy(gy).double())
+    for got, want in ((xt.grad, x64.grad), (m.weight.grad, w64.grad), (m.bias.grad, b64.grad)):
+        assert close(got.numpy(), want.float().numpy(), 1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.trace: ONNX export still traces
+        kinds = {n.kind() for n in torch.jit.trace(m, xt.detach()).graph.nodes()}
+    assert "aten::_convolution" in kinds and "aten::contiguous" not in kinds, kinds
 
 
 def test_deconvolution_blob_layout_and_size():
