@@ -9,7 +9,8 @@ Fashion-MNIST test images):
 
     .venv/bin/python bench/fmnist_table.py --out runs/fmnist_table [--models mobilenet_v1_0.5 ...]
 
-Model files already in ``--out`` are kept (delete one to redo its row); ``--smoke`` gives the training rows
+Model files already in ``--out`` are kept (delete one to redo its row), a row whose checkpoint
+(``OUT.pt.ckpt``) is there continues from it (``compress quantize --resume``); ``--smoke`` gives the training rows
 ``--max-steps 5`` and evaluates on the first 500 test images (a check of the pipeline, not the table).
 """
 from __future__ import annotations
@@ -43,6 +44,10 @@ def rows(source: str, out: Path, threads: int, smoke: bool, methods: list[tuple[
         models.append(str(target))
         if target.exists():
             print(f"# kept {target}", flush=True)
+            continue
+        ckpt = Path(f"{target}.ckpt")
+        if ckpt.exists():  # a row a previous session started: continue it
+            compress(["quantize", "--resume", str(ckpt)], threads)
             continue
         args = ["quantize", source, "--bits", str(bits), "--method", method, "--data", DATA,
                 "-o", str(target)]
