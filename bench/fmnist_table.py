@@ -10,8 +10,8 @@ Fashion-MNIST test images):
     .venv/bin/python bench/fmnist_table.py --out runs/fmnist_table [--models mobilenet_v1_0.5 ...]
 
 Model files already in ``--out`` are kept (delete one to redo its row), a row whose checkpoint
-(``OUT.pt.ckpt``) is there continues from it (``compress quantize --resume``); ``--smoke`` gives the training rows
-``--max-steps 5`` and evaluates on the first 500 test images (a check of the pipeline, not the table).
+(``OUT.pt.ckpt``) is there continues from it (``compress quantize --resume``); ``--smoke`` gives the
+training rows ``--max-steps 5`` and evaluates on the first 500 test images (a check of the pipeline, not the table).
 """
 from __future__ import annotations
 
