@@ -11,7 +11,8 @@ Fashion-MNIST test images):
 
 Model files already in ``--out`` are kept (delete one to redo its row), a row whose checkpoint
 (``OUT.pt.ckpt``) is there continues from it (``compress quantize --resume``); ``--smoke`` gives the
-training rows ``--max-steps 5`` and evaluates on the first 500 test images (a check of the pipeline, not the table).
+training rows ``--max-steps 5`` and evaluates on the first 500 test images (a check of the pipeline,
+not the table).
 """
 from __future__ import annotations
 
