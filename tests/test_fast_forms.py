@@ -133,3 +133,21 @@ def test_the_speed_verdict_allows_for_noise():
     fine = SpeedCheck({1: 1.0, 32: 2.0}, 1)
     assert fine.warning("q.onnx") is None
     assert "the same speed at batch 1, 2.00x faster at batch 32" in fine.describe()
+
+
+def test_a_slow_thinned_export_names_its_odd_widths():
+    """Thinning 64 filters to 61 costs onnxruntime's blocked kernels more than it saves (the Fashion-MNIST
+    QGT MobileNet: 1.29x slower at batch 1, --no-thin at float32 speed): the warning says so."""
+    from compress.commands.export import ExportSummary, render
+    from compress.speedcheck import SpeedCheck
+
+    def text(speedups, thinned):
+        return render(ExportSummary({"q.onnx": 1000}, None, (), thinned, {}, quantized=True,
+                                    speed=SpeedCheck(speedups, 1)))
+
+    slow = text({1: 0.77}, {"conv3/sep": (64, 61), "conv2/sep": (32, 31), "fc": (10, 9), "conv4": (64, 32)})
+    assert "warning: q.onnx runs 1.30x slower at batch 1" in slow
+    assert ("hint: thinning left 2 layer(s) at widths that are not multiples of 8 (conv3/sep 61, conv2/sep "
+            "31), which onnxruntime's blocked kernels run slower; --no-thin keeps the original widths") in slow
+    assert "hint:" not in text({1: 1.2}, {"conv3/sep": (64, 61)})  # not slower: nothing to explain
+    assert "hint:" not in text({1: 0.5}, {"conv4": (64, 32)})  # slower, but not for this reason

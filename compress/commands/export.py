@@ -272,6 +272,13 @@ def render(s: ExportSummary) -> str:
         warning = s.speed.warning(path)
         if warning:
             lines.append(f"warning: {warning}")
+            odd = [f"{layer} {after}" for layer, (before, after) in s.thinned.items()
+                   if before % 8 == 0 and after % 8 != 0]
+            if odd:
+                shown = ", ".join(odd[:4]) + (", ..." if len(odd) > 4 else "")
+                lines.append(f"hint: thinning left {len(odd)} layer(s) at widths that are not multiples of 8 "
+                             f"({shown}), which onnxruntime's blocked kernels run slower; --no-thin keeps "
+                             "the original widths")
     return "\n".join(lines) + "\n"
 
 
