@@ -76,3 +76,44 @@ def test_the_same_batches_every_time():
         recalibrate(net, loader, torch.device("cpu"), batches=2)
         stats.append(net[0].statistics()[0])
     torch.testing.assert_close(stats[0], stats[1], rtol=0, atol=0)
+
+
+def _rank(rank: int, world: int, port: int, out: str) -> None:
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        caffe = nn.Sequential(_caffe_bn(3)).eval()
+        plain = nn.Sequential(nn.BatchNorm2d(3)).eval()
+        shard = _batches(4, seed=10 + rank)  # each rank its own batches
+        recalibrate(caffe, shard, torch.device("cpu"), batches=4)
+        recalibrate(plain, shard, torch.device("cpu"), batches=4)
+        torch.save({"caffe": caffe[0].statistics(), "plain": (plain[0].running_mean, plain[0].running_var)},
+                   f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_end_with_the_statistics_of_all_their_batches(tmp_path):
+    """Under torchrun every rank recalibrates on its own shard; the combined statistics are the average over
+    both ranks' batches, the same on every rank (as one process over all the batches would compute them)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    data = _batches(4, seed=10) + _batches(4, seed=11)
+    means = torch.stack([x.mean(dim=(0, 2, 3)) for x, _ in data]).mean(0)
+    vars_ = torch.stack([x.var(dim=(0, 2, 3), unbiased=True) for x, _ in data]).mean(0)
+    for r in got:
+        for mean, var in (r["caffe"], r["plain"]):
+            torch.testing.assert_close(mean, means, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(var, vars_, rtol=1e-5, atol=1e-6)

@@ -17,8 +17,10 @@ own update rule with ``moving_average_fraction = 1`` (``s = N``, ``mean_sum`` = 
 means, ``var_sum`` = the sum of the unbiased batch variances), so the blobs stay Caffe's and a written
 ``.caffemodel`` reads back the same statistics. A BatchNorm that uses stored statistics in training too
 (``use_global_stats: true``, frozen) is left alone. The batches are the first ones of the training
-loader in a fixed order (its own seed), so every rank of a distributed run computes the same
-statistics, and a resumed run the same ones as the uninterrupted run.
+loader in a fixed order (its own seed), so a resumed run computes the same statistics as the uninterrupted
+run. Under torchrun each rank reads its own shard of the training data, and the ranks' statistics are then
+combined (Caffe's sums and counts added, PyTorch's averages averaged), so every rank holds the same ones: the
+average over all ranks' batches.
 """
 from __future__ import annotations
 
@@ -75,6 +77,7 @@ def recalibrate(net: nn.Module, loader: Iterable, device: torch.device, batches:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
             net(x.to(device, non_blocking=True))
             used += 1
+        _combine_ranks(layers)
     finally:
         for m, value in zip(layers, saved, strict=True):
             if isinstance(m, CaffeBatchNorm):
@@ -85,3 +88,19 @@ def recalibrate(net: nn.Module, loader: Iterable, device: torch.device, batches:
             m.training = training
     return used
 
+
+def _combine_ranks(layers: list[nn.Module]) -> None:
+    """Under torch.distributed: every rank gets the statistics of all ranks' calibration batches."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for m in layers:
+        if isinstance(m, CaffeBatchNorm):  # sums of batch statistics and their count: add them up
+            for blob in m.get_caffe_blobs():
+                dist.all_reduce(blob)
+        else:
+            for avg in (m.running_mean, m.running_var):
+                dist.all_reduce(avg)
+                avg.div_(world)
