@@ -30,7 +30,7 @@ class SpeedCheck:
         return {b: s for b, s in self.speedups.items() if s * MARGIN < 1.0}
 
     def describe(self) -> str:
-        parts = ", ".join(f"{_ratio(s)} at batch {b}" for b, s in self.speedups.items())
+        parts = ", ".join(f"{ratio_words(s)} at batch {b}" for b, s in self.speedups.items())
         return (f"speed against the dense float32 export of the same model: {parts} (onnxruntime, "
                 f"{self.threads} thread{'s' if self.threads != 1 else ''}, quick check; compress bench "
                 "measures side by side)")
@@ -42,7 +42,8 @@ class SpeedCheck:
         return f"{path} runs {parts} than the dense float32 export of the same model"
 
 
-def _ratio(speedup: float) -> str:
+def ratio_words(speedup: float) -> str:
+    """``1.33x faster``, ``1.33x slower``, or ``the same speed`` within half a percent."""
     if 0.995 <= speedup <= 1.005:
         return "the same speed"
     return f"{speedup:.2f}x faster" if speedup > 1 else f"{1 / speedup:.2f}x slower"

@@ -32,3 +32,11 @@ def echo_json(data: dict) -> None:
     import json
 
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def human_size(n: int) -> str:
+    """Bytes as ``compress`` prints them: ``3.29 MB``, ``471.12 kB``, ``812 B`` (decimal units)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n} B"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from compress.commands._common import echo_json, json_option, threads_option
+from compress.commands._common import echo_json, human_size, json_option, threads_option
 
 
 def parse_batches(text: str) -> tuple[int, ...]:
@@ -18,17 +18,11 @@ def parse_batches(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(values))
 
 
-def _size(n: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n} B"
-
-
 def _versus(speedup: float, first: str) -> str:
-    if 0.995 <= speedup <= 1.005:
-        return f"same as {first}"
-    return f"{speedup:.2f}x faster than {first}" if speedup > 1 else f"{1 / speedup:.2f}x slower than {first}"
+    from compress.speedcheck import ratio_words
+
+    words = ratio_words(speedup)
+    return f"same as {first}" if words == "the same speed" else f"{words} than {first}"
 
 
 def render(report) -> str:
@@ -41,8 +35,9 @@ def render(report) -> str:
     width = max(len(str(b)) for b in report.batches)
     for i, f in enumerate(report.files):
         load = "" if f.load_s != f.load_s else \
-            f", loads in {f.load_s:.3f} s, peak RSS {_size(f.peak_rss)} (session {_size(f.session_rss)})"
-        lines.append(f"{f.path}: {_size(f.bytes)}{load}")
+            (f", loads in {f.load_s:.3f} s, peak RSS {human_size(f.peak_rss)} "
+             f"(session {human_size(f.session_rss)})")
+        lines.append(f"{f.path}: {human_size(f.bytes)}{load}")
         for lat in f.latencies:
             versus = "" if i == 0 else f"  {_versus(lat.speedup, first)}"
             lines.append(f"  batch {lat.batch:>{width}}: p50 {lat.p50_ms:.3f} ms  p90 {lat.p90_ms:.3f} ms  "

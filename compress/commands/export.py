@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from compress.commands._common import echo_json, json_option, threads_option
+from compress.commands._common import echo_json, human_size, json_option, threads_option
 
 
 @dataclass(frozen=True)
@@ -228,16 +228,9 @@ def _write_caffemodel(net, meta: dict, opts: ExportOptions) -> ExportSummary:
     return ExportSummary(files, None, (), {}, {})
 
 
-def _size(n: int) -> str:
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n} B"
-
-
 def against_original(size: int, original: int) -> str:
     """The file's size against the original model's float32 weights, the one baseline every ratio names."""
-    base = f"the original model's float32 weights: {_size(original)}"
+    base = f"the original model's float32 weights: {human_size(original)}"
     ratio = original / size if size else float("inf")
     if 0.995 <= ratio <= 1.005:
         return f"the size of {base}"
@@ -258,7 +251,7 @@ def render(s: ExportSummary) -> str:
     for path, size in s.files.items():
         baseline = f" ({against_original(size, s.original_bytes)})" if s.original_bytes and \
             path.endswith(".onnx") else ""
-        lines.append(f"wrote {path}: {_size(size)}{baseline}")
+        lines.append(f"wrote {path}: {human_size(size)}{baseline}")
     if s.dense_bytes is not None and not s.quantized:
         if s.sparse_tensors:
             lines.append(f"sparse initializers ({len(s.sparse_tensors)}): {', '.join(s.sparse_tensors)}")
