@@ -167,6 +167,7 @@ def max_error(ref: str, got: str, x: np.ndarray, tmp: Path) -> float:
 
 def thinned_macs_at(spec: list[str], pcen: float) -> float:
     """Fraction of the MACs left after coupled pruning at ``pcen`` and thinning (in process, no training)."""
+    from compress.commands.export import ALIGN
     from compress.layers import prunable_layers
     from compress.prune.coupling import coupling_for
     from compress.prune.methods.base import hard_prune
@@ -179,7 +180,7 @@ def thinned_macs_at(spec: list[str], pcen: float) -> float:
     layers = prunable_layers(net)
     targets = resolve_targets(layers, pcen=pcen, sparsity="channel")
     hard_prune(layers, targets, coupling_for(net, layers, "in"))
-    t = thin(net, check=False).net
+    t = thin(net, check=False, align=ALIGN).net  # as `compress export` thins
     return total_row(layer_rows(t)).macs / total_row(layer_rows(base)).macs
 
 

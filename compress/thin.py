@@ -55,9 +55,10 @@ class ThinResult:
     max_rel_err: float = 0.0  # thinned vs original output on a seeded random input
 
 
-def thin(net: nn.Module, *, strict: bool = False, check: bool = True) -> ThinResult:
+def thin(net: nn.Module, *, strict: bool = False, check: bool = True, align: int = 1) -> ThinResult:
     """Remove every zero channel set that can go exactly; ``strict`` raises instead of recording why
-    some stay."""
+    some stay. ``align`` > 1 keeps enough zero channels that every thinned width is a multiple of it
+    (capped at the original width; see :func:`_align`)."""
     out = copy.deepcopy(net).eval()
     removed: dict[str, tuple[int, int]] = {}
     inputs: dict[str, tuple[int, int]] = {}
@@ -70,13 +71,14 @@ def thin(net: nn.Module, *, strict: bool = False, check: bool = True) -> ThinRes
         plans, skipped = [], {}
         for space in graph.spaces:
             try:
-                plan = _plan(out, space, probe)
+                plan = _plan(out, space, probe, align)
             except _Refusal as e:
                 for layer in _owners(space):
                     skipped.setdefault(layer, str(e))
                 continue
             if plan is not None:
-                plans.append(plan)
+                if plan.remove:
+                    plans.append(plan)
                 if plan.note:
                     for layer in _owners(space):
                         skipped.setdefault(layer, plan.note)
@@ -152,7 +154,7 @@ def _ignored(m: nn.Module, member: Member) -> torch.Tensor:
     return per[list(member.index)]
 
 
-def _plan(net, space: Space, probe: dict) -> _Plan | None:
+def _plan(net, space: Space, probe: dict, align: int = 1) -> _Plan | None:
     outs, ins = space.role(OUT), space.role(IN)
     n = space.size
     fixed = torch.zeros(n, dtype=torch.bool) if space.inputs else torch.ones(n, dtype=torch.bool)
@@ -204,6 +206,8 @@ def _plan(net, space: Space, probe: dict) -> _Plan | None:
         if m.total != n or m.index != tuple(range(n)):
             raise _Refusal(f"across-channel LRN {m.layer} normalizes channels of several spaces together")
         _check_lrn_neighbours(net, m.layer, n, remove)
+    if align > 1:
+        remove, note = _align(net, space, remove, align, note)
     gone = set(remove)
     folds = {k: [j for j in v if j in gone] for k, v in folds.items()}
     return _Plan(space, remove, folds, maps, note)
@@ -291,6 +295,51 @@ def _balance(space: Space, remove: list[int]) -> tuple[list[int], str | None]:
         note = (f"kept {len(remove) - len(chosen)} removable channels so that the groups of {names} "
                 f"stay equal")
     return chosen, note
+
+
+def _align(net, space: Space, remove: list[int], align: int, note: str | None) -> tuple[list[int], str | None]:
+    """Keep some of the removable channels back so that the width left is a multiple of ``align``:
+    onnxruntime's blocked convolution kernels (MLAS NCHWc: 8 channels a block with AVX2, 16 with
+    AVX-512) run a width off their block on a slower path, so 29 channels cost more time than 32
+    (docs/DEPLOY.md). Where no multiple of ``align`` fits between the width left and the space's size,
+    the halves of ``align`` down to 8 are tried (a multiple of 8 suits AVX2); where none fits either
+    (a small layer), every removable channel goes. A channel kept back is exact as it was (a zero filter,
+    or one every consumer ignores). Grouped convolutions keep equal groups (the same number kept back in
+    every cell of :func:`_balance`); the channels kept back are those nearest a kept channel, so an
+    across-channel LRN's removed channels stay at the ends (checked again; if not, the exact cut)."""
+    n = space.size
+    kept = n - len(remove)
+    grouped = [m.groups for m in space.members if m.groups > 1]
+    cells = math.lcm(*grouped) if grouped else 1
+    block, target = align, None
+    while target is None and (block == align or (block >= 8 and block * 2 <= align)):
+        target = next((t for t in range(-(-kept // block) * block, n + 1, block) if (t - kept) % cells == 0),
+                      None)
+        block //= 2
+    block *= 2
+    if target is None or target == kept:
+        return remove, note
+    back = target - kept
+    gone = set(remove)
+    alive = [c for c in range(n) if c not in gone]
+    per = n // cells
+
+    def distance(c: int) -> int:
+        return min(abs(c - k) for k in alive)
+
+    returned: set[int] = set()
+    for cell in range(cells):
+        mine = sorted((c for c in remove if c // per == cell), key=lambda c: (distance(c), c))
+        returned.update(mine[:back // cells])
+    aligned = [c for c in remove if c not in returned]
+    for m in space.role(LRN):
+        try:
+            _check_lrn_neighbours(net, m.layer, n, aligned)
+        except _Refusal:
+            return remove, note  # the exact cut (already checked) rather than none
+    why = (f"kept {back} zero channels so that its width is {target}, a multiple of {block} (onnxruntime's "
+           f"blocked kernels)")
+    return aligned, (f"{note}; {why}" if note else why)
 
 
 def _check_lrn_neighbours(net, name: str, n: int, remove: list[int]) -> None:

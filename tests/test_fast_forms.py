@@ -148,7 +148,7 @@ def test_a_slow_thinned_export_names_its_odd_widths():
     slow = text({1: 0.77}, {"conv3/sep": (64, 61), "conv2/sep": (32, 31), "fc": (10, 9), "conv4": (64, 32)})
     assert "warning: q.onnx runs 1.30x slower at batch 1" in slow
     assert ("hint: thinning left 2 layer(s) at widths that are not multiples of 8 (conv3/sep 61, "
-            "conv2/sep 31), which onnxruntime's blocked kernels run slower; --no-thin keeps the original "
-            "widths") in slow
+            "conv2/sep 31), which onnxruntime's blocked kernels run slower; --align 8 or 16 keeps "
+            "thinned widths at multiples of 8 or 16, --no-thin the original widths") in slow
     assert "hint:" not in text({1: 1.2}, {"conv3/sep": (64, 61)})  # not slower: nothing to explain
     assert "hint:" not in text({1: 0.5}, {"conv4": (64, 32)})  # slower, but not for this reason

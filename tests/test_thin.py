@@ -222,3 +222,42 @@ def test_alexnet_like_thins_through_lrn_and_groups():
     assert_same(net, r.net)
     reloaded = caffe.load(parse_net_text(r.net.netdef))
     assert [tuple(p.shape) for p in reloaded.parameters()] == [tuple(p.shape) for p in r.net.parameters()]
+
+
+def test_align_keeps_zero_channels_back_to_a_multiple():
+    net = build(HEAD + conv("conv1", "data", 40) + relu("relu1", "conv1") + conv("conv2", "conv1", 6)
+                + ip("ip", "conv2", 2))
+    zero_filters(net, "conv1", list(range(3, 40, 3)))  # 13 zero filters: 27 left
+    assert thin(net).removed == {"conv1": (40, 27)}
+    r = thin(net, align=8)
+    assert r.removed == {"conv1": (40, 32)} and r.inputs == {"conv2": (40, 32)}
+    assert r.skipped == {"conv1": "kept 5 zero channels so that its width is 32, a multiple of 8 "
+                                  "(onnxruntime's blocked kernels)"}
+    assert_same(net, r.net)
+    assert "num_output: 32" in r.net.netdef
+    r = thin(net, align=32)
+    assert r.removed == {"conv1": (40, 32)}
+    r = thin(net, align=16)
+    assert r.removed == {"conv1": (40, 32)}
+    net = build(HEAD + conv("conv1", "data", 40) + relu("relu1", "conv1") + conv("conv2", "conv1", 6)
+                + ip("ip", "conv2", 2))
+    zero_filters(net, "conv1", [0, 1, 2, 3])  # 36 left: 48 > 40, but 40 is a multiple of 8
+    r = thin(net, align=16)
+    assert r.removed == {} and r.skipped == {"conv1": "kept 4 zero channels so that its width is 40, a "
+                                                      "multiple of 8 (onnxruntime's blocked kernels)"}
+    net = build(HEAD + conv("conv1", "data", 6) + relu("relu1", "conv1") + conv("conv2", "conv1", 6)
+                + ip("ip", "conv2", 2))
+    zero_filters(net, "conv1", [1, 4])
+    r = thin(net, align=16)  # no multiple of 16 or 8 fits in 6: the exact cut
+    assert r.removed == {"conv1": (6, 4)} and r.skipped == {}
+
+
+def test_align_keeps_groups_equal_and_lrn_ends_removed():
+    net = build(ALEXNET)
+    zero_filters(net, "conv1", [0, 1, 2, 3, 12, 13, 14, 15])
+    zero_filters(net, "conv2", [0, 1, 2, 21, 22, 23])
+    r = thin(net, align=4)
+    # conv2 (group-2 consumers, LRN after it) keeps back one channel per half, each next to the kept block
+    assert r.removed == {"conv1": (16, 8), "conv2": (24, 20)}
+    assert torch.equal(r.net.layer("conv2").bias, net.layer("conv2").bias[2:22])
+    assert_same(net, r.net)

@@ -153,7 +153,7 @@ def test_cli_export_thin_fold_bn(tmp_path, capsys):
     net = prune(random_net(RESIDUAL))
     model = _model_file(tmp_path, net)
     out = tmp_path / "t.onnx"
-    assert main(["export", model, "-o", str(out), "--thin", "--fold-bn"]) == 0
+    assert main(["export", model, "-o", str(out), "--thin", "--fold-bn", "--align", "1"]) == 0
     text = capsys.readouterr().out
     assert "thinned conv1: 8 -> 4 filters" in text and "folded 8 BatchNorm/Scale layers into 4" in text
     assert "kept zero channels of conv1: the zero input channels read net input data" in text
@@ -167,7 +167,7 @@ def test_cli_export_thin_fold_bn(tmp_path, capsys):
     assert '"folded_bn"' in props["compress_meta"] and '"thin_refused"' in props["compress_meta"]
     assert not [n for n in onnx.load(str(out)).graph.node if n.op_type in ("Div", "Sqrt")]  # no BN arithmetic
     cm = tmp_path / "t.caffemodel"
-    assert main(["export", model, "-o", str(cm), "--thin", "--fold-bn"]) == 0
+    assert main(["export", model, "-o", str(cm), "--thin", "--fold-bn", "--align", "1"]) == 0
     back = caffe.load(tmp_path / "t.prototxt", cm)
     assert all(n.type != "BatchNorm" for n in back.nodes)
     with torch.no_grad():

@@ -25,6 +25,10 @@ class ExportSummary:
     original_bytes: int | None = None  # the model as loaded (before thinning/folding), all blobs as float32
     speed: object | None = None  # compress.speedcheck.SpeedCheck of a compressed model's ONNX export
 
+# Thinned widths are kept at multiples of this: onnxruntime's blocked convolution kernels (MLAS NCHWc)
+# take 8 channels a block with AVX2 and 16 with AVX-512, so 16 suits both (docs/DEPLOY.md has the timings).
+ALIGN = 16
+
 
 @dataclass(frozen=True)
 class ExportOptions:
@@ -40,10 +44,14 @@ class ExportOptions:
     pack: bool = False  # quantized weights through DequantizeLinear (dequantized at every run)
     native_lrn: bool = False  # LRN as one ONNX LRN node
     speed_check: bool | None = None  # time a compressed model's ONNX against its dense export (None: yes)
+    align: int | None = None  # thinning keeps widths at multiples of this (1: every zero channel goes;
+    # None: ALIGN for ONNX, 1 for a .caffemodel, whose runtime is not known)
 
     def __post_init__(self) -> None:
         from compress.errors import CompressError
 
+        if self.align is not None and self.align < 1:
+            raise CompressError(f"--align must be at least 1, got {self.align}")
         if self.to not in WRITERS:
             raise CompressError(f"--to must be one of {', '.join(WRITERS)}, got {self.to!r}")
         for flag, value, applies in (("--dense", self.dense, "onnx"), ("--opset", self.opset, "onnx"),
@@ -102,7 +110,8 @@ def export_format(output: str, to: str | None) -> str:
 def export_model(spec: str, output: str, *, to: str | None = None, dense: bool = False,
                  thin: bool | None = None, opset: int | None = None, prototxt: str | None = None,
                  deploy: str | None = None, fold_bn: bool | None = None, pack: bool = False,
-                 native_lrn: bool = False, speed_check: bool | None = None) -> ExportSummary:
+                 native_lrn: bool = False, speed_check: bool | None = None,
+                 align: int | None = None) -> ExportSummary:
     """Load ``spec`` (model file, .caffemodel or zoo name), optionally thin it, and export it.
     ``thin`` None: thin a pruned or quantized model exported to ONNX, nothing else. ``fold_bn``: fold
     BatchNorm and Scale into the convolution before them, exactly (after thinning;
@@ -116,7 +125,8 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
     portable DequantizeLinear form (onnxruntime dequantizes them at every run), else in the fast form
     (:mod:`converters.onnx.fast`); ``native_lrn`` keeps LRN as one ONNX node; ``speed_check`` (None: for
     ONNX) times a compressed model's file against the dense float32 export of the model as loaded
-    (:mod:`compress.speedcheck`)."""
+    (:mod:`compress.speedcheck`); ``align`` (None: :data:`ALIGN` for ONNX, 1 for a .caffemodel): thinning
+    keeps every width it cuts at a multiple of it (:func:`compress.thin.thin`)."""
     from compress.modelfile import load_model
     from compress.outputs import check_outputs
     from converters.caffe import caffe_blobs
@@ -124,7 +134,8 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
     models = [(spec, prototxt)]
     check_outputs([output, deploy], models=models)  # first: never a word about formats for `-o MODEL`
     opts = ExportOptions(output, export_format(output, to), dense=dense, thin=thin, opset=opset,
-                         deploy=deploy, pack=pack, native_lrn=native_lrn, speed_check=speed_check)
+                         deploy=deploy, pack=pack, native_lrn=native_lrn, speed_check=speed_check,
+                         align=align)
     check_outputs(opts.outputs(), models=models)  # with the default deploy path
     model = load_model(spec, prototxt)
     net, meta = model.net, dict(model.meta)
@@ -143,7 +154,7 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
     if thin:
         from compress.thin import thin as thin_net
 
-        result = thin_net(net)
+        result = thin_net(net, align=opts.align or (ALIGN if opts.to == "onnx" else 1))
         if grids is not None:  # the per-channel scales follow the removed filters
             from compress.quant.thin import thinned_meta
 
@@ -270,8 +281,8 @@ def render(s: ExportSummary) -> str:
             if odd:
                 shown = ", ".join(odd[:4]) + (", ..." if len(odd) > 4 else "")
                 lines.append(f"hint: thinning left {len(odd)} layer(s) at widths that are not multiples of 8 "
-                             f"({shown}), which onnxruntime's blocked kernels run slower; --no-thin keeps "
-                             "the original widths")
+                             f"({shown}), which onnxruntime's blocked kernels run slower; --align 8 or 16 "
+                             "keeps thinned widths at multiples of 8 or 16, --no-thin the original widths")
     return "\n".join(lines) + "\n"
 
 
@@ -284,6 +295,10 @@ def render(s: ExportSummary) -> str:
 @click.option("--dense", is_flag=True, help="ONNX: keep every initializer dense")
 @click.option("--thin/--no-thin", default=None, show_default="on for a pruned or quantized model's ONNX",
               help="Remove zero filters and channels first (exact; a faster, smaller model)")
+@click.option("--align", type=click.IntRange(min=1), default=None, metavar="N",
+              show_default=f"{ALIGN} for ONNX, 1 for .caffemodel",
+              help="Thinning keeps every width it cuts at a multiple of N (zero channels kept back; onnxruntime's "
+                   "blocked kernels take 8 or 16 channels a block); 1 removes every zero channel")
 @click.option("--fold-bn/--no-fold-bn", default=None, show_default="on for ONNX, off for .caffemodel",
               help="Fold BatchNorm and Scale into the convolution before them (exact; none left to run; a "
                    "quantized model keeps its codes)")
@@ -303,7 +318,8 @@ def render(s: ExportSummary) -> str:
               help="Caffemodel: where to write the deploy prototxt")
 @threads_option
 @json_option
-def command(model: str, output: str, to: str | None, dense: bool, thin: bool | None, fold_bn: bool | None,
+def command(model: str, output: str, to: str | None, dense: bool, thin: bool | None, align: int | None,
+            fold_bn: bool | None,
             pack: bool, native_lrn: bool, speed_check: bool | None, opset: int | None, prototxt: str | None,
             deploy: str | None, as_json: bool) -> None:
     """Export to ONNX (sparse initializers where smaller), thinned, or .caffemodel.
@@ -317,7 +333,7 @@ def command(model: str, output: str, to: str | None, dense: bool, thin: bool | N
     """
     summary = export_model(model, output, to=to, dense=dense, thin=thin, opset=opset,
                            prototxt=prototxt, deploy=deploy, fold_bn=fold_bn, pack=pack,
-                           native_lrn=native_lrn, speed_check=speed_check)
+                           native_lrn=native_lrn, speed_check=speed_check, align=align)
     if as_json:
         from dataclasses import asdict
 
