@@ -297,7 +297,8 @@ def _balance(space: Space, remove: list[int]) -> tuple[list[int], str | None]:
     return chosen, note
 
 
-def _align(net, space: Space, remove: list[int], align: int, note: str | None) -> tuple[list[int], str | None]:
+def _align(net, space: Space, remove: list[int], align: int,
+           note: str | None) -> tuple[list[int], str | None]:
     """Keep some of the removable channels back so that the width left is a multiple of ``align``:
     onnxruntime's blocked convolution kernels (MLAS NCHWc: 8 channels a block with AVX2, 16 with
     AVX-512) run a width off their block on a slower path, so 29 channels cost more time than 32

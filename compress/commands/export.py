@@ -297,8 +297,8 @@ def render(s: ExportSummary) -> str:
               help="Remove zero filters and channels first (exact; a faster, smaller model)")
 @click.option("--align", type=click.IntRange(min=1), default=None, metavar="N",
               show_default=f"{ALIGN} for ONNX, 1 for .caffemodel",
-              help="Thinning keeps every width it cuts at a multiple of N (zero channels kept back; onnxruntime's "
-                   "blocked kernels take 8 or 16 channels a block); 1 removes every zero channel")
+              help="Thinning keeps every width it cuts at a multiple of N (zero channels kept back; "
+                   "onnxruntime's blocked kernels take 8 or 16 channels a block); 1: every zero channel goes")
 @click.option("--fold-bn/--no-fold-bn", default=None, show_default="on for ONNX, off for .caffemodel",
               help="Fold BatchNorm and Scale into the convolution before them (exact; none left to run; a "
                    "quantized model keeps its codes)")
