@@ -217,18 +217,29 @@ def write_full_solver(work: Path, root: str, short: int, long: int) -> None:
     for n in (short, long):
         text = FULL_SOLVER.replace("{root}", root).replace("{iters}", str(n))
         (work / f"solver_{n}.prototxt").write_text(text)
+    text = FULL_SOLVER.replace("{root}", root).replace("{iters}", "1") + "test_initialization: false\n"
+    (work / f"solver_{STARTUP}.prototxt").write_text(text)  # start-up: import to the first iteration
 
 
-def timed(argv: list[str], env: dict[str, str], cwd: Path) -> float:
-    """Wall seconds of one whole run of ``argv`` (its output kept in ``cwd/last.log``; a failure is fatal)."""
+STARTUP = "startup"  # the solver of one iteration and no test: its run is the start-up (and one step)
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """Wall and CPU (user + system, the child's and its children's) seconds of one whole run of ``argv``
+    (its output kept in ``cwd/last.log``; a failure is fatal). On a busy machine the CPU time is what the
+    wall time would be on an idle one, for a run that uses one core."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with open(cwd / "last.log", "w") as log:
         done = subprocess.run(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
         tail = (cwd / "last.log").read_text()[-2000:]
         raise SystemExit(f"{' '.join(argv)} exited {done.returncode}:\n{tail}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def whole_runs(work: Path, caffe: str | None, caffe_root: Path | None, ranks: int, short: int, long: int,
@@ -265,11 +276,12 @@ def whole_runs(work: Path, caffe: str | None, caffe_root: Path | None, ranks: in
         runners[f"compress train, {ranks} ranks"] = (64 * ranks, lambda n: [
             sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m",
             "compress.cli", "train", f"solver_{n}.prototxt", "--quiet", "--threads", "1"])
-    times: dict[str, dict[int, list[float]]] = {name: {short: [], long: []} for name in runners}
+    times: dict[str, dict[object, list[tuple[float, float]]]] = {
+        name: {short: [], long: [], STARTUP: []} for name in runners}
     load = [os.getloadavg()[0]]
     try:
         for _ in range(rounds):
-            for n in (short, long):
+            for n in (short, long, STARTUP):
                 for name, (_, argv) in runners.items():
                     times[name][n].append(timed(argv(n), env, work))
             load.append(os.getloadavg()[0])
@@ -278,14 +290,18 @@ def whole_runs(work: Path, caffe: str | None, caffe_root: Path | None, ranks: in
             shutil.rmtree(inside, ignore_errors=True)
     print(f"\nwhole runs of BVLC's LeNet solver, {short} and {long} iterations, {rounds} rounds alternating "
           f"(medians); load average {min(load):.1f}-{max(load):.1f} on {os.cpu_count()} CPUs")
-    print(f"{'run':<26} {'it/s':>7} {'images/s':>9} {'start-up s':>11} {'x first':>8}")
+    print("start-up: a run of 1 iteration without the test at iteration 0 (import to first iteration, plus "
+          "that step and the exit), wall and CPU seconds (CPU: the wall time it would take on an idle core)")
+    print(f"{'run':<26} {'it/s':>7} {'images/s':>9} {'start-up s':>11} {'x first':>8} {'1-iter wall':>12} "
+          f"{'1-iter CPU':>11}")
     first = None
     for name, (batch, _) in runners.items():
-        t_short, t_long = (statistics.median(times[name][n]) for n in (short, long))
+        t_short, t_long = (statistics.median(t for t, _ in times[name][n]) for n in (short, long))
+        wall, cpu = (statistics.median(x[i] for x in times[name][STARTUP]) for i in (0, 1))
         rate = (long - short) / (t_long - t_short)
         first = first or rate * batch
         print(f"{name:<26} {rate:>7.1f} {rate * batch:>9.0f} {t_short - short / rate:>11.2f} "
-              f"{rate * batch / first:>8.2f}")
+              f"{rate * batch / first:>8.2f} {wall:>12.2f} {cpu:>11.2f}")
 
 
 def main() -> None:

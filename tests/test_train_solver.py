@@ -112,6 +112,21 @@ def test_train_logs_tests_snapshots_and_writes_a_loadable_caffemodel(setup, caps
     assert net(torch.zeros(10, 1, 6, 6)).shape == (10, 3)
 
 
+def test_the_test_net_runs_only_when_the_solver_says(setup, capsys, monkeypatch):
+    """Tests at 0, 5 and 10 of 12 iterations, as Caffe: no extra pass after training (it cost start-up)."""
+    from compress.solver.task import CaffeTask
+
+    calls = []
+    evaluate = CaffeTask.evaluate
+    monkeypatch.setattr(CaffeTask, "evaluate", lambda self: calls.append(1) or evaluate(self))
+    assert run(capsys, "train", "solver.prototxt")[0] == 0
+    assert len(calls) == 3
+    Path("solver.prototxt").write_text(SOLVER + "test_initialization: false\n")
+    calls.clear()
+    assert run(capsys, "train", "solver.prototxt", "--max-iter", "4")[0] == 0
+    assert calls == []
+
+
 def test_resume_from_a_snapshot_is_bit_exact(setup, capsys):
     assert run(capsys, "train", "solver.prototxt", "-o", "full.caffemodel", "--log", "full.jsonl")[0] == 0
     full = records("full.jsonl")

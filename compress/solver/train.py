@@ -99,7 +99,7 @@ def _train(solver, config: SolverTrainConfig, dist, device, snapshots: list[str]
         os.unlink(config.log)  # a fresh run starts a fresh log; a resumed one appends
     observer = CaffeObserver(solver, s.train_net, Progress(config.progress and main), config.log, writes=main)
     method = PlainTraining(prunable_layers(s.train_net), epochs=1)
-    cfg = TrainConfig(lr=1.0, seed=s.seed, checkpoint=None, progress=False,
+    cfg = TrainConfig(lr=1.0, seed=s.seed, checkpoint=None, progress=False, final_test=False,
                       info={"solver": solver.hyperparameters(), "net": _digest(s.train_net.netdef),
                             "test_interval": solver.test_interval, "snapshot": solver.snapshot},
                       command={"resume": _resume_command(config)})

@@ -72,6 +72,7 @@ class TrainConfig:
     distill: Distill = field(default_factory=Distill)  # soft targets from the model as loaded
     augment: tuple[str, ...] | None = ()  # compress.data.augment names (None: the data's default)
     bn_recalibrate: int = 100  # training batches that re-estimate BatchNorm statistics before a test (0: off)
+    final_test: bool = True  # test after the run when its last epoch did not (False: a solver's own tests)
     checkpoint: str | None = None
     checkpoint_every: float = 0.0  # seconds between checkpoints (0: after every epoch)
     log: str | None = None
@@ -322,7 +323,7 @@ class _Trainer:
             self._enter_retrain()
         last = self.history[-1] if self.history else {}
         acc = last.get("test_acc") if last.get("phase") == "retrain" else None
-        if acc is None:
+        if acc is None and self.cfg.final_test:
             acc = top1(self.task, self.task.evaluate())
         self.net.train(False)
         return TrainResult(self.history, acc, self.masks, self.epoch, self.step)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -112,3 +113,15 @@ def _load_all() -> None:
 
 
 _LOADED = False
+
+
+def tracing() -> bool:
+    """Whether a script, trace, ONNX export or compile is running (which must see plain ops, not the
+    fast paths' layout changes). ``torch.onnx`` is asked only once it is loaded (importing it costs
+    0.1 s of start-up; while it is not loaded, no ONNX export runs). Torch is imported here, not at the
+    top: this module is read without it (shape inference)."""
+    import torch
+
+    onnx = sys.modules.get("torch.onnx")
+    return (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or (onnx is not None and onnx.is_in_onnx_export()))

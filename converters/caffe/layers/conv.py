@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from converters.caffe.layers.base import CaffeBlobs, register
+from converters.caffe.layers.base import CaffeBlobs, register, tracing
 from converters.caffe.layers.fillers import Filler, filler_of
 from converters.caffe.shapes.conv import conv_geometry
 
@@ -67,8 +67,7 @@ def _channels_last(x: torch.Tensor, groups: int) -> bool:
     """Whether a convolution of ``x`` runs channels-last: a contiguous 4-d float32 CPU tensor with more
     than 16 channels, not a multiple of 16, not grouped, outside tracing and export (which must see the
     plain ``conv2d``)."""
-    if (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_compiling()):  # before reading a size, which a trace would record
+    if tracing():  # before reading a size, which a trace would record
         return False
     return (groups == 1 and x.dim() == 4 and x.shape[1] > 16 and x.shape[1] % 16 != 0
             and x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous())

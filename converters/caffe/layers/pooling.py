@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from converters.caffe.layers.base import register
+from converters.caffe.layers.base import register, tracing
 from converters.caffe.shapes.pooling import caffe_pool_size, pool_geometry
 
 FLT_MAX = torch.finfo(torch.float32).max
@@ -97,8 +97,7 @@ def _channels_last_max(x: torch.Tensor) -> bool:
     channels-last one already gets that kernel), outside tracing and export (which must see the plain
     ``max_pool2d``)."""
     return (x.device.type == "cpu" and x.dim() == 4 and x.is_floating_point() and x.is_contiguous()
-            and not torch.jit.is_scripting() and not torch.jit.is_tracing()
-            and not torch.onnx.is_in_onnx_export() and not torch.compiler.is_compiling())
+            and not tracing())
 
 
 class _ChannelsLastMax(torch.autograd.Function):
