@@ -2,6 +2,8 @@
 grouped-convolution and LRN refusals, netdef updated so the thinned net saves and reloads."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -261,3 +263,15 @@ def test_align_keeps_groups_equal_and_lrn_ends_removed():
     assert r.removed == {"conv1": (16, 8), "conv2": (24, 20)}
     assert torch.equal(r.net.layer("conv2").bias, net.layer("conv2").bias[2:22])
     assert_same(net, r.net)
+
+
+def test_the_check_compares_in_float64_and_catches_a_changed_weight():
+    from compress.structure.check import max_rel_err
+
+    net = build(CONV_RELU_POOL_CONV)
+    other = copy.deepcopy(net)
+    assert max_rel_err(net, other) == 0.0
+    with torch.no_grad():  # float32 parameters: the check runs copies in float64, the nets stay float32
+        other.layer("conv2").weight[0, 0, 0, 0] += 1e-3
+    assert max_rel_err(net, other) > 1e-6
+    assert next(net.parameters()).dtype == torch.float32 and next(other.parameters()).dtype == torch.float32
