@@ -57,8 +57,8 @@ class ThinResult:
 
 def thin(net: nn.Module, *, strict: bool = False, check: bool = True, align: int = 1) -> ThinResult:
     """Remove every zero channel set that can go exactly; ``strict`` raises instead of recording why
-    some stay. ``align`` > 1 keeps enough zero channels that every thinned width is a multiple of it
-    (capped at the original width; see :func:`_align`)."""
+    some stay. ``align`` > 1 keeps enough zero channels back that every thinned width is a multiple of
+    it where one fits (:func:`_align`)."""
     out = copy.deepcopy(net).eval()
     removed: dict[str, tuple[int, int]] = {}
     inputs: dict[str, tuple[int, int]] = {}
@@ -312,13 +312,14 @@ def _align(net, space: Space, remove: list[int], align: int,
     kept = n - len(remove)
     grouped = [m.groups for m in space.members if m.groups > 1]
     cells = math.lcm(*grouped) if grouped else 1
-    block, target = align, None
-    while target is None and (block == align or (block >= 8 and block * 2 <= align)):
+    for block in _blocks(align):
         target = next((t for t in range(-(-kept // block) * block, n + 1, block) if (t - kept) % cells == 0),
                       None)
-        block //= 2
-    block *= 2
-    if target is None or target == kept:
+        if target is not None:
+            break
+    else:
+        return remove, note
+    if target == kept:
         return remove, note
     back = target - kept
     gone = set(remove)
@@ -341,6 +342,14 @@ def _align(net, space: Space, remove: list[int], align: int,
     why = (f"kept {back} zero channels so that its width is {target}, a multiple of {block} (onnxruntime's "
            f"blocked kernels)")
     return aligned, (f"{note}; {why}" if note else why)
+
+
+def _blocks(align: int):
+    """``align``, then its halves while they are whole and at least 8."""
+    yield align
+    while align % 2 == 0 and align // 2 >= 8:
+        align //= 2
+        yield align
 
 
 def _check_lrn_neighbours(net, name: str, n: int, remove: list[int]) -> None:

@@ -319,9 +319,8 @@ def render(s: ExportSummary) -> str:
 @threads_option
 @json_option
 def command(model: str, output: str, to: str | None, dense: bool, thin: bool | None, align: int | None,
-            fold_bn: bool | None,
-            pack: bool, native_lrn: bool, speed_check: bool | None, opset: int | None, prototxt: str | None,
-            deploy: str | None, as_json: bool) -> None:
+            fold_bn: bool | None, pack: bool, native_lrn: bool, speed_check: bool | None, opset: int | None,
+            prototxt: str | None, deploy: str | None, as_json: bool) -> None:
     """Export to ONNX (sparse initializers where smaller), thinned, or .caffemodel.
 
     MODEL is a zoo name, a model file or a .caffemodel. ONNX weights go into sparse initializers
