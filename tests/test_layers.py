@@ -256,8 +256,9 @@ def test_convolution_without_bias_and_errors():
 
 def test_convolution_of_20_channels_runs_channels_last_and_traces_plain():
     """LeNet's conv2 has 20 input channels: on the CPU it runs on channels-last copies (conv.py). The
-    output is Caffe's loops' within float32 rounding, and contiguous; the gradients are float64's within
-    it; a trace (what ONNX export sees) holds the plain convolution only."""
+    output is Caffe's loops' within float32 rounding, and stays channels-last (the net makes it contiguous
+    where needed); the gradients are float64's within it; a trace (what ONNX export sees) holds the plain
+    convolution only."""
     from converters.caffe.layers.conv import _channels_last
 
     x, w, b, gy = rand(2, 20, 6, 6), rand(3, 20, 3, 3, seed=1), rand(3, seed=2), rand(2, 3, 6, 6, seed=3)
@@ -267,7 +268,7 @@ def test_convolution_of_20_channels_runs_channels_last_and_traces_plain():
     assert close(run(m, x), ref_conv(x, w, b, (1, 1), (1, 1), (1, 1), 1), 1e-5)
     xt = torch.from_numpy(x).requires_grad_()
     y = m(xt)
-    assert y.is_contiguous()
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
     y.backward(torch.from_numpy(gy))
     x64 = torch.from_numpy(x).double().requires_grad_()
     w64, b64 = (torch.from_numpy(v).double().requires_grad_() for v in (w, b))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from converters.caffe.layers.base import is_channels_last
 from converters.caffe.names import module_attrs, shown
 
 
@@ -85,17 +86,27 @@ class CaffeNet(nn.Module):
         return {name: blobs[name] for name in self.outputs}
 
     def forward_blobs(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every blob of the net, keyed by blob name (in-place layers keep the last value)."""
+        """Every blob of the net, keyed by blob name (in-place layers keep the last value); the outputs
+        contiguous."""
         blobs = self._bind_inputs(args, kwargs)
         for _ in self.run_nodes(blobs):
             pass
+        for name in self.outputs:
+            blobs[name] = _plain(blobs[name])
         return blobs
 
     def run_nodes(self, blobs: dict[str, torch.Tensor]) -> Iterator[tuple[LayerNode, Tops]]:
         """Run the layers in order on ``blobs`` (updated as they go), yielding each node with its tops
-        as it produced them (a later in-place layer may rebind the name: Caffe's losses count here)."""
+        as it produced them (a later in-place layer may rebind the name: Caffe's losses count here).
+        A channels-last blob (a CPU fast path's output, converters/caffe/layers/conv.py) goes as it is
+        only to the layers of :data:`LAYOUT_FREE`; every other layer gets it contiguous, as it was made
+        before those paths existed, so its arithmetic (a reduction's order, a Dropout mask's draw) is
+        unchanged."""
         for node in self.nodes:
-            out = getattr(self, node.attr)(*(blobs[b] for b in node.bottoms))
+            bottoms = (blobs[b] for b in node.bottoms)
+            if node.type not in LAYOUT_FREE:
+                bottoms = (_plain(b) for b in bottoms)
+            out = getattr(self, node.attr)(*bottoms)
             if isinstance(out, torch.Tensor):
                 out = (out,)
             blobs.update(zip(node.tops, out, strict=True))
@@ -125,6 +136,16 @@ class CaffeNet(nn.Module):
         if missing:
             raise TypeError(f"{self.name}: missing input blob(s) {missing}")
         return blobs
+
+
+# Layers that compute the same values from a channels-last blob as from a contiguous one, and take it as
+# it is: element-wise, pure reshapes, and the layers whose fast paths made it (they decide for themselves).
+LAYOUT_FREE = frozenset({"Convolution", "Pooling", "ReLU", "Split", "Flatten", "Reshape", "InnerProduct"})
+
+
+def _plain(t):
+    """``t`` contiguous if it is a channels-last 4-d tensor, else as it is."""
+    return t.contiguous() if isinstance(t, torch.Tensor) and is_channels_last(t) else t
 
 
 def _finite(t: torch.Tensor) -> bool:

@@ -125,3 +125,11 @@ def tracing() -> bool:
     onnx = sys.modules.get("torch.onnx")
     return (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
             or (onnx is not None and onnx.is_in_onnx_export()))
+
+
+def is_channels_last(x) -> bool:
+    """Whether ``x`` is a 4-d tensor stored channels-last and not also contiguous (a fast path's
+    output: :mod:`converters.caffe.layers.conv`, :mod:`converters.caffe.layers.pooling`)."""
+    import torch
+
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)

@@ -13,14 +13,17 @@ while channels-last takes them as they are. LeNet's conv2 forward+backward at on
 against 13.6-15.7 (1.33-1.44x); 16, 32 or 64 channels (ResNet-20, the MobileNets), 8 channels, 1 or 3
 and depthwise convolutions are as fast or faster on the plain path, so they stay there. The sums are taken in
 another order, so the results differ in the last bits (within 1e-6 relative of float64, as close as the
-plain path); still deterministic, and every check against real Caffe holds at its tolerance.
+plain path); still deterministic, and every check against real Caffe holds at its tolerance. Its output
+stays channels-last, as MAX pooling's does (converters/caffe/net.py passes such blobs only to layers that
+compute the same values from them, and makes the rest contiguous): LeNet's conv2 -> pool2 -> ip1 then
+reorders nothing but the flatten, 5% of a training step, with the same weights to the bit.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from converters.caffe.layers.base import CaffeBlobs, register, tracing
+from converters.caffe.layers.base import CaffeBlobs, is_channels_last, register, tracing
 from converters.caffe.layers.fillers import Filler, filler_of
 from converters.caffe.shapes.conv import conv_geometry
 
@@ -55,7 +58,9 @@ class CaffeConvolution(_ConvBlobs, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _channels_last(x, self.groups):
             x, w = (t.contiguous(memory_format=torch.channels_last) for t in (x, self.weight))
-            return self._conv_forward(x, w, self.bias).contiguous()
+            return self._conv_forward(x, w, self.bias)  # channels-last: the net passes it on as it is
+        if is_channels_last(x):  # a channels-last blob into a convolution that runs the plain path
+            x = x.contiguous()
         return super().forward(x)
 
 
@@ -64,13 +69,14 @@ class CaffeDeconvolution(_ConvBlobs, nn.ConvTranspose2d):
 
 
 def _channels_last(x: torch.Tensor, groups: int) -> bool:
-    """Whether a convolution of ``x`` runs channels-last: a contiguous 4-d float32 CPU tensor with more
-    than 16 channels, not a multiple of 16, not grouped, outside tracing and export (which must see the
-    plain ``conv2d``)."""
+    """Whether a convolution of ``x`` runs channels-last: a 4-d float32 CPU tensor, contiguous or
+    channels-last, with more than 16 channels, not a multiple of 16, not grouped, outside tracing and
+    export (which must see the plain ``conv2d``)."""
     if tracing():  # before reading a size, which a trace would record
         return False
     return (groups == 1 and x.dim() == 4 and x.shape[1] > 16 and x.shape[1] % 16 != 0
-            and x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous())
+            and x.device.type == "cpu" and x.dtype == torch.float32
+            and (x.is_contiguous() or is_channels_last(x)))
 
 
 def _fillers(module: _ConvBlobs, layer) -> _ConvBlobs:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from converters.caffe.layers.base import register, tracing
+from converters.caffe.layers.base import is_channels_last, register, tracing
 from converters.caffe.shapes.pooling import caffe_pool_size, pool_geometry
 
 FLT_MAX = torch.finfo(torch.float32).max
@@ -54,16 +54,22 @@ class CaffePooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.global_pooling:
+            if is_channels_last(x):
+                x = x.contiguous()
             if self.method == "MAX":
                 return x.amax(dim=(2, 3), keepdim=True)
             return x.mean(dim=(2, 3), keepdim=True)
         h, w = x.shape[-2:]
         out = self.output_size(h, w)
-        if self._native(h, w, out):
-            if self.method == "MAX":
-                if _channels_last_max(x):
-                    return _ChannelsLastMax.apply(x, self.kernel_size, self.stride, self.padding)
-                return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, ceil_mode=True)
+        native = self._native(h, w, out)
+        if native and self.method == "MAX":
+            if _channels_last_max(x):
+                return _ChannelsLastMax.apply(x, self.kernel_size, self.stride, self.padding)
+            # a channels-last blob takes the channels-last kernel as it is, and its output stays so
+            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, ceil_mode=True)
+        if is_channels_last(x):  # the other paths keep the layout they had
+            x = x.contiguous()
+        if native:
             return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, ceil_mode=True,
                                 count_include_pad=True)
         return self._explicit(x, h, w, out)
@@ -102,7 +108,8 @@ def _channels_last_max(x: torch.Tensor) -> bool:
 
 class _ChannelsLastMax(torch.autograd.Function):
     """``F.max_pool2d(x, kernel, stride, pad, ceil_mode=True)`` computed on a channels-last copy of ``x``;
-    the output and the gradient come back in ``x``'s contiguous layout."""
+    the output stays channels-last (the net passes it on as it is, or makes it contiguous), the gradient
+    comes back in ``x``'s contiguous layout."""
 
     @staticmethod
     def forward(ctx, x, kernel, stride, pad):
@@ -111,7 +118,7 @@ class _ChannelsLastMax(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(x, index.contiguous())  # a plane's h * W + w: the same in either layout
             ctx.geometry = kernel, stride, pad
-        return y.contiguous()
+        return y
 
     @staticmethod
     def backward(ctx, grad):
