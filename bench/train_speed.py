@@ -50,6 +50,20 @@ run is the start-up the issue asks for, import to first iteration, plus one step
     caffe 1.0                     18.2      1168        4.06     1.00         0.24        0.13
     compress train                23.3      1490        8.22     1.28         3.65        1.98
 
+With the other runs paused (the machine otherwise idle; load average 1.0-2.1, ``--rounds 3``), same code:
+caffe 1.0 37.0 it/s, compress train 46.6 (**1.26x**), 1-iteration run 0.17 s against **1.84 s** wall (1.82 s
+CPU; ``python -c "import torch"`` alone: 1.36-1.48 s wall). Then channels-last blobs were passed between
+the layers that keep them (converters/caffe/net.py; same weights to the bit), idle again, ``--rounds 3``,
+``--baseline`` the commit before it (load average 1.0-2.9):
+
+    run                           it/s  images/s  start-up s  x first  1-iter wall  1-iter CPU
+    caffe 1.0                     33.3      2130        1.22     1.00         0.21        0.15
+    compress train                48.0      3071        2.86     1.44         1.83        1.81
+    compress train (base)         45.9      2938        2.74     1.38         2.36        2.36
+
+Real Caffe's own rate moved between the two idle runs (37.0 and 33.3 it/s); compress train against its
+previous commit, in the same run, is 1.05x.
+
 Of the 1.98 CPU seconds, ``import torch`` alone takes 1.5-1.8 on this loaded machine (``python -c "import
 torch"``: 1.6-1.8 s user + system); the rest is protobuf (0.2 s), reading the LMDBs into memory (0.26 s) and
 building the nets. The interpreter must be allowed to write bytecode (``PYTHONDONTWRITEBYTECODE`` unset):
