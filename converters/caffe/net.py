@@ -65,6 +65,16 @@ class CaffeNet(nn.Module):
         self.nodes = [replace(n, attr=self._attrs[n.name]) for n in nodes]
         for node in self.nodes:
             self.add_module(node.attr, modules[node.name])
+        readers: dict[str, list[str]] = {}
+        for node in self.nodes:
+            for b in node.bottoms:
+                readers.setdefault(b, []).append(node.type)
+        for node in self.nodes:  # a layer whose readers all take channels-last blobs may write one
+            module = modules[node.name]
+            if hasattr(module, "channels_last_out"):
+                tops = [readers.get(t, []) for t in node.tops]
+                module.channels_last_out = all(r and set(r) <= LAYOUT_FREE for r in tops) and \
+                    not set(node.tops) & set(outputs)
 
     def layer(self, name: str) -> nn.Module:
         """The submodule of the Caffe layer ``name``."""
