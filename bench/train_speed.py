@@ -62,7 +62,18 @@ the layers that keep them (converters/caffe/net.py; same weights to the bit), id
     compress train (base)         45.9      2938        2.74     1.38         2.36        2.36
 
 Real Caffe's own rate moved between the two idle runs (37.0 and 33.3 it/s); compress train against its
-previous commit, in the same run, is 1.05x.
+previous commit, in the same run, is 1.05x. Then a one-channel convolution read only by such layers (LeNet's
+conv1) ran channels-last too, and the 1-iteration run was timed to its first display line (process start to
+the first iteration's loss, the start-up the issue asks for); idle again, ``--rounds 3``, ``--baseline`` a
+checkout before both channels-last changes (load average 1.0-2.3):
+
+    run                           it/s  images/s  start-up s  x first  to iter 0  1-iter wall  1-iter CPU
+    caffe 1.0                     37.7      2412        1.30     1.00       0.19         0.22        0.15
+    compress train                56.1      3593        2.12     1.49       1.35         1.71        1.68
+    compress train (base)         50.7      3243        2.18     1.34       1.26         1.65        1.65
+
+So **1.49x** real Caffe's iterations per second and **1.35 s** from process start to the first iteration
+(``import torch`` alone: 1.17-1.48 s on this machine, idle).
 
 Of the 1.98 CPU seconds, ``import torch`` alone takes 1.5-1.8 on this loaded machine (``python -c "import
 torch"``: 1.6-1.8 s user + system); the rest is protobuf (0.2 s), reading the LMDBs into memory (0.26 s) and
@@ -74,6 +85,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -244,29 +256,39 @@ def write_full_solver(work: Path, root: str, short: int, long: int) -> None:
     for n in (short, long):
         text = FULL_SOLVER.replace("{root}", root).replace("{iters}", str(n))
         (work / f"solver_{n}.prototxt").write_text(text)
-    text = FULL_SOLVER.replace("{root}", root).replace("{iters}", "1") + "test_initialization: false\n"
+    text = FULL_SOLVER.replace("{root}", root).replace("{iters}", "1").replace("display: 100", "display: 1") \
+        + "test_initialization: false\n"
     (work / f"solver_{STARTUP}.prototxt").write_text(text)  # start-up: import to the first iteration
 
 
-STARTUP = "startup"  # the solver of one iteration and no test: its run is the start-up (and one step)
+STARTUP = "startup"  # the solver of one iteration, no test, display 1: its run times the start-up
 
 
-def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
-    """Wall and CPU (user + system, the child's and its children's) seconds of one whole run of ``argv``
-    (its output kept in ``cwd/last.log``; a failure is fatal). On a busy machine the CPU time is what the
-    wall time would be on an idle one, for a run that uses one core."""
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, float | None]:
+    """Wall and CPU (user + system, the child's and its children's) seconds of one whole run of ``argv``,
+    and the wall seconds until it printed its first iteration's loss (Caffe's display line, ``Iteration 0,
+    loss = ...``, or Caffe 1.0's ``Iteration 0 (...), loss = ...``; None when it printed none). Its output
+    is kept in ``cwd/last.log``; a failure is fatal. On a busy machine the CPU time is what the wall time
+    would be on an idle one, for a run that uses one core."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
+    first = None
     with open(cwd / "last.log", "w") as log:
-        done = subprocess.run(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        for line in proc.stdout:
+            if first is None and re.search(r"Iteration 0\b.*loss", line):
+                first = time.perf_counter() - start
+            log.write(line)
+        proc.wait()
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode:
+    if proc.returncode:
         tail = (cwd / "last.log").read_text()[-2000:]
-        raise SystemExit(f"{' '.join(argv)} exited {done.returncode}:\n{tail}")
-    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n{tail}")
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), first
 
 
 def whole_runs(work: Path, caffe: str | None, caffe_root: Path | None, ranks: int, short: int, long: int,
@@ -292,43 +314,50 @@ def whole_runs(work: Path, caffe: str | None, caffe_root: Path | None, ranks: in
             root = str(work)
         runners["caffe 1.0"] = (64, lambda n: [*shlex.split(caffe), "train",
                                                f"--solver={root}/solver_{n}.prototxt"])
-    runners["compress train"] = (64, lambda n: [*cli, "train", f"solver_{n}.prototxt", "--quiet",
+    def quiet(n) -> list[str]:  # the start-up run prints its display line, which times the first iteration
+        return [] if n == STARTUP else ["--quiet"]
+
+    runners["compress train"] = (64, lambda n: [*cli, "train", f"solver_{n}.prototxt", *quiet(n),
                                                 "--threads", "1"])
     if baseline is not None:  # another source tree's compress train (before/after in one run)
         base_env = {**env, "PYTHONPATH": str(baseline)}
         runners[f"compress train ({baseline.name})"] = (64, lambda n: [
-            "env", f"PYTHONPATH={base_env['PYTHONPATH']}", *cli, "train", f"solver_{n}.prototxt", "--quiet",
+            "env", f"PYTHONPATH={base_env['PYTHONPATH']}", *cli, "train", f"solver_{n}.prototxt", *quiet(n),
             "--threads", "1"])
     if ranks > 1:
         runners[f"compress train, {ranks} ranks"] = (64 * ranks, lambda n: [
             sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m",
-            "compress.cli", "train", f"solver_{n}.prototxt", "--quiet", "--threads", "1"])
-    times: dict[str, dict[object, list[tuple[float, float]]]] = {
+            "compress.cli", "train", f"solver_{n}.prototxt", *quiet(n), "--threads", "1"])
+    loud = {**env, "GLOG_minloglevel": "0", "GLOG_logtostderr": "1"}  # Caffe's display line on stderr
+    times: dict[str, dict[object, list[tuple[float, float, float | None]]]] = {
         name: {short: [], long: [], STARTUP: []} for name in runners}
     load = [os.getloadavg()[0]]
     try:
         for _ in range(rounds):
             for n in (short, long, STARTUP):
                 for name, (_, argv) in runners.items():
-                    times[name][n].append(timed(argv(n), env, work))
+                    times[name][n].append(timed(argv(n), loud if n == STARTUP else env, work))
             load.append(os.getloadavg()[0])
     finally:
         if caffe and caffe_root is not None:
             shutil.rmtree(inside, ignore_errors=True)
     print(f"\nwhole runs of BVLC's LeNet solver, {short} and {long} iterations, {rounds} rounds alternating "
           f"(medians); load average {min(load):.1f}-{max(load):.1f} on {os.cpu_count()} CPUs")
-    print("start-up: a run of 1 iteration without the test at iteration 0 (import to first iteration, plus "
-          "that step and the exit), wall and CPU seconds (CPU: the wall time it would take on an idle core)")
-    print(f"{'run':<26} {'it/s':>7} {'images/s':>9} {'start-up s':>11} {'x first':>8} {'1-iter wall':>12} "
-          f"{'1-iter CPU':>11}")
+    print("1 iteration: a run of 1 iteration without the test at iteration 0: to its first display line "
+          "(process start to the first iteration's loss), and the whole process, wall and CPU seconds (CPU: "
+          "the wall time it would take on an idle core)")
+    print(f"{'run':<26} {'it/s':>7} {'images/s':>9} {'start-up s':>11} {'x first':>8} {'to iter 0':>10} "
+          f"{'1-iter wall':>12} {'1-iter CPU':>11}")
     first = None
     for name, (batch, _) in runners.items():
-        t_short, t_long = (statistics.median(t for t, _ in times[name][n]) for n in (short, long))
+        t_short, t_long = (statistics.median(t[0] for t in times[name][n]) for n in (short, long))
         wall, cpu = (statistics.median(x[i] for x in times[name][STARTUP]) for i in (0, 1))
+        firsts = [x[2] for x in times[name][STARTUP] if x[2] is not None]
+        to_first = f"{statistics.median(firsts):>10.2f}" if firsts else f"{'-':>10}"
         rate = (long - short) / (t_long - t_short)
         first = first or rate * batch
         print(f"{name:<26} {rate:>7.1f} {rate * batch:>9.0f} {t_short - short / rate:>11.2f} "
-              f"{rate * batch / first:>8.2f} {wall:>12.2f} {cpu:>11.2f}")
+              f"{rate * batch / first:>8.2f} {to_first} {wall:>12.2f} {cpu:>11.2f}")
 
 
 def main() -> None:
