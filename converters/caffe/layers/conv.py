@@ -64,7 +64,7 @@ class CaffeConvolution(_ConvBlobs, nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last_out and _one_channel(x, self.groups):
-            n, _, h, w = x.shape  # one channel: the same memory read channels-last, no copy
+            h, w = x.shape[2:]  # one channel: the same memory read channels-last, no copy
             return self._conv_forward(x.as_strided(x.shape, (h * w, 1, w, 1)), self.weight, self.bias)
         if _channels_last(x, self.groups):
             x, w = (t.contiguous(memory_format=torch.channels_last) for t in (x, self.weight))
