@@ -302,12 +302,15 @@ def _align(net, space: Space, remove: list[int], align: int,
     """Keep some of the removable channels back so that the width left is a multiple of ``align``:
     onnxruntime's blocked convolution kernels (MLAS NCHWc: 8 channels a block with AVX2, 16 with
     AVX-512) run a width off their block on a slower path, so 29 channels cost more time than 32
-    (docs/DEPLOY.md). Where no multiple of ``align`` fits between the width left and the space's size,
+    (docs/DEPLOY.md); a space no convolution reads or writes (InnerProduct to InnerProduct) is cut
+    exactly. Where no multiple of ``align`` fits between the width left and the space's size,
     the halves of ``align`` down to 8 are tried (a multiple of 8 suits AVX2); where none fits either
     (a small layer), every removable channel goes. A channel kept back is exact as it was (a zero filter,
     or one every consumer ignores). Grouped convolutions keep equal groups (the same number kept back in
     every cell of :func:`_balance`); the channels kept back are those nearest a kept channel, so an
     across-channel LRN's removed channels stay at the ends (checked again; if not, the exact cut)."""
+    if not any(isinstance(net.layer(m.layer), nn.Conv2d) for m in space.members):
+        return remove, note  # fully connected only: matrix products take any width at the same speed
     n = space.size
     kept = n - len(remove)
     grouped = [m.groups for m in space.members if m.groups > 1]

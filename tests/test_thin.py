@@ -275,3 +275,13 @@ def test_the_check_compares_in_float64_and_catches_a_changed_weight():
         other.layer("conv2").weight[0, 0, 0, 0] += 1e-3
     assert max_rel_err(net, other) > 1e-6
     assert next(net.parameters()).dtype == torch.float32 and next(other.parameters()).dtype == torch.float32
+
+
+def test_align_leaves_fully_connected_widths_exact():
+    net = build(HEAD + conv("conv1", "data", 4) + ip("ip1", "conv1", 40) + ip("ip2", "ip1", 3))
+    with torch.no_grad():
+        net.layer("ip1").weight[[1, 5, 9]] = 0
+        net.layer("ip1").bias[[1, 5, 9]] = 0
+    r = thin(net, align=16)
+    assert r.removed == {"ip1": (40, 37)} and r.skipped == {}
+    assert_same(net, r.net)
