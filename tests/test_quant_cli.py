@@ -232,6 +232,10 @@ def test_quantized_onnx_is_thinned_by_default(capsys, tmp_path, tiny):
     assert rc == 0 and "thinned conv1: 4 -> 3 filters" in text
     rc, text, _ = run(capsys, ["export", str(pruned), "--no-thin", "-o", str(tmp_path / "f.onnx")])
     assert rc == 0 and "thinned conv1" not in text
+    rc, text, _ = run(capsys, ["export", str(pruned), "--dense", "-o", str(tmp_path / "d.onnx")])
+    assert rc == 0 and "thinned conv1" not in text  # --dense: the baseline, nothing removed
+    rc, text, _ = run(capsys, ["export", str(pruned), "--dense", "--thin", "-o", str(tmp_path / "d.onnx")])
+    assert rc == 0 and "thinned conv1: 4 -> 3 filters" in text
 
 
 @pytest.mark.parametrize("method, flags", [("qgt", ["--epochs", "2"]), ("admm", ["--admm-iters", "2"])])

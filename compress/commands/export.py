@@ -149,8 +149,9 @@ def export_model(spec: str, output: str, *, to: str | None = None, dense: bool =
         from compress.quant.record import read_grids
 
         grids = read_grids(meta, net, where=model.path or spec)
-    if thin is None:  # ONNX of a compressed model: removing dead filters is what makes it faster
-        thin = opts.to == "onnx" and (grids is not None or _has_zeros(net))
+    if thin is None:  # ONNX of a compressed model: removing dead filters is what makes it faster;
+        # --dense is the baseline, the same net with nothing removed
+        thin = opts.to == "onnx" and not opts.dense and (grids is not None or _has_zeros(net))
     if thin:
         from compress.thin import thin as thin_net
 
@@ -292,7 +293,8 @@ def render(s: ExportSummary) -> str:
               help="File to write; its extension (.onnx, .caffemodel) sets the format")
 @click.option("--to", "to", type=click.Choice(list(WRITERS)), show_default="from the output's extension",
               help="Output format, when the extension does not say it")
-@click.option("--dense", is_flag=True, help="ONNX: keep every initializer dense")
+@click.option("--dense", is_flag=True,
+              help="ONNX: keep every initializer dense, and (unless --thin) every channel: the baseline")
 @click.option("--thin/--no-thin", default=None, show_default="on for a pruned or quantized model's ONNX",
               help="Remove zero filters and channels first (exact; a faster, smaller model)")
 @click.option("--align", type=click.IntRange(min=1), default=None, metavar="N",
