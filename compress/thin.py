@@ -27,6 +27,7 @@ thinned net is checked against the original on a seeded random input (relative e
 """
 from __future__ import annotations
 
+import bisect
 import copy
 import math
 from collections import defaultdict
@@ -326,11 +327,12 @@ def _align(net, space: Space, remove: list[int], align: int,
         return remove, note
     back = target - kept
     gone = set(remove)
-    alive = [c for c in range(n) if c not in gone]
+    alive = [c for c in range(n) if c not in gone]  # sorted, never empty (a space keeps >= 1 channel)
     per = n // cells
 
-    def distance(c: int) -> int:
-        return min(abs(c - k) for k in alive)
+    def distance(c: int) -> int:  # to the nearest kept channel: its neighbours in the sorted list
+        i = bisect.bisect(alive, c)
+        return min(abs(c - alive[j]) for j in (i - 1, i) if 0 <= j < len(alive))
 
     returned: set[int] = set()
     for cell in range(cells):

@@ -79,25 +79,26 @@ class CaffeDeconvolution(_ConvBlobs, nn.ConvTranspose2d):
 
 
 def _channels_last(x: torch.Tensor, groups: int) -> bool:
-    """Whether a convolution of ``x`` runs channels-last: a 4-d float32 CPU tensor, contiguous or
-    channels-last, with more than 16 channels, not a multiple of 16, not grouped, outside tracing and
-    export (which must see the plain ``conv2d``)."""
-    if tracing():  # before reading a size, which a trace would record
-        return False
-    return (groups == 1 and x.dim() == 4 and x.shape[1] > 16 and x.shape[1] % 16 != 0
-            and x.device.type == "cpu" and x.dtype == torch.float32
+    """Whether a convolution of ``x`` runs channels-last: more than 16 channels, not a multiple of 16,
+    contiguous or already channels-last (:func:`_fast_cpu` for the rest)."""
+    return (_fast_cpu(x, groups) and x.shape[1] > 16 and x.shape[1] % 16 != 0
             and (x.is_contiguous() or is_channels_last(x)))
 
 
 def _one_channel(x: torch.Tensor, groups: int) -> bool:
-    """Whether a one-channel input (a grey image) runs channels-last: a contiguous 4-d float32 CPU
-    tensor, outside tracing and export. Its memory is already channels-last; oneDNN then writes the output
-    so, and MAX pooling after it reads it without a reorder (LeNet's conv1 + pool1, forward and backward:
-    9.5-11.6 ms against 16.8-21.6 ms at one thread)."""
-    if tracing():
-        return False
-    return (groups == 1 and x.dim() == 4 and x.shape[1] == 1 and x.device.type == "cpu"
-            and x.dtype == torch.float32 and x.is_contiguous())
+    """Whether a one-channel input (a grey image) runs channels-last: contiguous (:func:`_fast_cpu` for
+    the rest). Its memory is already channels-last; oneDNN then writes the output so, and MAX pooling after
+    it reads it without a reorder (LeNet's conv1 + pool1, forward and backward: 9.5-11.6 ms against
+    16.8-21.6 ms at one thread)."""
+    return _fast_cpu(x, groups) and x.shape[1] == 1 and x.is_contiguous()
+
+
+def _fast_cpu(x: torch.Tensor, groups: int) -> bool:
+    """What both channels-last paths need: a 4-d float32 CPU input, an ungrouped convolution, and no
+    tracing or export (which must see the plain ``conv2d``; asked first, before reading a size, which a
+    trace would record)."""
+    return (not tracing() and groups == 1 and x.dim() == 4 and x.device.type == "cpu"
+            and x.dtype == torch.float32)
 
 
 def _fillers(module: _ConvBlobs, layer) -> _ConvBlobs:
